@@ -1,0 +1,48 @@
+# The two commands of the course:
+#   make book   build the HTML book into _build/html, executing every chapter
+#   make test   run the whole test suite (unit tests and every chapter through nbval)
+# Both create .venv with the package and its extras on first use.
+#
+# Variables: PYTHON (a Python 3.10+ to create .venv with), TORCH (the torch requirement installed
+# when .venv has none: CI passes the CPU build), JOBS (pytest-xdist workers), and COMPANION_PROFILE
+# (quick or full, read by the chapters).
+
+PYTHON ?= python3
+VENV ?= .venv
+TORCH ?= torch
+JOBS ?= auto
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+# The course's data folder beside the repository (as on the CI machine) saves downloading MNIST.
+ifeq ($(origin COMPANION_DATA), undefined)
+ifneq ($(wildcard ../shared/data/.),)
+export COMPANION_DATA := $(abspath ../shared/data)
+endif
+endif
+
+.PHONY: book test twins bench clean
+
+book: $(STAMP)
+	$(BIN)/python tools/twins.py
+	$(BIN)/jupyter-book build . --warningiserror --keep-going
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -n $(JOBS) --dist loadfile
+
+twins: $(STAMP)
+	$(BIN)/python tools/twins.py
+
+bench: $(STAMP)
+	for script in bench/*.py; do $(BIN)/python $$script || exit 1; done
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 10))' || \
+		{ echo "the course needs Python 3.10 or newer; $(PYTHON) is $$($(PYTHON) --version)"; exit 1; }
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -c 'import torch' 2>/dev/null || $(BIN)/python -m pip install "$(TORCH)"
+	$(BIN)/python -m pip install -e ".[book,test]"
+	touch $@
+
+clean:
+	rm -rf _build

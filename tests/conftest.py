@@ -1,0 +1,67 @@
+"""Fixtures of the unit tests: the real MNIST folder and a local file server."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from companion import data
+
+
+@pytest.fixture(scope="session")
+def real_mnist_root() -> Path:
+    """A data root holding the four real MNIST files (downloaded to the cache if need be)."""
+    return data.ensure_files(data.MNIST).parent
+
+
+@dataclass
+class FileServer:
+    """An HTTP server on 127.0.0.1 that serves ``files`` (path → bytes).
+
+    ``truncate[path] = n`` sends the full ``Content-Length`` but only the first
+    ``n`` bytes, then closes the connection: an interrupted download.
+    ``requests`` lists every path asked for.
+    """
+
+    base_url: str
+    files: dict[str, bytes] = field(default_factory=dict)
+    truncate: dict[str, int] = field(default_factory=dict)
+    requests: list[str] = field(default_factory=list)
+
+
+@pytest.fixture
+def file_server() -> Iterator[FileServer]:
+    state = FileServer(base_url="")
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+            state.requests.append(self.path)
+            body = state.files.get(self.path)
+            if body is None:
+                self.send_error(404)
+                return
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body[: state.truncate.get(self.path, len(body))])
+            self.wfile.flush()
+            self.close_connection = True
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    state.base_url = f"http://127.0.0.1:{server.server_port}"
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield state
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)

@@ -1,0 +1,100 @@
+"""companion.config: device choice, seeding, run profile."""
+
+import random
+
+import numpy as np
+import pytest
+import torch
+
+from companion import config
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch):
+    for name in ("COMPANION_DEVICE", "COMPANION_REQUIRE_GPU", "COMPANION_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+
+
+def test_device_prefers_cuda_then_mps_then_cpu(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    assert config.device() == torch.device("cpu")
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: True)
+    assert config.device() == torch.device("mps")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert config.device() == torch.device("cuda")
+
+
+def test_device_override(monkeypatch):
+    monkeypatch.setenv("COMPANION_DEVICE", "cpu")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert config.device() == torch.device("cpu")
+
+
+def test_device_override_must_exist(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setenv("COMPANION_DEVICE", "cuda:0")
+    with pytest.raises(RuntimeError, match="CUDA is not available"):
+        config.device()
+    monkeypatch.setenv("COMPANION_DEVICE", "gpu-please")
+    with pytest.raises(ValueError, match="COMPANION_DEVICE must name a torch device"):
+        config.device()
+
+
+def test_require_gpu_raises_on_cpu(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    monkeypatch.setenv("COMPANION_REQUIRE_GPU", "1")
+    with pytest.raises(RuntimeError, match="COMPANION_REQUIRE_GPU=1"):
+        config.device()
+    monkeypatch.setenv("COMPANION_REQUIRE_GPU", "0")
+    assert config.device().type == "cpu"
+    monkeypatch.setenv("COMPANION_REQUIRE_GPU", "maybe")
+    with pytest.raises(ValueError, match="COMPANION_REQUIRE_GPU must be one of"):
+        config.device()
+
+
+def test_require_gpu_accepts_a_gpu(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setenv("COMPANION_REQUIRE_GPU", "1")
+    assert config.device() == torch.device("cuda")
+
+
+def test_seed_everything_makes_all_generators_repeat():
+    def draw(gen):
+        return random.random(), np.random.rand(), torch.rand(1).item(), torch.rand(1, generator=gen).item()
+
+    first = draw(config.seed_everything(123))
+    second = draw(config.seed_everything(123))
+    other = draw(config.seed_everything(124))
+    assert first == second
+    assert all(a != b for a, b in zip(first, other))
+
+
+@pytest.mark.parametrize("bad", [-1, 1.5, "7", True])
+def test_seed_everything_rejects_bad_seeds(bad):
+    with pytest.raises(ValueError, match="non-negative int"):
+        config.seed_everything(bad)
+
+
+def test_profile_default_is_full():
+    assert config.profile() == "full"
+    assert config.budget(quick=10, full=60_000) == 60_000
+
+
+@pytest.mark.parametrize("value", ["quick", "QUICK", " quick "])
+def test_profile_quick(monkeypatch, value):
+    monkeypatch.setenv("COMPANION_PROFILE", value)
+    assert config.profile() == "quick"
+    assert config.budget(quick=10, full=60_000) == 10
+
+
+def test_profile_rejects_unknown(monkeypatch):
+    monkeypatch.setenv("COMPANION_PROFILE", "fast")
+    with pytest.raises(ValueError, match="'quick' or 'full'; got 'fast'"):
+        config.profile()
+
+
+def test_budget_needs_both_sizes_by_name():
+    with pytest.raises(TypeError):
+        config.budget(10, 20)  # type: ignore[misc]

@@ -1,0 +1,64 @@
+"""The project's own consistency: dependencies listed twice agree, the book's settings hold together."""
+
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+
+import yaml
+from packaging.requirements import Requirement
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+ROOT = Path(__file__).resolve().parent.parent
+CONDA_TO_PYPI = {"pytorch": "torch"}  # conda-forge names that differ from PyPI's
+
+
+def pyproject_requirements() -> dict[str, str]:
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    lines = project["dependencies"] + [r for extra in project["optional-dependencies"].values() for r in extra]
+    requirements = [Requirement(line) for line in lines]
+    return {r.name.lower(): str(r.specifier) for r in requirements}
+
+
+def conda_requirements() -> dict[str, str]:
+    env = yaml.safe_load((ROOT / "environment.yml").read_text())
+    found = {}
+    for entry in env["dependencies"]:
+        if isinstance(entry, dict) or entry.split(">")[0].split("=")[0].strip() in {"python", "pip"}:
+            continue
+        requirement = Requirement(entry.replace(" ", ""))
+        found[CONDA_TO_PYPI.get(requirement.name, requirement.name).lower()] = str(requirement.specifier)
+    return found
+
+
+def test_environment_yml_lists_the_same_dependencies_as_pyproject():
+    assert conda_requirements() == pyproject_requirements()
+
+
+def test_environment_yml_installs_the_package_itself():
+    env = yaml.safe_load((ROOT / "environment.yml").read_text())
+    pip_lines = next(entry["pip"] for entry in env["dependencies"] if isinstance(entry, dict))
+    assert any(re.match(r"^(-e|--editable) \.(\s|$)", line) for line in pip_lines)
+    python = next(d for d in env["dependencies"] if isinstance(d, str) and d.startswith("python"))
+    requires_python = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["requires-python"]
+    assert python == "python" + requires_python
+
+
+def test_torch_is_never_pinned_exactly():
+    assert "==" not in pyproject_requirements()["torch"]
+
+
+def test_book_config_excludes_twins_hidden_folders_and_builds():
+    config = yaml.safe_load((ROOT / "_config.yml").read_text())
+    assert config["only_build_toc_files"] is True
+    for pattern in [".*", "**/.*", "_build", ".venv", "book/*.ipynb"]:
+        assert pattern in config["exclude_patterns"]
+    assert config["execute"]["execute_notebooks"] == "force"
+    assert config["execute"]["timeout"] >= 600
+    assert config["sphinx"]["config"]["nb_execution_raise_on_error"] is True
+    assert (ROOT / config["bibtex_bibfiles"][0]).is_file()

@@ -1,0 +1,66 @@
+"""Write each chapter's ``.ipynb`` twin from its MyST-markdown source (the ``.md`` is the source).
+
+    python tools/twins.py            # regenerate every book/NN-*.ipynb
+    python tools/twins.py --check    # exit 1 and name the twins that are out of step
+
+The twin is what jupytext makes of the source, outputs empty, with cell ids
+derived from the cells' text so that regenerating an unchanged chapter
+changes nothing on disk. Colab opens the twin; Sphinx reads the source.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import sys
+from collections import Counter
+from pathlib import Path
+
+import jupytext
+
+BOOK = Path(__file__).resolve().parent.parent / "book"
+
+
+def chapters(book: Path = BOOK) -> list[Path]:
+    """The chapter sources: ``book/NN-name.md``, in order."""
+    return sorted(p for p in book.glob("[0-9][0-9]-*.md"))
+
+
+def twin_path(source: Path) -> Path:
+    return source.with_suffix(".ipynb")
+
+
+def twin_text(source: Path) -> str:
+    """The exact text the twin of ``source`` must have."""
+    notebook = jupytext.read(source, fmt="md:myst")
+    seen: Counter[str] = Counter()
+    for cell in notebook.cells:
+        digest = hashlib.sha1(f"{cell.cell_type}\n{cell.source}".encode()).hexdigest()[:12]
+        seen[digest] += 1
+        cell.id = digest if seen[digest] == 1 else f"{digest}-{seen[digest]}"
+        if cell.cell_type == "code":
+            cell.outputs, cell.execution_count = [], None
+    return jupytext.writes(notebook, fmt="ipynb")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--check", action="store_true", help="report twins out of step; write nothing")
+    parser.add_argument("sources", nargs="*", type=Path, help="chapter sources (default: all)")
+    args = parser.parse_args(argv)
+    stale = []
+    for source in args.sources or chapters():
+        text, twin = twin_text(source), twin_path(source)
+        if twin.exists() and twin.read_text(encoding="utf-8") == text:
+            continue
+        stale.append(twin)
+        if not args.check:
+            twin.write_text(text, encoding="utf-8")
+    verb = "out of step (run `make twins`)" if args.check else "written"
+    for twin in stale:
+        print(f"{twin}: {verb}")
+    return 1 if args.check and stale else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
