@@ -62,3 +62,30 @@ def test_book_config_excludes_twins_hidden_folders_and_builds():
     assert config["execute"]["timeout"] >= 600
     assert config["sphinx"]["config"]["nb_execution_raise_on_error"] is True
     assert (ROOT / config["bibtex_bibfiles"][0]).is_file()
+
+
+def test_import_does_nothing_visible(tmp_path):
+    """`import companion` and its modules print nothing, write nothing, download nothing."""
+    import os
+    import subprocess
+
+    env = {**os.environ, "HOME": str(tmp_path), "XDG_CACHE_HOME": str(tmp_path / "cache"), "COMPANION_DATA": ""}
+    env["MPLCONFIGDIR"] = str(tmp_path / "mpl")
+    code = (
+        "import importlib, pkgutil, companion\n"
+        "for m in pkgutil.iter_modules(companion.__path__): importlib.import_module('companion.' + m.name)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "" and done.stderr == ""
+    assert not (tmp_path / "cache").exists()
+
+
+def test_package_lists_its_modules():
+    import pkgutil
+
+    import companion
+
+    on_disk = sorted(m.name for m in pkgutil.iter_modules(companion.__path__))
+    assert set(on_disk) <= set(companion.__all__)
+    assert {"check", "config", "data"} <= set(on_disk)
