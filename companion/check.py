@@ -242,3 +242,258 @@ def network_2(
         name, False, f"{int(wrong.sum())} of {len(x1)} grid points differ; e.g. at x1 = {x1[i]:g}, "
         f"x2 = {x2[i]:g} the target is {want[i]:.4g} but the network gives {got[i]:.4g}."
     )
+
+
+# ---------------------------------------------------------------------------
+# Chapters 2 and 3: gradient descent and backpropagation
+# ---------------------------------------------------------------------------
+
+
+def _diagnose_scale(expected: Any, got: Any, known: dict[float, str]) -> str:
+    """A hint when ``got`` is ``factor · expected`` for one of the ``known`` factors, else ``""``."""
+    want, have = _as_array(expected), _as_array(got)
+    if want is None or have is None or want.shape != have.shape or not np.any(want):
+        return ""
+    for factor, hint in known.items():
+        if np.allclose(have, factor * want, rtol=1e-6, atol=1e-12):
+            return f" It is {factor:g} times the right answer: {hint}."
+    return ""
+
+
+def _detached(answer: Any) -> Any:
+    """A tuple or list of numbers and tensors with every tensor detached from autograd's graph."""
+    if isinstance(answer, (tuple, list)):
+        return [a.detach() if isinstance(a, torch.Tensor) else a for a in answer]
+    return answer
+
+
+def _mse_gradients(m: float, b: float, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    params = torch.tensor([m, b], dtype=torch.float64, requires_grad=True)
+    loss = ((y - (params[0] * x + params[1])) ** 2).mean()
+    (grad,) = torch.autograd.grad(loss, params)
+    return grad
+
+
+def mse_gradients(student: Callable[[float, float, torch.Tensor, torch.Tensor], Any]) -> CheckResult:
+    """Check ``student(m, b, x, y) -> (∂L/∂m, ∂L/∂b)`` for network 1's mean squared error.
+
+    L = (1/N) Σᵢ (yᵢ − (m·xᵢ + b))². ``m``, ``b``: floats; ``x``, ``y``: float64 tensors ``[N]``;
+    the answer: two numbers (floats or 0-d tensors). Compared with ``torch.autograd`` to 1e-9 on
+    chapter 2's example and on random data with N = 1, 5 and 100; a flipped sign, a missing
+    factor 2 and a sum in place of the mean are named.
+    """
+    name = "mse_gradients"
+    if not callable(student):
+        return CheckResult(name, False, f"expected a function, got {type(student).__name__}")
+    gen = torch.Generator().manual_seed(2)
+    cases = [(-1.0, 5.0, torch.tensor([1.0, 2.0], dtype=torch.float64), torch.tensor([3.0, 5.0], dtype=torch.float64))]
+    for n in (5, 1, 100):
+        x = torch.randn(n, generator=gen, dtype=torch.float64)
+        y = 2 * x + 1 + 0.3 * torch.randn(n, generator=gen, dtype=torch.float64)
+        m, b = torch.randn(2, generator=gen, dtype=torch.float64).tolist()
+        cases.append((m, b, x, y))
+    for number, (m, b, x, y) in enumerate(cases, start=1):
+        expected = _mse_gradients(m, b, x, y)
+        where = f"case {number} (m = {m:.4g}, b = {b:.4g}, N = {len(x)})"
+        try:
+            got = _detached(student(m, b, x.clone(), y.clone()))
+        except Exception as err:  # the student's code may fail in any way: report it, don't crash
+            return CheckResult(name, False, f"{where} raised {type(err).__name__}: {err}")
+        why = explain_difference(expected, got, rtol=1e-9, atol=1e-12)
+        if why is not None:
+            hint = _diagnose_scale(expected, got, {
+                -1.0: "the sign is flipped; the derivative of (y − ŷ)² with respect to ŷ is −2(y − ŷ)",
+                0.5: "the factor 2 from differentiating the square is missing",
+                -0.5: "the sign is flipped and the factor 2 is missing",
+                float(len(x)): "this is the gradient of the sum; the loss is a mean, so divide by N",
+            })  # fmt: skip
+            return CheckResult(name, False, f"{where}: expected (∂L/∂m, ∂L/∂b), {why}.{hint}")
+    return CheckResult(name, True, f"{len(cases)} of {len(cases)} cases match torch.autograd.")
+
+
+def largest_stable_learning_rate(answer: float, x: Sequence[float] = (1.0, 2.0)) -> CheckResult:
+    """Check the largest learning rate η at which gradient descent on network 1's MSE still converges.
+
+    The loss is quadratic in (m, b) with Hessian H = (2/N) Σᵢ [[xᵢ², xᵢ], [xᵢ, 1]]: each step
+    multiplies the error along an eigenvector of H by (1 − ηλ), so the steps converge for
+    η < 2/λ_max and diverge above. ``x``: the training inputs (chapter 2's by default). An answer
+    within 2 % of the limit counts, so a limit found by experiment is right too.
+    """
+    name = "largest_stable_learning_rate"
+    if isinstance(answer, bool) or not isinstance(answer, (int, float)) or not math.isfinite(answer):
+        return CheckResult(name, False, f"expected a finite number, got {type(answer).__name__} {answer!r}")
+    xs = torch.tensor(x, dtype=torch.float64)
+    one = torch.ones((), dtype=torch.float64)
+    hessian = 2 * torch.stack([torch.stack([(xs**2).mean(), xs.mean()]), torch.stack([xs.mean(), one])])
+    steepest = torch.linalg.eigvalsh(hessian).max().item()
+    limit = 2 / steepest
+    factor = abs(1 - answer * steepest)
+    if abs(answer - limit) <= 0.02 * limit:
+        return CheckResult(name, True, f"correct: gradient descent converges for η < {limit:.4f} and diverges above.")
+    if answer > limit:
+        why = (f"at η = {answer:g} gradient descent diverges: along the loss valley's steepest direction "
+               f"(curvature λ_max = {steepest:.4f}) each step multiplies the error by "
+               f"|1 − ηλ_max| = {factor:.3f} > 1")  # fmt: skip
+    else:
+        why = (f"η = {answer:g} converges, but so do larger rates: along the steepest direction each step "
+               f"multiplies the error by |1 − ηλ_max| = {factor:.3f} < 1. "
+               "Raise η until that factor reaches 1")  # fmt: skip
+    return CheckResult(name, False, why + ".")
+
+
+def _minibatch_epoch(
+    m: float, b: float, x: torch.Tensor, y: torch.Tensor, batch_size: int, lr: float, generator: torch.Generator
+) -> tuple[float, float]:
+    from companion import data
+
+    for xb, yb in data.batches(x, y, batch_size, generator=generator):
+        error = yb - (m * xb + b)
+        m, b = m - lr * (-2 * xb * error).mean().item(), b - lr * (-2 * error).mean().item()
+    return m, b
+
+
+def minibatch_epoch(student: Callable[..., Any]) -> CheckResult:
+    """Check ``student(m, b, x, y, batch_size, lr, generator) -> (m, b)``: one epoch of mini-batch gradient descent.
+
+    The epoch takes the batches of ``companion.data.batches(x, y, batch_size, generator=generator)``
+    in turn and after each one moves m and b against the gradient of that batch's mean squared
+    error, scaled by ``lr``. ``m``, ``b``: floats; ``x``, ``y``: float64 ``[N]``. The student and the
+    reference get identically seeded generators, so they see the same batches; compared to 1e-9.
+    """
+    name = "minibatch_epoch"
+    if not callable(student):
+        return CheckResult(name, False, f"expected a function, got {type(student).__name__}")
+    gen = torch.Generator().manual_seed(3)
+    x = 4 * torch.rand(30, generator=gen, dtype=torch.float64) - 2
+    y = 2 * x + 1 + 0.5 * torch.randn(30, generator=gen, dtype=torch.float64)
+    for number, batch_size in enumerate((8, 1, 7, 30), start=1):
+        where = f"case {number} (N = 30, batch_size = {batch_size}, lr = 0.05)"
+        expected = _minibatch_epoch(-1.0, 5.0, x, y, batch_size, 0.05, torch.Generator().manual_seed(number))
+        try:
+            seeded = torch.Generator().manual_seed(number)
+            got = _detached(student(-1.0, 5.0, x.clone(), y.clone(), batch_size, 0.05, seeded))
+        except Exception as err:  # the student's code may fail in any way: report it, don't crash
+            return CheckResult(name, False, f"{where} raised {type(err).__name__}: {err}")
+        why = explain_difference(torch.tensor(expected, dtype=torch.float64), got, rtol=1e-9, atol=1e-12)
+        if why is not None:
+            one_step = _minibatch_epoch(-1.0, 5.0, x, y, len(x), 0.05, torch.Generator().manual_seed(number))
+            hint = (" That is one step on the whole data set: take a step after every batch."
+                    if explain_difference(torch.tensor(one_step, dtype=torch.float64), got, rtol=1e-9) is None
+                    else "")  # fmt: skip
+            return CheckResult(name, False, f"{where}: expected (m, b) after the epoch, {why}.{hint}")
+    return CheckResult(name, True, "4 of 4 cases match the reference epoch.")
+
+
+def value_operation(
+    student: Callable[[Any], Any],
+    torch_fn: Callable[[torch.Tensor], torch.Tensor],
+    name: str = "value_operation",
+    inputs: Sequence[float] = (-2.0, -0.5, 0.3, 1.7),
+) -> CheckResult:
+    """Check a new operation of ``companion.autograd``: its value and its backward rule.
+
+    For each x in ``inputs``: ``out = student(Value(x)); out.backward()`` must give
+    ``out.data == torch_fn(x)`` and leave the derivative d torch_fn/dx in the input's ``grad``,
+    both to 1e-9 (float64). ``torch_fn``: the same function on a float64 tensor.
+    """
+    from companion.autograd import Value
+
+    if not callable(student):
+        return CheckResult(name, False, f"expected a function, got {type(student).__name__}")
+    for x in inputs:
+        leaf, xt = Value(x), torch.tensor(x, dtype=torch.float64, requires_grad=True)
+        want = torch_fn(xt)
+        (slope,) = torch.autograd.grad(want, xt)
+        try:
+            out = student(leaf)
+            if not isinstance(out, Value):
+                return CheckResult(name, False, f"at x = {x:g}: expected a Value, got {type(out).__name__} {out!r}")
+            out.backward()
+        except Exception as err:  # the student's code may fail in any way: report it, don't crash
+            return CheckResult(name, False, f"at x = {x:g} it raised {type(err).__name__}: {err}")
+        if explain_difference(want.item(), out.data, rtol=1e-9, atol=1e-12) is not None:
+            return CheckResult(
+                name, False, f"at x = {x:g} the value is wrong: expected {want.item():.6g}, got {out.data:.6g}."
+            )
+        if explain_difference(slope.item(), leaf.grad, rtol=1e-9, atol=1e-12) is not None:
+            hint = (" The result does not depend on the input in the graph: give it parents=(x,) and "
+                    "local_grads=(d out/dx,)." if leaf.grad == 0 and not out.parents else
+                    " local_grads must hold the derivative of the output with respect to each parent.")  # fmt: skip
+            return CheckResult(
+                name, False, f"at x = {x:g} the gradient is wrong: expected d/dx = {slope.item():.6g}, "
+                f"got {leaf.grad:.6g}.{hint}"
+            )
+    return CheckResult(name, True, f"value and gradient match torch at all {len(inputs)} inputs.")
+
+
+def linear_backward(student: Callable[..., Any]) -> CheckResult:
+    """Check ``student(x, W, b, grad_y) -> (grad_x, grad_W, grad_b)``: the backward pass of ``y = x Wᵀ + b``.
+
+    Shapes: ``x [B, n_in]``, ``W [n_out, n_in]``, ``b [n_out]``, ``grad_y = ∂L/∂y [B, n_out]``; the
+    three gradients ∂L/∂x, ∂L/∂W, ∂L/∂b have the shapes of x, W and b. Compared with
+    ``torch.autograd`` in float64 to 1e-9, for single examples and batches.
+    """
+    name = "linear_backward"
+    if not callable(student):
+        return CheckResult(name, False, f"expected a function, got {type(student).__name__}")
+    gen = torch.Generator().manual_seed(4)
+    for number, (batch, n_in, n_out) in enumerate([(1, 3, 2), (5, 4, 3), (16, 10, 1)], start=1):
+        x, W, b, grad_y = (torch.randn(*shape, generator=gen, dtype=torch.float64)
+                           for shape in [(batch, n_in), (n_out, n_in), (n_out,), (batch, n_out)])  # fmt: skip
+        leaves = [t.clone().requires_grad_() for t in (x, W, b)]
+        expected = torch.autograd.grad(leaves[0] @ leaves[1].T + leaves[2], leaves, grad_y)
+        where = f"case {number} (B = {batch}, n_in = {n_in}, n_out = {n_out})"
+        try:
+            got = tuple(student(x.clone(), W.clone(), b.clone(), grad_y.clone()))
+        except Exception as err:  # the student's code may fail in any way: report it, don't crash
+            return CheckResult(name, False, f"{where} raised {type(err).__name__}: {err}")
+        if len(got) != 3:
+            return CheckResult(
+                name, False, f"{where}: expected three gradients (grad_x, grad_W, grad_b), got {len(got)}"
+            )
+        for label, want, have in zip(("grad_x", "grad_W", "grad_b"), expected, got):
+            why = explain_difference(want, have, rtol=1e-9, atol=1e-12)
+            if why is not None:
+                hint = " Each gradient has the shape of its variable." if why.startswith("expected shape") else ""
+                hint += _diagnose_scale(want, have, {
+                    1 / batch: "you averaged over the batch, but grad_y already holds each example's share of "
+                    "∂L/∂y; sum over the batch instead",
+                })  # fmt: skip
+                return CheckResult(name, False, f"{where}: {label}: {why}.{hint}")
+    return CheckResult(name, True, "3 of 3 cases match torch.autograd.")
+
+
+def numerical_gradient(student: Callable[..., Any]) -> CheckResult:
+    """Check ``student(f, x, eps) -> grad``: the central-difference estimate of ∇f at x.
+
+    ``f`` maps a float64 tensor ``x`` (any shape) to a 0-d tensor; ``grad`` has the shape of ``x``,
+    ``grad[i] = (f(x + ε·eᵢ) − f(x − ε·eᵢ)) / 2ε``. Compared with ``torch.autograd`` to 1e-7
+    (relative) at ε = 1e-5, which a one-sided difference, accurate only to O(ε), does not reach.
+    """
+    name = "numerical_gradient"
+    if not callable(student):
+        return CheckResult(name, False, f"expected a function, got {type(student).__name__}")
+    gen = torch.Generator().manual_seed(5)
+    functions = [
+        ("sum(sin(x)·x²)", lambda t: (t.sin() * t**2).sum(), (4,)),
+        ("sum(exp(x/2)) + prod(x)", lambda t: (t / 2).exp().sum() + t.prod(), (2, 3)),
+    ]
+    for label, f, shape in functions:
+        x = torch.randn(*shape, generator=gen, dtype=torch.float64)
+        leaf = x.clone().requires_grad_()
+        (expected,) = torch.autograd.grad(f(leaf), leaf)
+        where = f"f = {label}, x of shape {tuple(shape)}"
+        try:
+            got = student(f, x.clone(), 1e-5)
+        except Exception as err:  # the student's code may fail in any way: report it, don't crash
+            return CheckResult(name, False, f"{where} raised {type(err).__name__}: {err}")
+        why = explain_difference(expected, got, rtol=1e-7, atol=1e-9)
+        if why is not None:
+            flat = x.flatten()
+            forward = torch.stack([(f((flat + 1e-5 * e).reshape(shape)) - f(x)) / 1e-5
+                                   for e in torch.eye(flat.numel(), dtype=torch.float64)]).reshape(shape)  # fmt: skip
+            hint = (" That is the one-sided difference (f(x + ε) − f(x))/ε, whose error is O(ε); the central "
+                    "difference (f(x + ε) − f(x − ε))/2ε is accurate to O(ε²)."
+                    if explain_difference(forward, got, rtol=1e-9, atol=1e-12) is None else "")  # fmt: skip
+            return CheckResult(name, False, f"{where}: {why}.{hint}")
+    return CheckResult(name, True, f"{len(functions)} of {len(functions)} functions match torch.autograd.")
