@@ -1,0 +1,258 @@
+"""companion.train: fit, evaluate, predict, History and EarlyStopping on small synthetic problems."""
+
+import pytest
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from companion import train
+from companion.metrics import accuracy
+from companion.models import MLP
+
+CPU = torch.device("cpu")
+
+
+def blobs(n: int, seed: int, flip: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """Three Gaussian clusters in 2-D: inputs float32 [n, 2], labels int64 [n] (reversed when ``flip``)."""
+    gen = torch.Generator().manual_seed(seed)
+    y = torch.randint(0, 3, (n,), generator=gen)
+    centres = torch.tensor([[0.0, 2.0], [2.0, -1.0], [-2.0, -1.0]])
+    X = centres[y] + 0.5 * torch.randn(n, 2, generator=gen)
+    return X, (2 - y if flip else y)
+
+
+def new_model(seed: int = 0, **kwargs) -> nn.Module:
+    torch.manual_seed(seed)
+    return MLP([2, 16, 3], **kwargs)
+
+
+def run(model, data, val=None, epochs=3, lr=0.1, **kwargs) -> train.History:
+    optimizer = torch.optim.SGD(model.parameters(), lr=lr)
+    kwargs = {"batch_size": 32, "device": CPU, "progress": False, **kwargs}
+    return train.fit(model, optimizer, nn.CrossEntropyLoss(), data, val, epochs=epochs, **kwargs)
+
+
+def test_fit_learns_and_records_every_epoch():
+    history = run(new_model(), blobs(600, 0), blobs(300, 1), epochs=8, metrics={"acc": accuracy})
+    assert history.keys() == ["loss", "acc", "val_loss", "val_acc"]
+    assert len(history) == 8 and all(len(history[k]) == 8 for k in history.keys())
+    assert history["loss"][-1] < 0.5 * history["loss"][0]
+    assert history["val_acc"][-1] > 0.95
+
+
+def test_train_values_are_exact_means_when_the_model_does_not_change():
+    # With lr = 0 every batch sees the same model, so the batch-size-weighted
+    # means of fit must equal the loss and accuracy on the whole training set.
+    model, data = new_model(), blobs(250, 2)  # 250 = 7 batches of 32 + one of 26
+    history = run(model, data, val=data, epochs=1, lr=0.0, metrics=[accuracy])
+    whole = train.evaluate(model, data, [accuracy], nn.CrossEntropyLoss())
+    assert history["loss"][0] == pytest.approx(whole["loss"], rel=1e-6)
+    assert history["accuracy"][0] == pytest.approx(whole["accuracy"], abs=1e-12)
+    assert history["val_loss"][0] == pytest.approx(whole["loss"], abs=1e-12)
+
+
+def test_same_seed_same_run_different_seed_different_run():
+    data = blobs(300, 3)
+    first = run(new_model(dropout=0.2), data, epochs=2, generator=7)
+    torch.manual_seed(123)  # the batch order must not depend on the global generator
+    second = run(new_model(dropout=0.2), data, epochs=2, generator=torch.Generator().manual_seed(7))
+    third = run(new_model(dropout=0.2), data, epochs=2, generator=8)
+    assert first["loss"] == second["loss"]
+    assert first["loss"] != third["loss"]
+
+
+def test_evaluate_computes_metrics_on_all_outputs_and_restores_the_mode():
+    model, (X, y) = new_model(dropout=0.5), blobs(100, 4)
+    model.train()
+    model.net[1].eval()  # a sub-module in its own mode must keep it
+    with torch.no_grad():
+        model.eval()
+        logits = model(X)
+        model.train()
+        model.net[1].eval()
+    results = train.evaluate(model, (X, y), {"acc": accuracy}, nn.CrossEntropyLoss(), batch_size=7)
+    assert results["acc"] == accuracy(logits, y)
+    assert results["loss"] == pytest.approx(F.cross_entropy(logits, y).item(), rel=1e-6)
+    assert model.training and not model.net[1].training and model.net[2].training
+    model.eval()
+    train.evaluate(model, (X, y), [accuracy])
+    assert not any(m.training for m in model.modules())
+
+
+def test_predict_runs_without_gradients_in_batches():
+    model, (X, _) = new_model(), blobs(50, 5)
+    outputs = train.predict(model, X, batch_size=8)
+    assert outputs.shape == (50, 3) and not outputs.requires_grad
+    torch.testing.assert_close(outputs, model(X).detach())
+
+
+def test_progress_bar_shows_loss_and_metrics_or_nothing(capsys):
+    run(new_model(), blobs(64, 6), blobs(32, 7), epochs=2, progress=True, metrics=[accuracy])
+    err = capsys.readouterr().err
+    assert "epoch 1/2" in err and "epoch 2/2" in err
+    assert "loss=" in err and "accuracy=" in err and "val_accuracy=" in err
+    run(new_model(), blobs(64, 6), blobs(32, 7), epochs=2, progress=False, metrics=[accuracy])
+    assert capsys.readouterr() == ("", "")
+
+
+def test_fit_moves_data_to_the_device_and_returns_a_plottable_history():
+    model = new_model().double()
+    X, y = blobs(64, 8)
+    history = run(model, (X.double(), y), epochs=1, device="cpu")
+    assert next(model.parameters()).device == CPU
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig = history.plot()
+    assert [ax.get_title() for ax in fig.axes] == ["loss"]
+    plt.close(fig)
+
+
+def test_early_stopping_stops_and_restores_the_best_weights():
+    # Validation labels are permuted, so learning the training labels makes the
+    # validation loss rise after the first epochs: training must stop early.
+    model, data, wrong_val = new_model(), blobs(400, 9), blobs(200, 10, flip=True)
+    stopper = train.EarlyStopping(monitor="val_loss", patience=2)
+    history = run(model, data, wrong_val, epochs=30, callbacks=[stopper])
+    assert stopper.stopped_epoch == len(history) < 30
+    assert stopper.stopped_epoch == stopper.best_epoch + 2
+    assert (stopper.best_epoch, stopper.best) == history.best("val_loss")
+    now = train.evaluate(model, wrong_val, loss_fn=nn.CrossEntropyLoss())["loss"]
+    assert now == pytest.approx(stopper.best, rel=1e-6)  # the weights of the best epoch are back
+    assert now < history["val_loss"][-1]
+
+
+def test_early_stopping_in_max_mode_with_min_delta_and_without_restoring():
+    stopper = train.EarlyStopping(monitor="val_acc", patience=2, min_delta=0.05, mode="max", restore_best=False)
+    history, model = train.History(), new_model()
+    before = [p.clone() for p in model.parameters()]
+    stopper.on_train_begin(model)
+    decisions = []
+    for epoch, value in enumerate([0.50, 0.60, 0.64, 0.70, 0.72, 0.74], start=1):
+        history.append({"val_acc": value})
+        decisions.append(stopper.on_epoch_end(epoch, history, model))
+    assert decisions == [False, False, False, False, False, True]  # 0.64 and 0.72, 0.74 are within min_delta
+    assert (stopper.best_epoch, stopper.best, stopper.stopped_epoch) == (4, 0.70, 6)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(1.0)
+    stopper.on_train_end(history, model)
+    assert all(torch.equal(p, b + 1.0) for p, b in zip(model.parameters(), before))
+
+
+def test_early_stopping_resets_between_runs_and_needs_its_key():
+    stopper = train.EarlyStopping(monitor="val_loss", patience=1)
+    run(new_model(), blobs(100, 11), blobs(50, 12, flip=True), epochs=20, callbacks=[stopper])
+    assert stopper.stopped_epoch is not None
+    run(new_model(), blobs(100, 11), blobs(50, 12), epochs=1, callbacks=[stopper])
+    assert stopper.stopped_epoch is None and stopper.best_epoch == 1
+    with pytest.raises(ValueError, match="val_\\* keys need validation data"):
+        run(new_model(), blobs(100, 11), epochs=2, callbacks=[train.EarlyStopping()])
+
+
+def test_custom_callback_sees_every_epoch_and_can_stop():
+    class StopAfterTwo(train.Callback):
+        def __init__(self):
+            self.seen = []
+
+        def on_epoch_end(self, epoch, history, model):
+            self.seen.append((epoch, len(history)))
+            return epoch == 2
+
+    callback = StopAfterTwo()
+    history = run(new_model(), blobs(64, 13), epochs=5, callbacks=[callback])
+    assert callback.seen == [(1, 1), (2, 2)] and len(history) == 2
+
+
+def test_epoch_scheduler_lowers_the_learning_rate_after_each_epoch():
+    model = new_model()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.4)
+    scheduler = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=0.5)
+
+    class RecordRate(train.Callback):
+        def __init__(self):
+            self.rates = []
+
+        def on_epoch_end(self, epoch, history, model):
+            self.rates.append(optimizer.param_groups[0]["lr"])
+            return False
+
+    record = RecordRate()
+    train.fit(model, optimizer, nn.CrossEntropyLoss(), blobs(64, 16), epochs=3, device=CPU, progress=False,
+              callbacks=[record, train.EpochScheduler(scheduler)])  # fmt: skip
+    assert record.rates == [0.4, 0.2, 0.1]  # the rate each epoch trained with
+    assert optimizer.param_groups[0]["lr"] == 0.05
+    with pytest.raises(TypeError, match="lr_scheduler"):
+        train.EpochScheduler(optimizer)
+
+
+def test_history_records_and_reports():
+    history = train.History()
+    history.append({"loss": 1.0, "val_loss": 2.0})
+    history.append({"loss": 0.5, "val_loss": 3.0})
+    assert history.last() == {"loss": 0.5, "val_loss": 3.0}
+    assert history.best("val_loss") == (1, 2.0) and history.best("loss", mode="max") == (1, 1.0)
+    assert "2 epochs" in repr(history)
+    with pytest.raises(KeyError, match="it has \\['loss', 'val_loss'\\]"):
+        history["accuracy"]
+    with pytest.raises(ValueError, match="the keys"):
+        history.append({"loss": 0.1})
+
+
+def bad_fit(**changes):
+    X, y = blobs(20, 14)
+    model = new_model()
+    args = {
+        "model": model,
+        "optimizer": torch.optim.SGD(model.parameters(), lr=0.1),
+        "loss_fn": nn.CrossEntropyLoss(),
+        "train": (X, y),
+        "epochs": 1,
+        "device": CPU,
+        "progress": False,
+        **changes,
+    }
+    return train.fit(**args)
+
+
+@pytest.mark.parametrize(
+    "changes, error, message",
+    [
+        ({"train": (torch.zeros(20, 2), torch.zeros(19, dtype=torch.long))}, ValueError, "same number of rows"),
+        ({"train": (torch.zeros(0, 2), torch.zeros(0, dtype=torch.long))}, ValueError, "empty"),
+        ({"train": (torch.zeros(20, 2), torch.zeros(20))}, TypeError, "class indices as targets, dtype torch.int64"),
+        ({"train": (torch.zeros(20, 2), torch.zeros(20, dtype=torch.int32))}, TypeError, "use y.long"),
+        ({"train": (torch.zeros(20, 2).tolist(), torch.zeros(20, dtype=torch.long))}, TypeError, "torch tensors"),
+        ({"train": torch.zeros(20, 2)}, TypeError, r"pair \(X, y\)"),
+        ({"train": (torch.zeros(20, 2, dtype=torch.uint8), torch.zeros(20, dtype=torch.long))}, TypeError, "/ 255"),
+        ({"val": (torch.zeros(5, 2), torch.zeros(4, dtype=torch.long))}, ValueError, "val: X and y"),
+        ({"epochs": 0}, ValueError, "epochs must be a positive int"),
+        ({"batch_size": 0}, ValueError, "batch_size must be a positive int"),
+        ({"metrics": {"loss": accuracy}}, ValueError, "reserved"),
+        ({"metrics": {"acc": 0.5}}, TypeError, "must be a function"),
+        ({"generator": "seven"}, TypeError, "generator must be"),
+        ({"loss_fn": nn.CrossEntropyLoss(reduction="none")}, ValueError, "must return one number"),
+        ({"loss_fn": F.nll_loss, "train": (torch.zeros(20, 2), torch.zeros(20))}, TypeError, "nll_loss takes class"),
+        ({"loss_fn": nn.BCEWithLogitsLoss(), "train": (torch.zeros(20, 3), torch.zeros(20, 3, dtype=torch.long))}, TypeError, "float targets"),
+    ],
+)
+def test_bad_input_is_explained(changes, error, message):
+    with pytest.raises(error, match=message):
+        bad_fit(**changes)
+
+
+def test_soft_targets_for_cross_entropy_are_allowed():
+    X, y = blobs(40, 15)
+    history = bad_fit(train=(X, F.one_hot(y, 3).float()), epochs=2)
+    assert len(history) == 2
+
+
+def test_evaluate_bad_input():
+    with pytest.raises(ValueError, match="data is empty"):
+        train.evaluate(new_model(), (torch.zeros(0, 2), torch.zeros(0, dtype=torch.long)), [accuracy])
+    with pytest.raises(TypeError, match="X must be a torch tensor"):
+        train.predict(new_model(), [[0.0, 1.0]])
+    with pytest.raises(ValueError, match="X is empty"):
+        train.predict(new_model(), torch.zeros(0, 2))
