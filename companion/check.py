@@ -497,3 +497,224 @@ def numerical_gradient(student: Callable[..., Any]) -> CheckResult:
                     if explain_difference(forward, got, rtol=1e-9, atol=1e-12) is None else "")  # fmt: skip
             return CheckResult(name, False, f"{where}: {why}.{hint}")
     return CheckResult(name, True, f"{len(functions)} of {len(functions)} functions match torch.autograd.")
+
+
+# ---------------------------------------------------------------------------
+# Chapter 4: optimizers
+# ---------------------------------------------------------------------------
+
+ADAM_MISTAKES = {
+    "eps inside": "ε sits inside the square root; Adam divides by √v̂ + ε, not by √(v̂ + ε)",
+    "no correction": "the bias correction is missing: the step uses m̂ = m/(1 − β₁ᵗ) and v̂ = v/(1 − β₂ᵗ)",
+    "corrected state": "the returned m and v are the corrected m̂ and v̂; the running averages stay "
+    "uncorrected, the correction enters only the step",
+    "t too high": "the step count is one too high: t is this step's number (1 on the first step), used as given",
+}
+
+
+def _adam_step(
+    theta: torch.Tensor, grad: torch.Tensor, m: torch.Tensor, v: torch.Tensor, t: int,
+    lr: float, beta1: float, beta2: float, eps: float, mistake: str = "",
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:  # fmt: skip
+    """One Adam step → (θ, m, v); ``mistake``, a key of :data:`ADAM_MISTAKES`, makes that mistake instead."""
+    t = t + 1 if mistake == "t too high" else t
+    m = beta1 * m + (1 - beta1) * grad
+    v = beta2 * v + (1 - beta2) * grad**2
+    m_hat, v_hat = (m, v) if mistake == "no correction" else (m / (1 - beta1**t), v / (1 - beta2**t))
+    denom = (v_hat + eps).sqrt() if mistake == "eps inside" else v_hat.sqrt() + eps
+    state = (m_hat, v_hat) if mistake == "corrected state" else (m, v)
+    return theta - lr * m_hat / denom, *state
+
+
+def _first_difference(labels: Sequence[str], expected: Sequence[Any], got: Sequence[Any]) -> str | None:
+    """``"label: why"`` for the first of several outputs that differs (to 1e-9), else None."""
+    for label, want, have in zip(labels, expected, got):
+        why = explain_difference(want, have, rtol=1e-9, atol=1e-12)
+        if why is not None:
+            a, b = _as_array(want), _as_array(have)
+            if a is not None and b is not None and a.shape == b.shape and np.isfinite(b).all():
+                why += f" (the largest absolute difference is {np.abs(a - b).max():.2g})"
+            return f"{label}: {why}"
+    return None
+
+
+def _named_mistake(got: Sequence[Any], variants: dict[str, Sequence[Any]], mistakes: dict[str, str]) -> str:
+    """A hint naming the mistake whose variant output ``got`` matches, else ``""``."""
+    for key, variant in variants.items():
+        if all(explain_difference(want, have, rtol=1e-9, atol=1e-12) is None for want, have in zip(variant, got)):
+            return f" It looks like this mistake: {mistakes[key]}."
+    return ""
+
+
+def _call(student: Callable[..., Any], args: Sequence[Any], n_outputs: int) -> tuple[Any, ...] | str:
+    """``student(*args)`` as a tuple of ``n_outputs`` detached values, or a message saying what went wrong."""
+    fresh = [arg.clone() if isinstance(arg, torch.Tensor) else arg for arg in args]
+    try:
+        got = student(*fresh)
+    except Exception as err:  # the student's code may fail in any way: report it, don't crash
+        return f"raised {type(err).__name__}: {err}"
+    if not isinstance(got, (tuple, list)) or len(got) != n_outputs:
+        return f"expected a tuple of {n_outputs} results, got {type(got).__name__} {got!r}"
+    return tuple(_detached(got))
+
+
+def _first_failing_case(
+    name: str,
+    student: Callable[..., Any],
+    reference: Callable[..., Sequence[Any]],
+    cases: Sequence[tuple[str, tuple[Any, ...]]],
+    labels: Sequence[str],
+    mistakes: dict[str, str],
+) -> CheckResult | None:
+    """Run ``student`` on each ``(description, args)`` case; a failed :class:`CheckResult` at the first
+    case whose outputs (named by ``labels``) differ from ``reference(*args)``, naming the mistake of
+    ``mistakes`` that explains it when ``reference(*args, mistake=key)`` matches; None when all match."""
+    for where, args in cases:
+        got = _call(student, args, len(labels))
+        if isinstance(got, str):
+            return CheckResult(name, False, f"{where} {got}")
+        why = _first_difference(labels, reference(*args), got)
+        if why is not None:
+            variants = {key: reference(*args, mistake=key) for key in mistakes}
+            return CheckResult(name, False, f"{where}: {why}.{_named_mistake(got, variants, mistakes)}")
+    return None
+
+
+def adam_step(student: Callable[..., Any]) -> CheckResult:
+    """Check ``student(theta, grad, m, v, t, lr, beta1, beta2, eps) -> (theta, m, v)``: one Adam step.
+
+    ``theta``, ``grad``, ``m``, ``v``: float64 tensors of one shape (``m``, ``v``: the running
+    averages after step t − 1); ``t``: this step's number, from 1. The answer is the new θ, m and v:
+    m ← β₁m + (1−β₁)g, v ← β₂v + (1−β₂)g², θ ← θ − η m̂/(√v̂ + ε) with m̂ = m/(1−β₁ᵗ), v̂ = v/(1−β₂ᵗ).
+    Compared to 1e-9 on four cases (the first step, a later one, tiny gradients, other betas);
+    the mistakes of :data:`ADAM_MISTAKES` are named.
+    """
+    name = "adam_step"
+    if not callable(student):
+        return CheckResult(name, False, f"expected a function, got {type(student).__name__}")
+    gen = torch.Generator().manual_seed(6)
+
+    def rand(*shape: int, scale: float = 1.0) -> torch.Tensor:
+        return scale * torch.randn(*shape, generator=gen, dtype=torch.float64)
+
+    zeros = torch.zeros(3, dtype=torch.float64)
+    cases = [  # theta, grad, m, v, t, lr, beta1, beta2, eps
+        (rand(3), rand(3), zeros, zeros, 1, 0.01, 0.9, 0.999, 1e-8),
+        (rand(2, 4), rand(2, 4), rand(2, 4, scale=0.1), rand(2, 4).square() * 1e-3, 2, 0.01, 0.9, 0.999, 1e-8),
+        (rand(5), rand(5, scale=1e-4), rand(5, scale=1e-5), rand(5).square() * 1e-9, 10, 0.001, 0.9, 0.999, 1e-8),
+        (rand(4), rand(4), rand(4, scale=0.5), rand(4).square(), 100, 0.1, 0.8, 0.99, 1e-6),
+    ]
+    described = [
+        (f"case {number} (shape {tuple(case[0].shape)}, t = {case[4]}, lr = {case[5]:g}, "
+         f"betas = ({case[6]:g}, {case[7]:g}), eps = {case[8]:g})", case)
+        for number, case in enumerate(cases, start=1)
+    ]  # fmt: skip
+    failure = _first_failing_case(name, student, _adam_step, described, ("θ", "m", "v"), ADAM_MISTAKES)
+    if failure is not None:  # a failed CheckResult is falsy: test for None, not truth
+        return failure
+    return CheckResult(name, True, f"{len(cases)} of {len(cases)} cases match the reference Adam step.")
+
+
+MOMENTUM_MISTAKES = {
+    "average": "the buffer is an average, b ← μb + (1 − μ)g; PyTorch's buffer is a sum, b ← μb + g",
+    "velocity": "θ is right, but the buffer holds the velocity v = −ηb of the form v ← μv − ηg; keep "
+    "PyTorch's b ← μb + g, which leaves the learning rate out of the buffer",
+    "nesterov ignored": "with nesterov=True the step must be g + μb (the gradient plus a look-ahead along b), not b",
+}
+
+
+def _momentum_step(
+    theta: torch.Tensor, grad: torch.Tensor, buf: torch.Tensor, lr: float, momentum: float, nesterov: bool,
+    mistake: str = "",
+) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+    """One SGD-with-momentum step → (θ, b); ``mistake``, a key of :data:`MOMENTUM_MISTAKES`, makes that mistake."""
+    buf = momentum * buf + (1 - momentum if mistake == "average" else 1) * grad
+    step = grad + momentum * buf if nesterov and mistake != "nesterov ignored" else buf
+    return theta - lr * step, -lr * buf if mistake == "velocity" else buf
+
+
+def momentum_step(student: Callable[..., Any]) -> CheckResult:
+    """Check ``student(theta, grad, buf, lr, momentum, nesterov) -> (theta, buf)``: one step of SGD with momentum.
+
+    PyTorch's convention: b ← μb + g, then θ ← θ − ηb (heavy ball) or θ ← θ − η(g + μb)
+    (``nesterov=True``). ``theta``, ``grad``, ``buf``: float64 tensors of one shape (``buf`` is
+    zero before the first step). Compared to 1e-9 on four cases; the mistakes of
+    :data:`MOMENTUM_MISTAKES` are named.
+    """
+    name = "momentum_step"
+    if not callable(student):
+        return CheckResult(name, False, f"expected a function, got {type(student).__name__}")
+    gen = torch.Generator().manual_seed(7)
+    shapes_and_settings = [((3,), False, True), ((2, 3), False, False), ((4,), True, True), ((5,), True, False)]
+    cases = []
+    for shape, nesterov, first in shapes_and_settings:
+        theta, grad = (torch.randn(*shape, generator=gen, dtype=torch.float64) for _ in range(2))
+        buf = torch.randn(*shape, generator=gen, dtype=torch.float64)
+        if first:
+            buf = torch.zeros_like(buf)  # the buffer before the first step
+        cases.append((theta, grad, buf, 0.1, 0.9 if first else 0.5, nesterov))
+    described = [
+        (f"case {number} (shape {tuple(case[0].shape)}, lr = {case[3]:g}, momentum = {case[4]:g}, "
+         f"nesterov = {case[5]})", case)
+        for number, case in enumerate(cases, start=1)
+    ]  # fmt: skip
+    failure = _first_failing_case(name, student, _momentum_step, described, ("θ", "buf"), MOMENTUM_MISTAKES)
+    if failure is not None:
+        return failure
+    return CheckResult(name, True, f"{len(cases)} of {len(cases)} cases match the reference step.")
+
+
+SCHEDULE_MISTAKES = {
+    "cosine from 0": "the cosine starts at step 0; it must start where the warm-up ends, "
+    "with progress (step − warmup_steps)/(total_steps − warmup_steps)",
+    "warm-up off by one": "the warm-up is one step ahead: it must give 0 at step 0 and reach peak_lr "
+    "at step warmup_steps",
+    "final ignored": "the schedule ends at 0 instead of final_lr",
+}
+
+
+def _warmup_cosine_lr(
+    step: int, total_steps: int, warmup_steps: int, peak_lr: float, final_lr: float, mistake: str = ""
+) -> float:
+    """The learning rate at ``step``: linear warm-up from 0, then a cosine from ``peak_lr`` down to ``final_lr``."""
+    final_lr = 0.0 if mistake == "final ignored" else final_lr
+    if step < warmup_steps:
+        ahead = 1 if mistake == "warm-up off by one" else 0
+        return peak_lr * (step + ahead) / warmup_steps
+    start = 0 if mistake == "cosine from 0" else warmup_steps
+    progress = (step - start) / (total_steps - start)
+    return final_lr + 0.5 * (peak_lr - final_lr) * (1 + math.cos(math.pi * progress))
+
+
+def warmup_cosine_lr(student: Callable[[int, int, int, float, float], float]) -> CheckResult:
+    """Check ``student(step, total_steps, warmup_steps, peak_lr, final_lr) -> lr``: warm-up, then cosine decay.
+
+    For ``step < warmup_steps``: lr = peak_lr · step / warmup_steps (0 at step 0); from there to
+    ``total_steps``: lr = final + ½(peak − final)(1 + cos(π p)) with p = (step − warmup)/(total − warmup),
+    so it is ``peak_lr`` when the warm-up ends and ``final_lr`` at ``total_steps``. Compared at every
+    step 0..total_steps of three schedules (one without warm-up) to 1e-9; :data:`SCHEDULE_MISTAKES` are named.
+    """
+    name = "warmup_cosine_lr"
+    if not callable(student):
+        return CheckResult(name, False, f"expected a function, got {type(student).__name__}")
+    schedules = [(100, 10, 0.1, 0.001), (50, 0, 1.0, 0.0), (20, 5, 3e-4, 3e-5)]
+    for total, warmup, peak, final in schedules:
+        where = f"total_steps = {total}, warmup_steps = {warmup}, peak_lr = {peak:g}, final_lr = {final:g}"
+        expected = [_warmup_cosine_lr(s, total, warmup, peak, final) for s in range(total + 1)]
+        got = []
+        for s in range(total + 1):
+            try:
+                got.append(float(student(s, total, warmup, peak, final)))
+            except Exception as err:  # the student's code may fail in any way: report it, don't crash
+                return CheckResult(name, False, f"({where}) at step {s} raised {type(err).__name__}: {err}")
+        wrong = [s for s in range(total + 1) if explain_difference(expected[s], got[s], rtol=1e-9, atol=1e-12)]
+        if wrong:
+            s = wrong[0]
+            variants = {key: [[_warmup_cosine_lr(i, total, warmup, peak, final, key) for i in range(total + 1)]]
+                        for key in SCHEDULE_MISTAKES}  # fmt: skip
+            hint = _named_mistake([got], variants, SCHEDULE_MISTAKES)
+            return CheckResult(
+                name, False, f"({where}) {len(wrong)} of {total + 1} steps differ; the first is step {s}: "
+                f"expected {expected[s]:.6g}, got {got[s]:.6g}.{hint}"
+            )
+    return CheckResult(name, True, f"all steps of {len(schedules)} schedules match the reference.")
