@@ -718,3 +718,217 @@ def warmup_cosine_lr(student: Callable[[int, int, int, float, float], float]) ->
                 f"expected {expected[s]:.6g}, got {got[s]:.6g}.{hint}"
             )
     return CheckResult(name, True, f"all steps of {len(schedules)} schedules match the reference.")
+
+
+# ---------------------------------------------------------------------------
+# Chapters 5 and 6: handwritten digits, overfitting and regularization
+# ---------------------------------------------------------------------------
+
+
+def _logit_cases() -> list[tuple[torch.Tensor, ...]]:
+    """Logits ``[B, C]`` of growing difficulty: small, a batch, one row, and scores near 1000."""
+    gen = torch.Generator().manual_seed(5)
+    return [
+        (torch.tensor([[2.0, 1.0, 0.1]]),),
+        (torch.randn(8, 10, generator=gen),),
+        (torch.tensor([[0.0, 0.0, 0.0, 0.0]]),),
+        (torch.randn(4, 10, generator=gen) * 20,),
+        (torch.tensor([[1000.0, 999.0, 990.0], [-1000.0, -1001.0, -1000.5]]),),
+    ]
+
+
+def softmax(student: Callable[[torch.Tensor], torch.Tensor]) -> CheckResult:
+    """Check ``student(logits)``: the softmax of each row, ``p_k = e^{z_k} / Σ_j e^{z_j}``.
+
+    Shapes: logits ``[B, C]`` → probabilities ``[B, C]``; the last case has
+    logits near ±1000, where ``exp`` overflows unless the row's maximum is subtracted first.
+    """
+    return compare(
+        "softmax",
+        student,
+        lambda z: torch.softmax(z, dim=1),
+        _logit_cases(),
+        rtol=1e-5,
+        atol=1e-7,
+        hint="exponentiate each score and divide by the row's sum (dim=1); subtract each row's "
+        "maximum first, which changes nothing mathematically but keeps exp from overflowing.",
+    )
+
+
+def cross_entropy(student: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> CheckResult:
+    """Check ``student(logits, targets)``: the mean cross-entropy ``-(1/B) Σ_i log softmax(z_i)[y_i]``.
+
+    Shapes: logits ``[B, C]`` float, targets ``[B]`` int64 class indices → a 0-d tensor,
+    equal to ``F.cross_entropy(logits, targets)``; the last case needs a stable log-softmax.
+    """
+    gen = torch.Generator().manual_seed(6)
+    cases = [(z, torch.randint(0, z.shape[1], (len(z),), generator=gen)) for (z,) in _logit_cases()]
+    return compare(
+        "cross_entropy",
+        student,
+        torch.nn.functional.cross_entropy,
+        cases,
+        rtol=1e-5,
+        atol=1e-6,
+        hint="take log softmax of each row, pick the entry of the true class with logits[i, y_i] "
+        "(or gather), negate and average over the batch; log softmax(z) = z - logsumexp(z) stays finite "
+        "for large scores.",
+    )
+
+
+def _confusion_cases() -> list[tuple[torch.Tensor, torch.Tensor, int]]:
+    gen = torch.Generator().manual_seed(7)
+    return [
+        (torch.tensor([0, 1, 1, 2]), torch.tensor([0, 1, 2, 2]), 3),
+        (torch.tensor([1, 1, 1]), torch.tensor([0, 0, 1]), 2),  # rows vs columns matter here
+        (torch.randint(0, 10, (200,), generator=gen), torch.randint(0, 10, (200,), generator=gen), 10),
+        (torch.tensor([0, 0]), torch.tensor([0, 0]), 4),  # classes that never occur
+    ]
+
+
+def confusion_matrix(student: Callable[[torch.Tensor, torch.Tensor, int], torch.Tensor]) -> CheckResult:
+    """Check ``student(predictions, targets, num_classes)``: counts ``[C, C]``, rows true, columns predicted.
+
+    Entry ``[i, j]`` counts the samples of true class i predicted as j;
+    predictions and targets are int64 class indices ``[N]``.
+    """
+    from companion import metrics
+
+    return compare(
+        "confusion_matrix",
+        student,
+        lambda p, t, c: metrics.confusion_matrix(p, t, num_classes=c),
+        _confusion_cases(),
+        hint="start from torch.zeros(C, C) and add 1 at [true, predicted] for each sample; rows are "
+        "the true classes, columns the predictions, and the matrix is C × C even for classes that never occur.",
+    )
+
+
+def precision_recall_of_class(predictions: torch.Tensor, targets: torch.Tensor, k: int) -> tuple[float, float]:
+    """``(precision, recall)`` of class k: ``TP / (TP + FP)`` and ``TP / (TP + FN)``, 0 for a zero denominator."""
+    hits = int(((predictions == k) & (targets == k)).sum())
+    predicted, actual = int((predictions == k).sum()), int((targets == k).sum())
+    return (hits / predicted if predicted else 0.0, hits / actual if actual else 0.0)
+
+
+def precision_recall(student: Callable[[torch.Tensor, torch.Tensor, int], tuple[float, float]]) -> CheckResult:
+    """Check ``student(predictions, targets, k)`` against :func:`precision_recall_of_class`.
+
+    Predictions and targets are int64 class indices ``[N]``; the answer is two floats.
+    """
+    cases = [(p, t, k) for p, t, c in _confusion_cases()[:3] for k in range(min(c, 3))]
+    cases.append((torch.tensor([0, 0, 1]), torch.tensor([0, 2, 2]), 2))  # class 2 is never predicted
+    return compare(
+        "precision_recall",
+        student,
+        precision_recall_of_class,
+        cases,
+        hint="precision: of the samples predicted as k, the share that are k; recall: of the samples "
+        "that are k, the share predicted as k. Return 0.0 when nothing is predicted as k (or nothing is k).",
+    )
+
+
+def _parameter_cases() -> list[tuple[list[torch.Tensor], float]]:
+    gen = torch.Generator().manual_seed(8)
+    return [
+        ([torch.tensor([[1.0, -2.0], [0.5, 0.0]])], 0.1),
+        ([torch.randn(5, 3, generator=gen), torch.randn(5, generator=gen)], 0.01),
+        ([torch.randn(784, 16, generator=gen), torch.randn(16, generator=gen), torch.randn(16, 10, generator=gen)], 1e-3),
+    ]
+
+
+def l2_penalty(student: Callable[[list[torch.Tensor], float], torch.Tensor]) -> CheckResult:
+    """Check ``student(params, lam)``: the L2 penalty ``(λ/2) Σ_p Σ_i p_i²`` over a list of tensors.
+
+    With the ½, the penalty's gradient is ``λ·p``: adding it to the loss is what
+    ``weight_decay=λ`` does in ``torch.optim.SGD`` and ``Adam``.
+    """
+    return compare(
+        "l2_penalty",
+        student,
+        lambda params, lam: lam / 2 * sum((p**2).sum() for p in params),
+        _parameter_cases(),
+        rtol=1e-5,
+        hint="square every entry of every tensor, add them all up, and multiply by λ/2.",
+    )
+
+
+def l1_penalty(student: Callable[[list[torch.Tensor], float], torch.Tensor]) -> CheckResult:
+    """Check ``student(params, lam)``: the L1 penalty ``λ Σ_p Σ_i |p_i|`` over a list of tensors."""
+    return compare(
+        "l1_penalty",
+        student,
+        lambda params, lam: lam * sum(p.abs().sum() for p in params),
+        _parameter_cases(),
+        rtol=1e-5,
+        hint="add up the absolute values of every entry of every tensor and multiply by λ (no ½ here).",
+    )
+
+
+def shifted(images: torch.Tensor, dx: int, dy: int) -> torch.Tensor:
+    """``images [N, H, W]`` moved ``dx`` pixels right and ``dy`` down (negative: left, up); new pixels are 0.
+
+    ``out[n, i, j] = images[n, i - dy, j - dx]`` where that index exists, else 0.
+    """
+    n, h, w = images.shape
+    out = torch.zeros_like(images)
+    if abs(dx) >= w or abs(dy) >= h:
+        return out
+    rows_out, rows_in = slice(max(dy, 0), h + min(dy, 0)), slice(max(-dy, 0), h - max(dy, 0))
+    cols_out, cols_in = slice(max(dx, 0), w + min(dx, 0)), slice(max(-dx, 0), w - max(dx, 0))
+    out[:, rows_out, cols_out] = images[:, rows_in, cols_in]
+    return out
+
+
+def shift_images(student: Callable[[torch.Tensor, int, int], torch.Tensor]) -> CheckResult:
+    """Check ``student(images, dx, dy)`` against :func:`shifted`: a shift with zeros, not a wrap-around.
+
+    Shapes: images ``[N, H, W]`` → ``[N, H, W]``; ``dx > 0`` moves right, ``dy > 0`` moves down.
+    """
+    gen = torch.Generator().manual_seed(9)
+    digits = torch.rand(3, 28, 28, generator=gen)
+    cases = [(torch.arange(1.0, 10.0).reshape(1, 3, 3), 1, 0), (torch.arange(1.0, 10.0).reshape(1, 3, 3), 0, -1)]
+    cases += [(digits, dx, dy) for dx, dy in [(2, 1), (-2, 2), (0, 0), (-1, -3)]]
+    return compare(
+        "shift_images",
+        student,
+        shifted,
+        cases,
+        hint="torch.roll wraps the pixels that leave one edge around to the other; a shift must fill the "
+        "uncovered rows and columns with 0 instead (copy a slice into torch.zeros_like(images)).",
+    )
+
+
+def early_stopping_epochs(losses: Sequence[float], patience: int) -> tuple[int, int]:
+    """``(best_epoch, last_epoch)`` of early stopping on per-epoch validation losses (epochs from 1).
+
+    An epoch improves when its loss is below every earlier one (a tie is no
+    improvement). Training ends at the first epoch that comes ``patience``
+    epochs after the last improvement, or at the last epoch of ``losses``.
+    """
+    best, best_epoch = math.inf, 0
+    for epoch, loss in enumerate(losses, start=1):
+        if loss < best:
+            best, best_epoch = loss, epoch
+        elif epoch - best_epoch >= patience:
+            return best_epoch, epoch
+    return best_epoch, len(losses)
+
+
+def early_stopping(student: Callable[[Sequence[float], int], tuple[int, int]]) -> CheckResult:
+    """Check ``student(losses, patience) -> (best_epoch, last_epoch)`` against :func:`early_stopping_epochs`."""
+    cases = [
+        ([0.9, 0.7, 0.6, 0.65, 0.7, 0.8], 2),
+        ([0.9, 0.7, 0.6, 0.65, 0.7, 0.8], 3),
+        ([0.9, 0.8, 0.7, 0.6], 1),
+        ([0.5, 0.5, 0.5], 2),
+        ([1.0, 0.8, 0.9, 0.7, 0.75, 0.76, 0.77, 0.6], 3),
+    ]
+    return compare(
+        "early_stopping",
+        student,
+        early_stopping_epochs,
+        cases,
+        hint="count epochs from 1; a loss equal to the best is not an improvement; training ends `patience` "
+        "epochs after the best one, or at the last epoch when that never comes.",
+    )
