@@ -12,7 +12,7 @@ from types import ModuleType
 
 __version__ = "0.1.0"
 
-__all__ = ["autograd", "check", "config", "data", "layers", "metrics", "models", "optim", "plot", "train"]
+__all__ = ["autograd", "check", "config", "data", "metrics", "models", "optim", "plot", "train"]
 
 
 def __getattr__(name: str) -> ModuleType:
@@ -22,4 +22,4 @@ def __getattr__(name: str) -> ModuleType:
 
 
 def __dir__() -> list[str]:
-    return sorted([*globals(), *__all__])
+    return sorted({*globals(), *__all__})
