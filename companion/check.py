@@ -90,6 +90,19 @@ def _describe(args: Sequence[Any]) -> str:
     return ", ".join(parts)
 
 
+def _fresh(args: Sequence[Any]) -> list[Any]:
+    """``args`` with every tensor cloned, so a function that modifies its input spoils nothing."""
+    return [arg.clone() if isinstance(arg, torch.Tensor) else arg for arg in args]
+
+
+def _run(student: Callable[..., Any], args: Sequence[Any]) -> tuple[Any, str | None]:
+    """``(student(*args), None)`` on fresh copies of the tensors, or ``(None, "raised …")`` if it raises."""
+    try:
+        return student(*_fresh(args)), None
+    except Exception as err:  # the student's code may fail in any way: report it, don't crash
+        return None, f"raised {type(err).__name__}: {err}"
+
+
 def compare(
     name: str,
     student: Callable[..., Any],
@@ -109,14 +122,10 @@ def compare(
         return CheckResult(name, False, f"expected a function, got {type(student).__name__}")
     cases = [tuple(case) for case in cases]
     for number, case in enumerate(cases, start=1):
-        fresh = [arg.clone() if isinstance(arg, torch.Tensor) else arg for arg in case]
-        expected = reference(*[arg.clone() if isinstance(arg, torch.Tensor) else arg for arg in case])
-        try:
-            got = student(*fresh)
-        except Exception as err:  # the student's code may fail in any way: report it, don't crash
-            return CheckResult(
-                name, False, f"case {number} ({_describe(case)}) raised {type(err).__name__}: {err}"
-            )
+        expected = reference(*_fresh(case))
+        got, error = _run(student, case)
+        if error is not None:
+            return CheckResult(name, False, f"case {number} ({_describe(case)}) {error}")
         why = explain_difference(expected, got, rtol, atol)
         if why is not None:
             extra = f" Hint: {hint}" if hint else ""
@@ -295,10 +304,9 @@ def mse_gradients(student: Callable[[float, float, torch.Tensor, torch.Tensor], 
     for number, (m, b, x, y) in enumerate(cases, start=1):
         expected = _mse_gradients(m, b, x, y)
         where = f"case {number} (m = {m:.4g}, b = {b:.4g}, N = {len(x)})"
-        try:
-            got = _detached(student(m, b, x.clone(), y.clone()))
-        except Exception as err:  # the student's code may fail in any way: report it, don't crash
-            return CheckResult(name, False, f"{where} raised {type(err).__name__}: {err}")
+        got, error = _run(lambda *args: _detached(student(*args)), (m, b, x, y))
+        if error is not None:
+            return CheckResult(name, False, f"{where} {error}")
         why = explain_difference(expected, got, rtol=1e-9, atol=1e-12)
         if why is not None:
             hint = _diagnose_scale(expected, got, {
@@ -369,11 +377,10 @@ def minibatch_epoch(student: Callable[..., Any]) -> CheckResult:
     for number, batch_size in enumerate((8, 1, 7, 30), start=1):
         where = f"case {number} (N = 30, batch_size = {batch_size}, lr = 0.05)"
         expected = _minibatch_epoch(-1.0, 5.0, x, y, batch_size, 0.05, torch.Generator().manual_seed(number))
-        try:
-            seeded = torch.Generator().manual_seed(number)
-            got = _detached(student(-1.0, 5.0, x.clone(), y.clone(), batch_size, 0.05, seeded))
-        except Exception as err:  # the student's code may fail in any way: report it, don't crash
-            return CheckResult(name, False, f"{where} raised {type(err).__name__}: {err}")
+        seeded = torch.Generator().manual_seed(number)
+        got, error = _run(lambda *args: _detached(student(*args)), (-1.0, 5.0, x, y, batch_size, 0.05, seeded))
+        if error is not None:
+            return CheckResult(name, False, f"{where} {error}")
         why = explain_difference(torch.tensor(expected, dtype=torch.float64), got, rtol=1e-9, atol=1e-12)
         if why is not None:
             one_step = _minibatch_epoch(-1.0, 5.0, x, y, len(x), 0.05, torch.Generator().manual_seed(number))
@@ -443,10 +450,9 @@ def linear_backward(student: Callable[..., Any]) -> CheckResult:
         leaves = [t.clone().requires_grad_() for t in (x, W, b)]
         expected = torch.autograd.grad(leaves[0] @ leaves[1].T + leaves[2], leaves, grad_y)
         where = f"case {number} (B = {batch}, n_in = {n_in}, n_out = {n_out})"
-        try:
-            got = tuple(student(x.clone(), W.clone(), b.clone(), grad_y.clone()))
-        except Exception as err:  # the student's code may fail in any way: report it, don't crash
-            return CheckResult(name, False, f"{where} raised {type(err).__name__}: {err}")
+        got, error = _run(lambda *args: tuple(student(*args)), (x, W, b, grad_y))
+        if error is not None:
+            return CheckResult(name, False, f"{where} {error}")
         if len(got) != 3:
             return CheckResult(
                 name, False, f"{where}: expected three gradients (grad_x, grad_W, grad_b), got {len(got)}"
@@ -483,10 +489,9 @@ def numerical_gradient(student: Callable[..., Any]) -> CheckResult:
         leaf = x.clone().requires_grad_()
         (expected,) = torch.autograd.grad(f(leaf), leaf)
         where = f"f = {label}, x of shape {tuple(shape)}"
-        try:
-            got = student(f, x.clone(), 1e-5)
-        except Exception as err:  # the student's code may fail in any way: report it, don't crash
-            return CheckResult(name, False, f"{where} raised {type(err).__name__}: {err}")
+        got, error = _run(student, (f, x, 1e-5))
+        if error is not None:
+            return CheckResult(name, False, f"{where} {error}")
         why = explain_difference(expected, got, rtol=1e-7, atol=1e-9)
         if why is not None:
             flat = x.flatten()
@@ -548,11 +553,9 @@ def _named_mistake(got: Sequence[Any], variants: dict[str, Sequence[Any]], mista
 
 def _call(student: Callable[..., Any], args: Sequence[Any], n_outputs: int) -> tuple[Any, ...] | str:
     """``student(*args)`` as a tuple of ``n_outputs`` detached values, or a message saying what went wrong."""
-    fresh = [arg.clone() if isinstance(arg, torch.Tensor) else arg for arg in args]
-    try:
-        got = student(*fresh)
-    except Exception as err:  # the student's code may fail in any way: report it, don't crash
-        return f"raised {type(err).__name__}: {err}"
+    got, error = _run(student, args)
+    if error is not None:
+        return error
     if not isinstance(got, (tuple, list)) or len(got) != n_outputs:
         return f"expected a tuple of {n_outputs} results, got {type(got).__name__} {got!r}"
     return tuple(_detached(got))
