@@ -1,11 +1,13 @@
 # The two commands of the course:
-#   make book   build the HTML book into _build/html, executing every chapter
-#   make test   run the whole test suite (unit tests and every chapter through nbval)
+#   make book   build the HTML book into _build/html, executing every chapter (full profile:
+#               the published results, asserted by the chapters' own cells)
+#   make test   run the whole test suite: unit tests and every chapter through nbval (quick
+#               profile: tests are checks, not the published run)
 # Both create .venv with the package and its extras on first use.
 #
 # Variables: PYTHON (a Python 3.10+ to create .venv with), TORCH (the torch requirement installed
 # when .venv has none: CI passes the CPU build), JOBS (pytest-xdist workers), and COMPANION_PROFILE
-# (quick or full, read by the chapters).
+# (quick or full, read by the chapters; when unset, `make test` uses quick and `make book` full).
 
 PYTHON ?= python3
 VENV ?= .venv
@@ -27,6 +29,7 @@ book: $(STAMP)
 	$(BIN)/python tools/twins.py
 	$(BIN)/jupyter-book build . --warningiserror --keep-going
 
+test: export COMPANION_PROFILE := $(or $(COMPANION_PROFILE),quick)
 test: $(STAMP)
 	$(BIN)/python -m pytest -n $(JOBS) --dist loadfile
 

@@ -12,7 +12,23 @@ from types import ModuleType
 
 __version__ = "0.1.0"
 
-__all__ = ["autograd", "check", "config", "data", "metrics", "models", "optim", "plot", "train"]
+__all__ = [
+    "attention",
+    "autograd",
+    "check",
+    "config",
+    "conv",
+    "data",
+    "distributed",
+    "grade",
+    "metrics",
+    "models",
+    "optim",
+    "plot",
+    "recurrent",
+    "scale",
+    "train",
+]
 
 
 def __getattr__(name: str) -> ModuleType:

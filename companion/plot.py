@@ -3,13 +3,17 @@
 Each function draws one new pyplot figure and returns it (a
 ``matplotlib.figure.Figure``), so a chapter cell ends with ``plt.show()`` as
 for any other plot, and a script can call ``fig.savefig(path)``.
+
+This module draws data and knows nothing of training: :func:`history` takes
+any :class:`Records` (a dict, or the :class:`companion.train.History` of a
+run), and :mod:`companion.train` builds ``History.plot()`` on it.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING
+from collections.abc import Iterable, Sequence
+from typing import Protocol, runtime_checkable
 
 import matplotlib.pyplot as plt
 import torch
@@ -17,9 +21,6 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from companion import metrics
-
-if TYPE_CHECKING:
-    from companion.train import History
 
 WRONG = "tab:red"
 RIGHT = "black"
@@ -30,23 +31,38 @@ def _new_figure(width: float, height: float) -> Figure:
     return plt.figure(figsize=(width, height))
 
 
-def history(
-    records: History | Mapping[str, Sequence[float]], names: Sequence[str] | None = None, width: float = 4.5
-) -> Figure:
+@runtime_checkable
+class Records(Protocol):
+    """Per-epoch values by name, as :func:`history` reads them.
+
+    A ``dict`` such as ``{"loss": [...], "val_loss": [...]}`` is one; so is
+    the :class:`companion.train.History` of a run. ``records[name][e - 1]`` is
+    the value after epoch ``e``.
+    """
+
+    def keys(self) -> Iterable[str]: ...
+
+    def __getitem__(self, name: str) -> Sequence[float]: ...
+
+
+def history(records: Records, names: Sequence[str] | None = None, width: float = 4.5) -> Figure:
     """Training curves: one panel per quantity, the training and (dashed) validation values per epoch.
 
     Args:
-        records: a :class:`companion.train.History`, or a mapping such as
-            ``{"loss": [...], "val_loss": [...], "accuracy": [...]}``.
+        records: names → per-epoch values (:class:`Records`): a mapping such as
+            ``{"loss": [...], "val_loss": [...], "accuracy": [...]}``, or a
+            :class:`companion.train.History`.
         names: the quantities to draw (without ``val_``); default: every one recorded.
         width: width of one panel in inches.
 
     Returns:
         a figure with one axes per quantity, titled by its name, x-axis "epoch".
     """
-    table = getattr(records, "records", records)
-    if not isinstance(table, Mapping) or not table:
-        raise TypeError(f"records must be a History or a non-empty mapping name → values; got {type(records).__name__}")
+    if not isinstance(records, Records):
+        raise TypeError(f"records must be a non-empty mapping name → values; got {type(records).__name__}")
+    table = {key: list(records[key]) for key in records.keys()}
+    if not table:
+        raise TypeError("records must be a non-empty mapping name → values; got one with no names")
     recorded = list(dict.fromkeys(k.removeprefix("val_") for k in table))
     names = recorded if names is None else list(names)
     missing = [n for n in names if n not in table and f"val_{n}" not in table]

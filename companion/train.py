@@ -28,7 +28,7 @@ from torch import nn
 from torch.nn import functional as F
 from tqdm.auto import tqdm
 
-from companion import config
+from companion import config, plot
 from companion.data import batches
 
 if TYPE_CHECKING:
@@ -90,8 +90,6 @@ class History:
 
     def plot(self, **kwargs: object) -> Figure:
         """The training curves, drawn by :func:`companion.plot.history` (keyword arguments pass on)."""
-        from companion import plot
-
         return plot.history(self, **kwargs)  # type: ignore[arg-type]
 
     def __repr__(self) -> str:

@@ -14,6 +14,8 @@ import nbformat
 import pytest
 import yaml
 
+from companion.grade import SOLUTION_TITLE, bound_names, exercises, tags, used_names
+
 ROOT = Path(__file__).resolve().parent.parent
 CONFIG = yaml.safe_load((ROOT / "_config.yml").read_text())
 REPO_URL = CONFIG["repository"]["url"].rstrip("/")
@@ -39,7 +41,10 @@ def test_there_are_chapters():
     assert [c.name for c in CHAPTERS][:1] == ["01-neurons.md"]
 
 
-@by_name
+NOTEBOOKS = twins.notebooks()
+
+
+@pytest.mark.parametrize("source", NOTEBOOKS, ids=[c.stem for c in NOTEBOOKS])
 def test_twin_is_in_step_with_its_source(source):
     twin = twins.twin_path(source)
     assert twin.is_file(), f"{twin} is missing: run `make twins`"
@@ -114,3 +119,63 @@ def test_every_citation_is_in_the_bibliography():
         for group in re.findall(r"\{cite(?::\w+)?\}`([^`]+)`", source.read_text(encoding="utf-8")):
             for key in group.split(","):
                 assert key.strip() in keys, f"{source.name} cites {key.strip()!r}, missing from references.bib"
+
+
+MAX_CODE_LINE = 80
+# The setup cell's one install line names the repository in full (a test above pins its form).
+COLAB_INSTALL = re.compile(r'^\s+%pip install --quiet "companion @ git\+\S+"$')
+
+
+@by_name
+def test_code_lines_fit_the_page(source):
+    long = [
+        f"cell {number}: {len(line)} characters: {line[:40]}…"
+        for number, cell in enumerate(code_cells(source), start=1)
+        for line in cell.splitlines()
+        if len(line) > MAX_CODE_LINE and not COLAB_INSTALL.match(line)
+    ]
+    assert not long, f"{source.name}: code lines over {MAX_CODE_LINE} characters:\n" + "\n".join(long)
+
+
+@by_name
+def test_solutions_are_hidden_in_the_book_in_jupyter_and_in_colab(source):
+    solutions = [c for c in notebook(source).cells if c.cell_type == "code" and "solution" in tags(c)]
+    for cell in solutions:
+        where = f"{source.name}: solution cell {cell.source.splitlines()[1:2]}"
+        assert "hide-input" in tags(cell), f"{where} needs the tag hide-input (the HTML book)"
+        assert cell.metadata.get("jupyter", {}).get("source_hidden") is True, (
+            f"{where} needs metadata jupyter: {{source_hidden: true}} (JupyterLab, Notebook 7)"
+        )
+        assert cell.metadata.get("cellView") == "form", f"{where} needs metadata cellView: form (Colab)"
+        assert cell.source.startswith(SOLUTION_TITLE + "\n"), f"{where} must start with {SOLUTION_TITLE!r} (Colab)"
+
+
+@by_name
+def test_each_exercise_is_followed_by_its_solution_and_no_other_cell_reads_the_answer(source):
+    nb = notebook(source)
+    found = exercises(nb, source.stem)
+    solutions = [c for c in nb.cells if c.cell_type == "code" and "solution" in tags(c)]
+    assert len(solutions) == len(found), f"{source.name}: {len(found)} exercise cells but {len(solutions)} solutions"
+    student_names: set[str] = set()
+    for ex in found:
+        assert "solution" in tags(ex.solution), f"{ex.label}: the cell after the exercise must be its solution"
+        assert not re.search(r"^\s*assert\b", ex.student.source, re.M), f"{ex.label}: no assert in a student cell"
+        student, solution = ex.check_call("student"), ex.check_call("solution")
+        assert student is not None, f"{ex.label}: the student cell must end with a bare check.<name>(...) call"
+        assert solution is not None and ex.solution.source.rstrip().splitlines()[-1].startswith("assert "), (
+            f"{ex.label}: the solution cell must end with `assert check.<name>(...)`"
+        )
+        assert student.func.attr == solution.func.attr, f"{ex.label}: student and solution call different checks"
+        names = ex.student_names()
+        assert names, f"{ex.label}: the student cell binds no my_ name for the answer"
+        solution_names = bound_names(ex.solution.source)
+        for name in names:
+            assert f"{name.removeprefix('my_')}_solution" in solution_names, (
+                f"{ex.label}: {name} has no counterpart {name.removeprefix('my_')}_solution in the solution"
+            )
+        student_names |= set(names)
+    owners = {id(ex.student) for ex in found}
+    for cell in nb.cells:
+        if cell.cell_type == "code" and id(cell) not in owners:
+            leaked = used_names(cell.source) & student_names
+            assert not leaked, f"{source.name}: a cell outside the exercises reads the student's {sorted(leaked)}"

@@ -24,7 +24,7 @@ def test_explain_difference_accepts_close_values():
         (torch.zeros(3), torch.zeros(3, 1), r"expected shape \(3,\), got shape \(3, 1\)"),
         (torch.zeros(4), torch.tensor([0.0, 0.0, 0.5, 0.0]), r"1 of 4 entries differ.*index \(2,\): expected 0, got 0.5"),
         (torch.ones(2), torch.tensor([1.0, float("nan")]), "NaN or infinity"),
-        (1.0, "one", "expected a number or array like 1.0, got str"),
+        (1.0, "one", "expected a number or an array, got str"),
         ("relu", "tanh", "expected 'relu', got 'tanh'"),
     ],
 )
@@ -33,9 +33,9 @@ def test_explain_difference_says_what_differs(expected, got, message):
     assert why is not None and re.search(message, why)
 
 
-def test_compare_reports_the_first_failing_case_and_hint():
-    result = check.compare("double", lambda x: x * 2 if x < 3 else x * 3, lambda x: x * 2, [(1,), (2,), (3,)], hint="2x")
-    assert not result and "case 3 (3): expected 6, got 9. Hint: 2x" in result.message
+def test_compare_reports_the_first_failing_case():
+    result = check.compare("double", lambda x: x * 2 if x < 3 else x * 3, lambda x: x * 2, [(1,), (2,), (3,)])
+    assert not result and "case 3 (3): expected 6, got 9." in result.message
     assert str(result).startswith("❌ double:")
     passed = check.compare("double", lambda x: x + x, lambda x: x * 2, [(1,), (2.5,)])
     assert passed and str(passed) == "✅ double: 2 of 2 cases match the reference."
@@ -59,12 +59,23 @@ def test_compare_survives_a_crashing_answer_and_protects_inputs():
 
 def test_neuron_forward_passes_the_reference_and_explains_mistakes():
     assert check.neuron_forward(lambda x, w, b: torch.relu(x @ w + b))
+    assert check.neuron_forward(lambda x, w, b: ((x * w).sum(dim=-1) + b).clamp(min=0))
     no_activation = check.neuron_forward(lambda x, w, b: x @ w + b)
-    assert not no_activation and "case 2" in no_activation.message and "ReLU" in no_activation.message
+    assert not no_activation and "case 2" in no_activation.message and "ReLU" not in no_activation.message
+    assert str(no_activation).endswith("\nStuck? check.hint(\"neuron_forward\") gives a hint.")
+    assert "ReLU" in check.hint("neuron_forward").text
     no_bias = check.neuron_forward(lambda x, w, b: torch.relu(x @ w))
     assert not no_bias and "case 1" in no_bias.message
     one_input_only = check.neuron_forward(lambda x, w, b: torch.relu(torch.dot(x, w) + b))
     assert not one_input_only and "raised RuntimeError" in one_input_only.message
+    squeezed = check.neuron_forward(lambda x, w, b: torch.relu(x @ w + b).squeeze())
+    assert not squeezed and "case 5" in squeezed.message and "shape" in squeezed.message  # a batch of one
+    sigmoid = check.neuron_forward(lambda x, w, b: torch.sigmoid(x @ w + b))
+    assert not sigmoid and "case 1" in sigmoid.message
+    leaky = check.neuron_forward(lambda x, w, b: torch.nn.functional.leaky_relu(x @ w + b))
+    assert not leaky and "case 2" in leaky.message
+    placeholder = check.neuron_forward(lambda x, w, b: None)
+    assert not placeholder and "returned None" in placeholder.message
 
 
 @pytest.mark.parametrize(
@@ -81,27 +92,166 @@ def test_mlp_parameter_count_rejects_bad_sizes(sizes):
         check.mlp_parameter_count(sizes)
 
 
-def test_parameter_count_diagnoses_the_usual_miscounts():
+def test_parameter_count_diagnoses_the_usual_miscounts_without_the_numbers():
     sizes = [784, 512, 512, 10]
     assert check.parameter_count(669_706, sizes)
-    assert "not the biases" in check.parameter_count(668_672, sizes).message
-    assert "input layer has no biases" in check.parameter_count(670_490, sizes).message
-    assert "off by +4" in check.parameter_count(669_710, sizes).message
-    assert "expected an int, got str" in check.parameter_count("669706", sizes).message
+    assert check.parameter_count(669_706.0, sizes) and check.parameter_count(torch.tensor(669_706), sizes)
+    for answer, message in [
+        (668_672, "not the biases"),
+        (670_490, "input layer has no biases"),
+        (668_672 + 3, "its own bias, not each layer"),
+        (669_710, "too high, by less than 1 %"),
+        (600_000, "too low, by 10–50 %"),
+        ("669706", "expected a whole number, got str"),
+        (669_706.5, "expected a whole number"),
+        (True, "expected a whole number"),
+        (..., "placeholder"),
+    ]:
+        result = check.parameter_count(answer, sizes)
+        assert not result and message in result.message, (answer, result.message)
+        for secret in ("669,706", "669706", "668,672", "668672", "1,034", "1034", "off by"):
+            assert secret not in result.message, (answer, result.message)
+    small = check.parameter_count(36, [3, 4, 4, 2])  # the weights only, 3·4 + 4·4 + 4·2
+    assert not small and "not the biases" in small.message and "46" not in str(small) and "10" not in str(small)
+    assert "n_in·n_out weights and n_out biases" in check.hint("parameter_count").text
 
 
 def test_network_2_check():
     abs_params = dict(w111=1, w112=-1, b11=0, w121=-1, w122=1, b12=0, w21=1, w22=1, b2=0)
     assert check.network_2(abs_params, lambda a, b: (a - b).abs())
+    as_tensors = {k: torch.tensor(float(v)) for k, v in abs_params.items()}
+    assert check.network_2(as_tensors, lambda a, b: (a - b).abs())
     half = dict(abs_params, w22=0)
     result = check.network_2(half, lambda a, b: (a - b).abs())
-    assert not result and "210 of 441 grid points differ" in result.message
+    assert not result and "211 of 445 test points differ" in result.message
     missing = check.network_2({"w111": 1}, lambda a, b: a)
     assert not missing and "missing: ['w112'" in missing.message
     assert not check.network_2([1, 2, 3], lambda a, b: a)
+    placeholder = dict.fromkeys(check.NETWORK_2_PARAMETERS, ...)
+    assert "placeholder" in check.network_2(placeholder, lambda a, b: a).message
+    assert "placeholder" in check.network_2(..., lambda a, b: a).message
+    assert "one finite number" in check.network_2(dict(abs_params, b2="0"), lambda a, b: a).message
+    assert "max(0, x1 − x2)" in check.hint("network_2").text
+
+
+def test_linear_fold_names_mistakes_without_the_answer():
+    assert check.linear_fold([3, 5, 1]) and check.linear_fold(torch.tensor([3.0, 5.0, 1.0]))
+    for answer, message in [
+        ([3, 5, -2], "b1 was left out"),
+        ([5, -1, 1], "W1 was read transposed"),
+        ([3, 5, 3], "b2 was left out"),
+        ([3, 6, 1], "at index (1,) it is too high, by 10–50 %"),
+        ([3, 5], "expected three numbers"),
+        ("3, 5, 1", "expected three numbers"),
+        (..., "placeholder"),
+    ]:
+        result = check.linear_fold(answer)
+        assert not result and message in result.message, (answer, result.message)
+        assert not re.search(r"\b5\b|\b3\.0|expected 1\b", result.message.replace("50 %", "")), result.message
+    assert "W2 W1" in check.hint("linear_fold").text
+
+
+def _softmax_by_hand(z):
+    e = (z - z.max(dim=-1, keepdim=True).values).exp()
+    return e / e.sum(dim=-1, keepdim=True)
+
+
+def test_stable_softmax_passes_the_shifted_version_and_catches_overflow():
+    assert check.stable_softmax(_softmax_by_hand)
+    naive = check.stable_softmax(lambda z: z.exp() / z.exp().sum(dim=-1, keepdim=True))
+    assert not naive and "case 6" in naive.message and "NaN or infinity" in naive.message
+    global_max = check.stable_softmax(lambda z: (z - z.max()).exp() / (z - z.max()).exp().sum(-1, keepdim=True))
+    assert not global_max and "case 8" in global_max.message
+    wrong_dim = check.stable_softmax(lambda z: _softmax_by_hand(z.T).T if z.ndim == 2 else _softmax_by_hand(z))
+    assert not wrong_dim and "case 2" in wrong_dim.message
+    assert not check.stable_softmax(lambda z: (z - z.max(dim=-1).values).exp())
+    assert "z.max(dim=-1, keepdim=True)" in check.hint("stable_softmax").text
+
+
+@pytest.mark.parametrize(
+    "student",
+    [
+        lambda z: torch.softmax(z, dim=-1),
+        lambda z: torch.nn.functional.softmax(z, dim=-1),
+        lambda z: z.softmax(dim=-1),
+        lambda z: torch.nn.Softmax(dim=-1)(z),
+        lambda z: z.log_softmax(dim=-1).exp(),
+        lambda z: torch.special.softmax(z, dim=-1),
+    ],
+)
+def test_stable_softmax_forbids_torchs_softmax(student):
+    result = check.stable_softmax(student)
+    assert not result and "ForbiddenCallError" in result.message
+    assert torch.allclose(torch.zeros(2, 3).softmax(dim=-1), torch.full((2, 3), 1 / 3))  # restored
 
 
 def test_value_check():
     assert check.value("x", torch.tensor([3.0, 5.0, 1.0]), [3, 5, 1])
-    wrong = check.value("x", [3, 6, 1], [3, 5, 1], hint="W2 W1")
-    assert not wrong and wrong.message.endswith("Hint: W2 W1")
+    wrong = check.value("x", [3, 6, 1], [3, 5, 1])
+    assert not wrong and "1 of 3 entries are wrong; at index (1,) it is too high, by 10–50 %" in wrong.message
+    assert "5" not in wrong.message.replace("50", "")
+
+
+@pytest.mark.parametrize(
+    ("answer", "message"),
+    [
+        (..., "the placeholder `...` is still there"),
+        (-2.5, "the sign is wrong (the size is right)"),
+        (5.0, "it is 2 times too large"),
+        (0.25, "it is 10 times too small"),
+        (2.6, "it is too high, by 1–10 %"),
+        (1.0, "it is too low, by more than 50 %"),
+        (0.0, "it is zero, and should not be"),
+        ("two and a half", "expected a number or an array, got str"),
+        (float("nan"), "NaN or infinity"),
+    ],
+)
+def test_value_says_how_an_answer_is_wrong_but_never_the_answer(answer, message):
+    result = check.value("x", answer, 2.5)
+    assert not result and message in result.message
+    assert "2.5" not in result.message
+
+
+def test_hint_is_given_on_request_only_and_unknown_names_are_explained():
+    check.register_hint("test_only_check", "do it this way")
+    assert str(check.hint("test_only_check")) == "💡 test_only_check: do it this way"
+    with pytest.raises(ValueError, match="no check named 'nope' has a hint; checks with hints: .*neuron_forward"):
+        check.hint("nope")
+
+
+def test_forbidden_functions_raise_inside_the_student_function_only():
+    import torch.nn.functional as F
+
+    def uses_cross_entropy(z, y):
+        return F.cross_entropy(z, y)
+
+    def uses_method(z, y):
+        return -z.log_softmax(dim=1)[torch.arange(len(y)), y].mean()
+
+    case = [(torch.randn(3, 4), torch.tensor([0, 1, 3]))]
+    forbidden = ("torch.nn.functional.cross_entropy", "torch.Tensor.log_softmax")
+    for student in (uses_cross_entropy, uses_method):
+        result = check.compare("ce", student, F.cross_entropy, case, forbidden=forbidden)
+        assert not result and "raised ForbiddenCallError: this exercise asks you to do without" in result.message
+    # restored afterwards, also for a method that lives on a base class
+    assert "log_softmax" not in vars(torch.Tensor)
+    assert torch.isfinite(F.cross_entropy(*case[0])) and torch.randn(2, 3).log_softmax(1).shape == (2, 3)
+
+
+def test_a_raising_answer_is_reported_with_the_students_own_line():
+    def student(x):
+        y = x + 1
+        return y @ torch.ones(5)  # the shapes do not fit
+
+    result = check.compare("f", student, lambda x: x, [(torch.zeros(3),)])
+    assert not result and "raised RuntimeError" in result.message
+    assert "(your line" in result.message and "return y @ torch.ones(5)" in result.message
+
+
+def test_a_function_that_returns_nothing_is_told_so():
+    def student(x):
+        ...  # your code here
+
+    result = check.compare("f", student, lambda x: x, [(torch.zeros(3),)])
+    assert not result and "returned None" in result.message and "placeholder `...`" in result.message
+    assert not check.compare("f", ..., lambda x: x, [(1,)])

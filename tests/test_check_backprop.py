@@ -1,4 +1,8 @@
-"""companion.check, chapters 2 and 3: each check passes a right answer and explains a plausible wrong one."""
+"""companion.check, chapter 3: each check passes a right answer and explains a plausible wrong one.
+
+A failure message says which case fails and how, never the expected value; the method is in
+the check's hint.
+"""
 
 from __future__ import annotations
 
@@ -8,100 +12,36 @@ import re
 import pytest
 import torch
 
-from companion import check, data
+from companion import check
 from companion.autograd import Value
-
-# ---- chapter 2 ----------------------------------------------------------------------
-
-
-def mse_gradients_by_hand(m, b, x, y):
-    error = y - (m * x + b)
-    return (-2 * x * error).mean(), (-2 * error).mean()
-
-
-def test_mse_gradients_accepts_the_derivation() -> None:
-    result = check.mse_gradients(mse_gradients_by_hand)
-    assert result and "4 of 4 cases" in result.message
-
-
-def test_mse_gradients_accepts_gradients_that_still_carry_autograd_history() -> None:
-    def via_autograd(m, b, x, y):
-        mt, bt = torch.tensor(m, requires_grad=True, dtype=torch.float64), torch.tensor(b, dtype=torch.float64)
-        grad_m = torch.autograd.grad(((y - (mt * x + bt)) ** 2).mean(), mt, create_graph=True)[0]
-        return grad_m, (-2 * (y - (m * x + b))).mean()
-
-    assert check.mse_gradients(via_autograd)
-
-
-@pytest.mark.parametrize(
-    ("wrong", "message"),
-    [
-        (lambda m, b, x, y: [-g for g in mse_gradients_by_hand(m, b, x, y)], "the sign is flipped"),
-        (lambda m, b, x, y: [g / 2 for g in mse_gradients_by_hand(m, b, x, y)], "factor 2 .* is missing"),
-        (lambda m, b, x, y: [g * len(x) for g in mse_gradients_by_hand(m, b, x, y)], "divide by N"),
-        (lambda m, b, x, y: ((-2 * (y - (m * x + b))).mean(),) * 2, r"case 1 \(m = -1, b = 5, N = 2\)"),
-        (lambda m, b, x, y: 1 / 0, "raised ZeroDivisionError"),
-    ],
-)
-def test_mse_gradients_explains_wrong_answers(wrong, message) -> None:
-    result = check.mse_gradients(wrong)
-    assert not result and re.search(message, result.message), result.message
-
-
-def test_largest_stable_learning_rate() -> None:
-    limit = 4 / (7 + math.sqrt(45))  # 2 / λ_max of the Hessian [[5, 3], [3, 2]]
-    assert check.largest_stable_learning_rate(limit)
-    assert check.largest_stable_learning_rate(0.29)  # found by experiment: within 2 %
-    too_large = check.largest_stable_learning_rate(0.31)
-    assert not too_large and "diverges" in too_large.message and "1.125 > 1" in too_large.message
-    too_small = check.largest_stable_learning_rate(0.1)
-    assert not too_small and "so do larger rates" in too_small.message
-    assert not check.largest_stable_learning_rate("0.29")  # type: ignore[arg-type]
-    assert check.largest_stable_learning_rate(2 / (3 + math.sqrt(5)), x=(0.0, 2.0))  # H = [[4, 2], [2, 2]]
-    assert not check.largest_stable_learning_rate(2 / (3 + math.sqrt(5)), x=(1.0, 2.0))
-
-
-def minibatch_epoch_solution(m, b, x, y, batch_size, lr, generator):
-    for xb, yb in data.batches(x, y, batch_size, generator=generator):
-        grad_m, grad_b = mse_gradients_by_hand(m, b, xb, yb)
-        m, b = m - lr * grad_m, b - lr * grad_b
-    return m, b
-
-
-def test_minibatch_epoch_accepts_a_step_per_batch() -> None:
-    assert check.minibatch_epoch(minibatch_epoch_solution)
-
-
-def test_minibatch_epoch_explains_one_step_per_epoch() -> None:
-    def one_step(m, b, x, y, batch_size, lr, generator):
-        grad_m, grad_b = mse_gradients_by_hand(m, b, x, y)
-        return m - lr * grad_m, b - lr * grad_b
-
-    result = check.minibatch_epoch(one_step)
-    assert not result and "one step on the whole data set" in result.message
-
-
-def test_minibatch_epoch_catches_an_unshuffled_epoch() -> None:
-    def in_order(m, b, x, y, batch_size, lr, generator):
-        for xb, yb in data.batches(x, y, batch_size, shuffle=False):
-            grad_m, grad_b = mse_gradients_by_hand(m, b, xb, yb)
-            m, b = m - lr * grad_m, b - lr * grad_b
-        return m, b
-
-    result = check.minibatch_epoch(in_order)
-    assert not result and "case 1 (N = 30, batch_size = 8" in result.message and "one step" not in result.message
-
 
 # ---- chapter 3 ----------------------------------------------------------------------
 
 
-def softplus(v: Value) -> Value:
+def stable_softplus(v: Value) -> Value:
+    e = math.exp(-abs(v.data))
+    slope = 1 / (1 + e) if v.data >= 0 else e / (1 + e)
+    return Value(max(v.data, 0.0) + math.log1p(e), parents=(v,), local_grads=(slope,))
+
+
+def naive_softplus(v: Value) -> Value:
+    """Right for moderate inputs; e^x overflows for x = 800."""
     return Value(math.log1p(math.exp(v.data)), parents=(v,), local_grads=(1 / (1 + math.exp(-v.data)),))
 
 
-def test_value_operation_accepts_a_correct_rule() -> None:
-    assert check.value_operation(softplus, torch.nn.functional.softplus, "softplus")
-    assert check.value_operation(lambda v: (v.exp() + 1).log(), torch.nn.functional.softplus)
+def test_softplus_accepts_a_stable_rule_and_tries_large_inputs() -> None:
+    assert check.softplus(stable_softplus)
+    assert check.softplus(lambda v: v.relu() + Value(math.log1p(math.exp(-abs(v.data))), (v,), (
+        (math.exp(-abs(v.data)) if v.data <= 0 else -math.exp(-abs(v.data))) / (1 + math.exp(-abs(v.data))),)))
+    assert 800.0 in check.backprop.SOFTPLUS_INPUTS and -800.0 in check.backprop.SOFTPLUS_INPUTS
+
+
+@pytest.mark.parametrize("overflowing", [naive_softplus, lambda v: (v.exp() + 1).log()])
+def test_softplus_fails_a_rule_that_overflows(overflowing) -> None:
+    assert check.value_operation(overflowing, torch.nn.functional.softplus, "softplus")  # moderate inputs only
+    result = check.softplus(overflowing)
+    assert not result and result.message.startswith("at x = 800 it raised OverflowError"), result.message
+    assert "overflows a float" in result.message
 
 
 @pytest.mark.parametrize(
@@ -110,16 +50,37 @@ def test_value_operation_accepts_a_correct_rule() -> None:
         (lambda v: Value(math.log1p(math.exp(v.data))), "does not depend on the input in the graph"),
         (
             lambda v: Value(math.log1p(math.exp(v.data)), parents=(v,), local_grads=(math.exp(v.data),)),
-            "gradient is wrong: expected d/dx = 0.119203, got 0.135335. local_grads must hold",
+            "at x = -2 the value is right but the gradient is wrong: it is too high, by 10–50 %",
         ),
         (lambda v: Value(math.exp(v.data), parents=(v,), local_grads=(math.exp(v.data),)), "the value is wrong"),
         (lambda v: math.log1p(math.exp(v.data)), "expected a Value, got float"),
         (lambda v: v.log(), "raised ValueError: log needs a positive input"),
+        (lambda v: None, "returned None"),
     ],
 )
-def test_value_operation_explains_wrong_rules(wrong, message) -> None:
-    result = check.value_operation(wrong, torch.nn.functional.softplus, "softplus")
+def test_softplus_explains_wrong_rules(wrong, message) -> None:
+    result = check.softplus(wrong)
     assert not result and message in result.message, result.message
+
+
+def test_softplus_never_shows_the_expected_value_and_hints_at_the_method() -> None:
+    wrong_slope = check.softplus(
+        lambda v: Value(math.log1p(math.exp(v.data)), parents=(v,), local_grads=(math.exp(v.data),))
+    )
+    wrong_value = check.softplus(lambda v: Value(math.exp(v.data), parents=(v,), local_grads=(math.exp(v.data),)))
+    expected_slope, expected_value = 1 / (1 + math.exp(2)), math.log1p(math.exp(-2))  # at x = -2
+    for result, number in ((wrong_slope, expected_slope), (wrong_value, expected_value)):
+        assert f"{number:.6g}" not in str(result) and f"{number:.4f}" not in str(result), str(result)
+        assert 'check.hint("softplus")' in str(result)
+    assert "sigmoid" in check.hint("softplus").text and "log1p" in check.hint("softplus").text
+
+
+def test_placeholders_fail() -> None:
+    for a_check in (check.softplus, check.linear_backward, check.numerical_gradient):
+        result = a_check(...)
+        assert not result and "placeholder" in result.message
+    assert not check.finite_difference_cost(..., ...)
+    assert not check.finite_difference_cost(3.5e11, ...)
 
 
 def linear_backward_solution(x, W, b, grad_y):
@@ -134,13 +95,16 @@ def test_linear_backward_accepts_the_matrix_rules() -> None:
     ("wrong", "message"),
     [
         (lambda x, W, b, g: (g @ W, x.T @ g, g.sum(0)), r"grad_W: expected shape \(2, 3\), got shape \(3, 2\)"),
-        (lambda x, W, b, g: (g @ W, g.T @ x, g.mean(0)), "grad_b: 3 of 3 entries differ.*averaged over the batch"),
+        (lambda x, W, b, g: (g @ W, g.T @ x, g.mean(0)), r"case 2 .*grad_b: .*divided by B"),
         (lambda x, W, b, g: (g @ W, g.T @ x), "expected three gradients"),
+        (lambda x, W, b, g: (-g @ W, g.T @ x, g.sum(0)), r"grad_x: every entry .* the sign is wrong"),
+        (lambda x, W, b, g: None, "returned None"),
     ],
 )
 def test_linear_backward_explains_wrong_rules(wrong, message) -> None:
     result = check.linear_backward(wrong)
     assert not result and re.search(message, result.message), result.message
+    assert "expected -" not in result.message and not re.search(r"expected \d", result.message)
 
 
 def central_difference(f, x, eps):
@@ -164,9 +128,48 @@ def test_numerical_gradient_explains_one_sided_differences() -> None:
         ).reshape(x.shape)
 
     result = check.numerical_gradient(forward_difference)
-    assert not result and "one-sided difference" in result.message and "O(ε²)" in result.message
+    assert not result and "one-sided difference" in result.message and "ε²" in result.message
+    assert "f(x" not in result.message  # the formula is the hint's, not the failure's
+    assert "2ε" in check.hint("numerical_gradient").text
 
 
-def test_numerical_gradient_catches_a_missing_half() -> None:
+def test_numerical_gradient_catches_a_missing_half_and_a_0d_input() -> None:
     result = check.numerical_gradient(lambda f, x, eps: 2 * central_difference(f, x, eps))
-    assert not result and "entries differ" in result.message and "one-sided" not in result.message
+    assert not result and "2 times too large" in result.message and "one-sided" not in result.message
+
+    def by_length(f, x, eps):
+        return torch.stack([(f(x + eps * e) - f(x - eps * e)) / (2 * eps) for e in torch.eye(len(x))])
+
+    only_vectors = check.numerical_gradient(by_length)
+    assert not only_vectors and "shape (2, 3)" in only_vectors.message
+
+
+def test_numerical_gradient_refuses_autograd() -> None:
+    def with_autograd(f, x, eps):
+        leaf = x.clone().requires_grad_()
+        return torch.autograd.grad(f(leaf), leaf)[0]
+
+    def with_backward(f, x, eps):
+        leaf = x.clone().requires_grad_()
+        f(leaf).backward()
+        return leaf.grad
+
+    for cheat in (with_autograd, with_backward):
+        result = check.numerical_gradient(cheat)
+        assert not result and "ForbiddenCallError" in result.message
+    x = torch.ones(2, requires_grad=True)
+    (x * x).sum().backward()  # restored afterwards
+    assert x.grad.tolist() == [2.0, 2.0]
+
+
+def test_finite_difference_cost() -> None:
+    passes = 2 * 175e9
+    assert check.finite_difference_cost(passes, passes / (365.25 * 24 * 3600))
+    assert check.finite_difference_cost(passes + 1, passes / (365 * 24 * 3600))  # 365 days pass too
+    one_sided = check.finite_difference_cost(175e9 + 1, (175e9 + 1) / (365.25 * 24 * 3600))
+    assert not one_sided and "forward passes: it is 2 times too small" in one_sided.message
+    in_days = check.finite_difference_cost(passes, passes / (24 * 3600))
+    assert not in_days and in_days.message.startswith("the number of years: it is too high")
+    for result in (one_sided, in_days):
+        assert "3.5" not in str(result) and "11" not in str(result)
+    assert "twice" in check.hint("finite_difference_cost").text

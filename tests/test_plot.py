@@ -46,6 +46,42 @@ def test_history_accepts_a_history_and_a_selection():
         plot.history({})
 
 
+def test_history_reads_anything_with_keys_and_getitem():
+    class Log:  # neither a dict nor a History: only the two methods plot.history reads
+        def keys(self):
+            return ["loss"]
+
+        def __getitem__(self, name):
+            return [3.0, 2.0, 1.0]
+
+    fig = plot.history(Log())
+    assert list(fig.axes[0].get_lines()[0].get_ydata()) == [3.0, 2.0, 1.0]
+    with pytest.raises(TypeError, match="non-empty mapping"):
+        plot.history([1.0, 2.0])
+
+
+def test_plot_depends_on_nothing_of_train_and_train_draws_with_plot():
+    """One-way: companion.train uses companion.plot; companion.plot imports nothing of train."""
+    import ast
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import companion.train
+
+    tree = ast.parse(Path(plot.__file__).read_text(encoding="utf-8"))
+    imported = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    imported |= {n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+    imported |= {
+        f"{n.module}.{a.name}" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) for a in n.names
+    }
+    assert not any(name.startswith("companion.train") for name in imported), imported
+    assert companion.train.plot is plot  # imported at module level
+    code = "import sys, companion.plot; print('companion.train' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.stdout.strip() == "False", done.stderr
+
+
 def test_each_call_makes_a_new_current_pyplot_figure():
     before = len(plt.get_fignums())
     fig = plot.history({"loss": [1.0, 0.5]})

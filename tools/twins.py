@@ -1,6 +1,6 @@
-"""Write each chapter's ``.ipynb`` twin from its MyST-markdown source (the ``.md`` is the source).
+"""Write each notebook's ``.ipynb`` twin from its MyST-markdown source (the ``.md`` is the source).
 
-    python tools/twins.py            # regenerate every book/NN-*.ipynb
+    python tools/twins.py            # regenerate the twin of every notebook in book/
     python tools/twins.py --check    # exit 1 and name the twins that are out of step
 
 The twin is what jupytext makes of the source, outputs empty, with cell ids
@@ -26,6 +26,11 @@ def chapters(book: Path = BOOK) -> list[Path]:
     return sorted(p for p in book.glob("[0-9][0-9]-*.md"))
 
 
+def notebooks(book: Path = BOOK) -> list[Path]:
+    """Every MyST notebook in ``book/`` (the chapters and pages such as ``homework.md``), in order."""
+    return sorted(p for p in book.glob("*.md") if p.read_text(encoding="utf-8").startswith("---\njupytext:"))
+
+
 def twin_path(source: Path) -> Path:
     return source.with_suffix(".ipynb")
 
@@ -49,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("sources", nargs="*", type=Path, help="chapter sources (default: all)")
     args = parser.parse_args(argv)
     stale = []
-    for source in args.sources or chapters():
+    for source in args.sources or notebooks():
         text, twin = twin_text(source), twin_path(source)
         if twin.exists() and twin.read_text(encoding="utf-8") == text:
             continue

@@ -1,0 +1,259 @@
+"""companion.check, chapter 2: each check passes a right answer, explains plausible wrong ones,
+and never prints the expected numbers; the method is in the check's hint."""
+
+from __future__ import annotations
+
+import math
+import re
+
+import pytest
+import torch
+
+from companion import check, data
+
+# ---- mse_gradients ----------------------------------------------------------------------
+
+
+def mse_gradients_by_hand(m, b, x, y):
+    error = y - (m * x + b)
+    return (-2 * x * error).mean(), (-2 * error).mean()
+
+
+def test_mse_gradients_accepts_the_derivation() -> None:
+    result = check.mse_gradients(mse_gradients_by_hand)
+    assert result and "4 of 4 cases" in result.message
+
+
+def test_mse_gradients_accepts_gradients_that_still_carry_autograd_history() -> None:
+    def via_autograd(m, b, x, y):
+        mt, bt = torch.tensor(m, requires_grad=True, dtype=torch.float64), torch.tensor(b, dtype=torch.float64)
+        grad_m = torch.autograd.grad(((y - (mt * x + bt)) ** 2).mean(), mt, create_graph=True)[0]
+        return grad_m, (-2 * (y - (m * x + b))).mean()
+
+    assert check.mse_gradients(via_autograd)
+
+
+@pytest.mark.parametrize(
+    ("wrong", "message"),
+    [
+        (lambda m, b, x, y: [-g for g in mse_gradients_by_hand(m, b, x, y)], "the sign is flipped"),
+        (lambda m, b, x, y: [g / 2 for g in mse_gradients_by_hand(m, b, x, y)], "factor 2 .* is missing"),
+        (lambda m, b, x, y: [g * len(x) for g in mse_gradients_by_hand(m, b, x, y)], "divide by N"),
+        (lambda m, b, x, y: ((-2 * (y - (m * x + b))).mean(),) * 2, r"case 1 \(m = -1, b = 5, N = 2\)"),
+        (lambda m, b, x, y: 1 / 0, "raised ZeroDivisionError"),
+        (lambda m, b, x, y: None, "returned None"),
+        (lambda m, b, x, y: (1.0, 2.0, 3.0), "expected 2 results"),
+    ],
+)
+def test_mse_gradients_explains_wrong_answers(wrong, message) -> None:
+    result = check.mse_gradients(wrong)
+    assert not result and re.search(message, result.message), result.message
+    assert not re.search(r"expected -?\d(?! results)", result.message), result.message  # no expected gradient
+
+
+def test_mse_gradients_placeholder_and_hint() -> None:
+    assert check.mse_gradients(...).message == check.PLACEHOLDER_MESSAGE
+    assert "−2x·e" in check.hint("mse_gradients").text
+
+
+# ---- quadratic_gradients ------------------------------------------------------------------
+
+
+def quadratic_by_hand(a, b, c, x, y):
+    error = y - (a * x**2 + b * x + c)
+    return (-2 * x**2 * error).mean(), (-2 * x * error).mean(), (-2 * error).mean()
+
+
+def test_quadratic_gradients_accepts_the_derivation_as_floats_or_tensors() -> None:
+    result = check.quadratic_gradients(quadratic_by_hand)
+    assert result and "5 of 5 cases" in result.message
+    assert check.quadratic_gradients(lambda *args: [g.item() for g in quadratic_by_hand(*args)])
+    assert check.quadratic_gradients(lambda *args: torch.stack(quadratic_by_hand(*args)))
+
+
+def _expected_first_case() -> list[float]:
+    x = torch.tensor([1.0, 2.0, 3.0], dtype=torch.float64)
+    y = torch.tensor([3.0, 5.0, 7.0], dtype=torch.float64)
+    return [g.item() for g in quadratic_by_hand(0.5, -1.0, 2.0, x, y)]
+
+
+@pytest.mark.parametrize(
+    ("wrong", "message"),
+    [
+        (lambda *args: [-g for g in quadratic_by_hand(*args)], "∂L/∂a: the sign is wrong.* sign is flipped"),
+        (lambda *args: [g / 2 for g in quadratic_by_hand(*args)], "2 times too small.*factor 2"),
+        (lambda *args: [g * len(args[3]) for g in quadratic_by_hand(*args)], "divide by N"),
+        (  # x in place of x² for a
+            lambda a, b, c, x, y: (quadratic_by_hand(a, b, c, x, y)[1],) + quadratic_by_hand(a, b, c, x, y)[1:],
+            r"case 1 .*∂L/∂a: it is too low",
+        ),
+        (  # the model forgets the x² term in the error
+            lambda a, b, c, x, y: quadratic_by_hand(0.0, b, c, x, y),
+            r"case 1 .*∂L/∂a",
+        ),
+        (  # the c gradient without the mean: caught only where it matters (N > 1)
+            lambda a, b, c, x, y: quadratic_by_hand(a, b, c, x, y)[:2] + ((-2 * (y - (a * x**2 + b * x + c))).sum(),),
+            r"case 1 .*∂L/∂c: it is 3 times too large",
+        ),
+    ],
+)
+def test_quadratic_gradients_explains_wrong_answers_without_the_numbers(wrong, message) -> None:
+    result = check.quadratic_gradients(wrong)
+    assert not result and re.search(message, result.message), result.message
+    for number in _expected_first_case():
+        for text in (f"{number:g}", f"{number:.4g}", f"{number:.2f}"):
+            assert text not in result.message.split(":", 1)[1], (number, result.message)
+
+
+@pytest.mark.parametrize(
+    ("wrong", "message"),
+    [
+        (lambda a, b, c, x, y: quadratic_by_hand(a, b, c, x, y)[:2], "expected 3 results"),
+        (lambda a, b, c, x, y: None, "returned None"),
+        (lambda a, b, c, x, y: torch.zeros(2, 2), "expected 3 results"),
+    ],
+)
+def test_quadratic_gradients_explains_malformed_answers(wrong, message) -> None:
+    result = check.quadratic_gradients(wrong)
+    assert not result and re.search(message, result.message), result.message
+
+
+def test_quadratic_gradients_catches_a_version_that_fails_on_zero_inputs_or_one_example() -> None:
+    def divides_by_x(a, b, c, x, y):  # ∂L/∂a written as x·(∂L/∂b-terms): 0/0 on zero inputs
+        error = y - (a * x**2 + b * x + c)
+        return (-2 * x**3 * error / x).mean(), (-2 * x * error).mean(), (-2 * error).mean()
+
+    result = check.quadratic_gradients(divides_by_x)
+    assert not result and "case 3" in result.message and "NaN" in result.message
+
+    def unbiased_mean(a, b, c, x, y):  # divides by N − 1
+        return [g * len(x) / (len(x) - 1) for g in quadratic_by_hand(a, b, c, x, y)]
+
+    result = check.quadratic_gradients(unbiased_mean)
+    assert not result and "case 1" in result.message
+
+
+def test_quadratic_gradients_forbids_autograd() -> None:
+    def with_backward(a, b, c, x, y):
+        p = torch.tensor([a, b, c], dtype=torch.float64, requires_grad=True)
+        ((y - (p[0] * x**2 + p[1] * x + p[2])) ** 2).mean().backward()
+        return tuple(p.grad)
+
+    def with_grad(a, b, c, x, y):
+        p = torch.tensor([a, b, c], dtype=torch.float64, requires_grad=True)
+        return tuple(torch.autograd.grad(((y - (p[0] * x**2 + p[1] * x + p[2])) ** 2).mean(), p)[0])
+
+    for student in (with_backward, with_grad):
+        result = check.quadratic_gradients(student)
+        assert not result and "ForbiddenCallError" in result.message and "do without torch." in result.message
+    # autograd works again afterwards
+    t = torch.tensor(2.0, requires_grad=True)
+    (t**2).backward()
+    assert t.grad.item() == 4.0
+
+
+def test_quadratic_gradients_placeholder_and_hint() -> None:
+    assert check.quadratic_gradients(...).message == check.PLACEHOLDER_MESSAGE
+    assert not check.quadratic_gradients("f")
+    assert "−x²" in check.hint("quadratic_gradients").text
+
+
+# ---- largest_stable_learning_rate -------------------------------------------------------
+
+LIMIT = 4 / (7 + math.sqrt(45))  # 2 / λ_max of the Hessian [[5, 3], [3, 2]]
+LAMBDA_MAX = (7 + math.sqrt(45)) / 2
+
+
+def test_largest_stable_learning_rate_accepts_the_limit_and_an_experiment() -> None:
+    assert check.largest_stable_learning_rate(LIMIT)
+    assert check.largest_stable_learning_rate(0.29)  # found by experiment: within 2 %
+    assert check.largest_stable_learning_rate(2 / (3 + math.sqrt(5)), x=(0.0, 2.0))  # H = [[4, 2], [2, 2]]
+    assert not check.largest_stable_learning_rate(2 / (3 + math.sqrt(5)), x=(1.0, 2.0))
+
+
+@pytest.mark.parametrize(
+    ("answer", "message"),
+    [
+        (0.31, "diverges.*too high, by 1–10 %"),
+        (0.6, "diverges.*too high, by more than 50 %"),
+        (0.1, "converges, but so do larger rates.*too low, by more than 50 %"),
+        (0.2, "converges, but so do larger rates.*too low, by 10–50 %"),
+        (0.0, "a learning rate is positive"),
+    ],
+)
+def test_largest_stable_learning_rate_never_gives_the_limit_or_the_curvature(answer, message) -> None:
+    result = check.largest_stable_learning_rate(answer)
+    assert not result and re.search(message, result.message), result.message
+    text = str(result)
+    for secret in (LIMIT, LAMBDA_MAX, LAMBDA_MAX / 2, 1 - 0.31 * LAMBDA_MAX):
+        for digits in (2, 3, 4):
+            assert f"{abs(secret):.{digits}f}" not in text, (secret, text)
+    assert "λ" not in result.message and "|1 −" not in result.message
+
+
+@pytest.mark.parametrize(
+    ("answer", "message"),
+    [("0.29", "expected a finite number"), (float("nan"), "expected a finite number"), (..., "placeholder")],
+)
+def test_largest_stable_learning_rate_explains_non_numbers(answer, message) -> None:
+    result = check.largest_stable_learning_rate(answer)
+    assert not result and re.search(message, result.message), result.message
+
+
+def test_largest_stable_learning_rate_hint_holds_the_method() -> None:
+    assert "2/λ_max" in check.hint("largest_stable_learning_rate").text
+
+
+# ---- minibatch_epoch ----------------------------------------------------------------------
+
+
+def minibatch_epoch_solution(m, b, x, y, batch_size, lr, generator):
+    for xb, yb in data.batches(x, y, batch_size, generator=generator):
+        grad_m, grad_b = mse_gradients_by_hand(m, b, xb, yb)
+        m, b = m - lr * grad_m, b - lr * grad_b
+    return m, b
+
+
+def test_minibatch_epoch_accepts_a_step_per_batch() -> None:
+    assert check.minibatch_epoch(minibatch_epoch_solution)
+
+
+def test_minibatch_epoch_explains_one_step_per_epoch() -> None:
+    def one_step(m, b, x, y, batch_size, lr, generator):
+        grad_m, grad_b = mse_gradients_by_hand(m, b, x, y)
+        return m - lr * grad_m, b - lr * grad_b
+
+    result = check.minibatch_epoch(one_step)
+    assert not result and "one step on the whole data set" in result.message
+    assert not re.search(r"\d\.\d{3}", result.message.split(")", 1)[1]), result.message
+
+
+def test_minibatch_epoch_catches_an_unshuffled_epoch() -> None:
+    def in_order(m, b, x, y, batch_size, lr, generator):
+        for xb, yb in data.batches(x, y, batch_size, shuffle=False):
+            grad_m, grad_b = mse_gradients_by_hand(m, b, xb, yb)
+            m, b = m - lr * grad_m, b - lr * grad_b
+        return m, b
+
+    result = check.minibatch_epoch(in_order)
+    assert not result and "case 1 (N = 30, batch_size = 8" in result.message and "one step" not in result.message
+
+
+def test_minibatch_epoch_catches_a_sum_over_the_batch() -> None:
+    def summed(m, b, x, y, batch_size, lr, generator):
+        for xb, yb in data.batches(x, y, batch_size, generator=generator):
+            error = yb - (m * xb + b)
+            m, b = m - lr * (-2 * xb * error).sum(), b - lr * (-2 * error).sum()
+        return m, b
+
+    result = check.minibatch_epoch(summed)
+    assert not result and "case 1" in result.message
+
+
+def test_minibatch_epoch_placeholder_and_hint() -> None:
+    def placeholder(m, b, x, y, batch_size, lr, generator):
+        ...  # your code here
+
+    assert "returned None" in check.minibatch_epoch(placeholder).message
+    assert check.minibatch_epoch(...).message == check.PLACEHOLDER_MESSAGE
+    assert "data.batches" in check.hint("minibatch_epoch").text
