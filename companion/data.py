@@ -1,7 +1,8 @@
-"""Data of the course: MNIST-family loaders and on-device batching.
+"""Data of the course: MNIST-family loaders, Tiny Shakespeare, and on-device batching.
 
-The loaders read the standard gzip-compressed IDX files under
-``<root>/<folder>/<original file name>``, where ``root`` is the ``root``
+The loaders read their published files under
+``<root>/<folder>/<original file name>`` (the gzip-compressed IDX files of
+MNIST, ``tinyshakespeare/input.txt``), where ``root`` is the ``root``
 argument, else ``$COMPANION_DATA``, else the user's cache folder
 (``$XDG_CACHE_HOME/companion`` or ``~/.cache/companion``).
 
@@ -20,7 +21,7 @@ import os
 import shutil
 import tempfile
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -98,6 +99,33 @@ FASHION_MNIST = IdxDataset(
     },
 )
 
+@dataclass(frozen=True)
+class TextDataset:
+    """A dataset published as one plain-text file on one or more mirrors.
+
+    Attributes:
+        title: the dataset's name in messages.
+        folder: sub-folder of the data root that holds the file.
+        mirrors: base URLs, tried in order (each ends with ``/``).
+        file: the file's name and MD5 checksum.
+    """
+
+    title: str
+    folder: str
+    mirrors: tuple[str, ...]
+    file: IdxFile
+
+    def files(self) -> list[IdxFile]:
+        return [self.file]
+
+
+TINY_SHAKESPEARE = TextDataset(
+    title="Tiny Shakespeare",
+    folder="tinyshakespeare",
+    mirrors=("https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/",),
+    file=IdxFile("input.txt", "6fb458f1232090904fb40fe944165e91"),
+)
+
 FASHION_MNIST_CLASSES = (
     "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
     "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
@@ -171,7 +199,7 @@ def _download(url: str, target: Path, md5: str, timeout: float) -> None:
         tmp.unlink(missing_ok=True)
 
 
-def _fetch(dataset: IdxDataset, file: IdxFile, folder: Path, timeout: float) -> str | None:
+def _fetch(dataset: IdxDataset | TextDataset, file: IdxFile, folder: Path, timeout: float) -> str | None:
     """Try every mirror for one file; return None on success, else what went wrong."""
     folder.mkdir(parents=True, exist_ok=True)
     failures = []
@@ -186,7 +214,7 @@ def _fetch(dataset: IdxDataset, file: IdxFile, folder: Path, timeout: float) -> 
 
 
 def ensure_files(
-    dataset: IdxDataset,
+    dataset: IdxDataset | TextDataset,
     root: str | os.PathLike[str] | None = None,
     download: bool = True,
     timeout: float = 60.0,
@@ -314,3 +342,155 @@ def batches(
     for start in range(0, stop, batch_size):
         idx = order[start : start + batch_size]
         yield X[idx], y[idx]
+
+
+# --- text: Tiny Shakespeare and characters as ids ----------------------------------------------
+
+
+def tiny_shakespeare(root: str | os.PathLike[str] | None = None, download: bool = True) -> str:
+    """The Tiny Shakespeare text: 1,115,394 characters of the plays (public domain), as one ``str``.
+
+    The file is ``<root>/tinyshakespeare/input.txt`` (see the module docstring
+    for ``root``), checked against its published MD5 and downloaded (to a
+    temporary file, verified, then renamed into place) when missing or corrupt
+    and ``download`` is true. Language models of chapters 8 and 9 split it by
+    position with :func:`split_text` and read it through a :class:`CharVocab`.
+
+    Raises:
+        DataUnavailableError: the file is missing or corrupt and could not be
+            downloaded; the message names the file and the folder to put it in.
+    """
+    folder = ensure_files(TINY_SHAKESPEARE, root, download)
+    return (folder / TINY_SHAKESPEARE.file.name).read_bytes().decode("utf-8")
+
+
+class CharVocab:
+    """The characters of a text, each given an id: text ↔ ``int64`` ids.
+
+    ``CharVocab(text)`` numbers the distinct characters of ``text`` in sorted
+    (code-point) order, ``0 … len(vocab) - 1``; Tiny Shakespeare has 65.
+
+    >>> vocab = CharVocab("hello")
+    >>> vocab.chars, vocab.encode("hole").tolist(), vocab.decode([3, 1])
+    ('ehlo', [1, 3, 2, 0], 'oh')
+
+    Attributes:
+        chars: the characters, in id order (``chars[i]`` has id ``i``).
+    """
+
+    def __init__(self, text: str) -> None:
+        if not isinstance(text, str):
+            raise TypeError(f"CharVocab is built from a str; got {type(text).__name__}")
+        if not text:
+            raise ValueError("CharVocab needs a non-empty text to take its characters from")
+        self.chars: str = "".join(sorted(set(text)))
+        self.index: dict[str, int] = {c: i for i, c in enumerate(self.chars)}
+        codes = np.frombuffer(self.chars.encode("utf-32-le"), dtype=np.uint32)
+        self._lookup = np.full(int(codes.max()) + 1, -1, dtype=np.int64)
+        self._lookup[codes] = np.arange(len(codes))
+
+    def __len__(self) -> int:
+        """The number of distinct characters V."""
+        return len(self.chars)
+
+    def __repr__(self) -> str:
+        return f"CharVocab({len(self)} characters: {self.chars!r})"
+
+    def encode(self, text: str) -> torch.Tensor:
+        """The ids ``int64 [T]`` of the ``T`` characters of ``text``.
+
+        Raises:
+            ValueError: ``text`` holds a character that is not in the vocabulary
+                (the message names it and its position).
+        """
+        if not isinstance(text, str):
+            raise TypeError(f"encode takes a str; got {type(text).__name__}")
+        codes = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32).astype(np.int64)
+        ids = np.full(len(codes), -1, dtype=np.int64)
+        known = codes < len(self._lookup)
+        ids[known] = self._lookup[codes[known]]
+        bad = np.flatnonzero(ids < 0)
+        if len(bad):
+            where = int(bad[0])
+            raise ValueError(
+                f"character {text[where]!r} (U+{ord(text[where]):04X}) at position {where} is not in the "
+                f"vocabulary of {len(self)} characters {self.chars!r}"
+            )
+        return torch.from_numpy(ids)
+
+    def decode(self, ids: torch.Tensor | Sequence[int]) -> str:
+        """The text of a 1-D sequence of ids (an ``int`` tensor ``[T]`` or a list of ints).
+
+        Raises:
+            ValueError: an id is outside ``0 … len(vocab) - 1``, or the tensor is not 1-D.
+            TypeError: the ids are not integers.
+        """
+        if isinstance(ids, torch.Tensor):
+            if ids.dtype.is_floating_point or ids.dtype.is_complex or ids.dtype == torch.bool:
+                raise TypeError(f"decode takes integer ids; got a tensor of dtype {ids.dtype}")
+            if ids.ndim != 1:
+                raise ValueError(f"decode takes a 1-D sequence of ids [T]; got shape {tuple(ids.shape)}")
+            ids = ids.tolist()
+        values = list(ids)
+        for position, i in enumerate(values):
+            if isinstance(i, bool) or not isinstance(i, (int, np.integer)):
+                raise TypeError(f"decode takes integer ids; got {i!r} at position {position}")
+            if not 0 <= i < len(self.chars):
+                raise ValueError(
+                    f"id {i} at position {position} is outside the vocabulary's range 0 … {len(self) - 1}"
+                )
+        return "".join(self.chars[i] for i in values)
+
+
+def split_text(ids: torch.Tensor, val_fraction: float = 0.1) -> tuple[torch.Tensor, torch.Tensor]:
+    """Split a sequence ``[T]`` by position: the first ``1 - val_fraction`` for training, the rest for validation.
+
+    A split by position, not at random: the validation text is a stretch the
+    model never saw, so its loss measures how well the model continues unseen
+    text rather than how well it remembers windows overlapping its training data.
+
+    Returns:
+        ``(train [T - n_val], val [n_val])`` with ``n_val = round(T * val_fraction)``, views of ``ids``.
+    """
+    if not isinstance(ids, torch.Tensor) or ids.ndim != 1:
+        shape = tuple(ids.shape) if isinstance(ids, torch.Tensor) else type(ids).__name__
+        raise ValueError(f"split_text takes a 1-D tensor of ids [T]; got {shape}")
+    if isinstance(val_fraction, bool) or not isinstance(val_fraction, (int, float)) or not 0 < val_fraction < 1:
+        raise ValueError(f"val_fraction must be a number strictly between 0 and 1; got {val_fraction!r}")
+    n_val = round(len(ids) * val_fraction)
+    if n_val < 1 or n_val >= len(ids):
+        raise ValueError(f"a text of {len(ids)} ids is too short to split with val_fraction={val_fraction}")
+    return ids[: len(ids) - n_val], ids[len(ids) - n_val :]
+
+
+def char_windows(ids: torch.Tensor, length: int, stride: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Windows of a sequence for next-character training: inputs ``X`` and targets ``Y = X`` shifted by one.
+
+    Window ``i`` starts at ``i · stride``: ``X[i, t] = ids[i·stride + t]`` and
+    ``Y[i, t] = ids[i·stride + t + 1]``, so ``Y[i, t]`` is the character that
+    follows ``X[i, :t+1]``. With ``stride = length`` (the default) the windows
+    do not overlap. A model giving logits ``[B, length, V]`` trains on them
+    with ``train.fit`` and a loss on the flattened logits, e.g.
+    ``lambda logits, y: F.cross_entropy(logits.flatten(0, 1), y.flatten())``.
+
+    Args:
+        ids: the text as ids, ``int64 [T]``.
+        length: characters per window, ``>= 1``.
+        stride: ids between the starts of consecutive windows, ``>= 1``.
+
+    Returns:
+        ``(X int64 [N, length], Y int64 [N, length])`` with ``N = (T - 1 - length) // stride + 1``.
+    """
+    if not isinstance(ids, torch.Tensor) or ids.ndim != 1:
+        shape = tuple(ids.shape) if isinstance(ids, torch.Tensor) else type(ids).__name__
+        raise ValueError(f"char_windows takes a 1-D tensor of ids [T]; got {shape}")
+    if isinstance(length, bool) or not isinstance(length, int) or length < 1:
+        raise ValueError(f"length must be a positive int; got {length!r}")
+    stride = length if stride is None else stride
+    if isinstance(stride, bool) or not isinstance(stride, int) or stride < 1:
+        raise ValueError(f"stride must be a positive int; got {stride!r}")
+    if len(ids) < length + 1:
+        raise ValueError(f"windows of length {length} need at least {length + 1} ids; got {len(ids)}")
+    X = ids[:-1].unfold(0, length, stride)
+    Y = ids[1:].unfold(0, length, stride)
+    return X.contiguous(), Y.contiguous()

@@ -1,0 +1,264 @@
+"""companion.check, chapter 8: the self-checks of one RNN step, one LSTM step, clipping by norm and the bigram loss.
+
+Each check passes correct answers computed independently (torch's own layers and clipping, plain loops),
+fails realistic wrong answers with a message that names the case and the mistake, and never prints the
+expected values.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+
+import pytest
+import torch
+from torch import nn
+
+from companion import check
+from companion.check import recurrent as rec
+
+
+def numbers_in(message: str) -> set[str]:
+    """Decimal numbers with at least three significant digits in a message (expected values would be such)."""
+    return set(re.findall(r"-?\d+\.\d{3,}", message))
+
+
+def with_mistake(reference, mistake, single=False):
+    if single:
+        return lambda *args: reference(*args, mistake=mistake)[0]
+    return lambda *args: reference(*args, mistake=mistake)
+
+
+# --- rnn_step ----------------------------------------------------------------------------------
+
+
+def rnn_step_by_torch(x, h, W, U, b):
+    cell = nn.RNNCell(U.shape[1], W.shape[0]).double()
+    with torch.no_grad():
+        cell.weight_ih.copy_(U)
+        cell.weight_hh.copy_(W)
+        cell.bias_ih.copy_(b)
+        cell.bias_hh.zero_()
+        return cell(x, h)
+
+
+def rnn_step_by_loop(x, h, W, U, b):
+    rows = [torch.tanh(W @ h[n] + U @ x[n] + b) for n in range(len(x))]
+    return torch.stack(rows)
+
+
+@pytest.mark.parametrize("solution", [rnn_step_by_torch, rnn_step_by_loop])
+def test_rnn_step_passes_correct_solutions(solution):
+    result = check.rnn_step(solution)
+    assert result, result.message
+
+
+@pytest.mark.parametrize("mistake", check.RNN_STEP_MISTAKES)
+def test_rnn_step_names_each_common_mistake(mistake):
+    result = check.rnn_step(with_mistake(rec._rnn_step, mistake, single=True))
+    assert not result
+    assert f"It looks like this mistake: {check.RNN_STEP_MISTAKES[mistake]}." in result.message, result.message
+    assert not numbers_in(result.message)
+
+
+def test_rnn_step_explains_other_failures():
+    placeholder = check.rnn_step(lambda x, h, W, U, b: None)
+    assert not placeholder and "returned None" in placeholder.message
+    assert not check.rnn_step(...) and "placeholder" in check.rnn_step(...).message
+    shape = check.rnn_step(lambda x, h, W, U, b: torch.tanh(h @ W.T + x @ U.T + b).T)
+    assert not shape and "case 1 (N = 5, F = 4, H = 4)" in shape.message and "expected shape (5, 4)" in shape.message
+    crashes = check.rnn_step(lambda x, h, W, U, b: x @ W @ x)
+    assert not crashes and "raised RuntimeError" in crashes.message
+    doubled = check.rnn_step(lambda x, h, W, U, b: 2 * torch.tanh(h @ W.T + x @ U.T + b))
+    assert not doubled and "it is 2 times too large" in doubled.message and not numbers_in(doubled.message)
+    assert "check.hint(\"rnn_step\")" in str(doubled)
+
+
+# --- lstm_step ---------------------------------------------------------------------------------
+
+
+def lstm_step_by_torch(x, h, c, W_ih, W_hh, b):
+    cell = nn.LSTMCell(W_ih.shape[1], h.shape[1]).double()
+    with torch.no_grad():
+        cell.weight_ih.copy_(W_ih)
+        cell.weight_hh.copy_(W_hh)
+        cell.bias_ih.copy_(b)
+        cell.bias_hh.zero_()
+        return cell(x, (h, c))
+
+
+def lstm_step_by_hand(x, h, c, W_ih, W_hh, b):
+    H = h.shape[1]
+    pre = x @ W_ih.T + h @ W_hh.T + b
+    i, f = torch.sigmoid(pre[:, :H]), torch.sigmoid(pre[:, H : 2 * H])
+    g, o = torch.tanh(pre[:, 2 * H : 3 * H]), torch.sigmoid(pre[:, 3 * H :])
+    c_new = f * c + i * g
+    return o * torch.tanh(c_new), c_new
+
+
+@pytest.mark.parametrize("solution", [lstm_step_by_torch, lstm_step_by_hand])
+def test_lstm_step_passes_correct_solutions(solution):
+    result = check.lstm_step(solution)
+    assert result, result.message
+
+
+@pytest.mark.parametrize("mistake", check.LSTM_STEP_MISTAKES)
+def test_lstm_step_names_each_common_mistake(mistake):
+    result = check.lstm_step(with_mistake(rec._lstm_step, mistake))
+    assert not result
+    assert f"It looks like this mistake: {check.LSTM_STEP_MISTAKES[mistake]}." in result.message, result.message
+    assert not numbers_in(result.message)
+
+
+def test_lstm_step_explains_other_failures():
+    only_h = check.lstm_step(lambda *args: lstm_step_by_hand(*args)[0])
+    assert not only_h and "expected a tuple of 2 results (h_new, c_new), got Tensor" in only_h.message
+    stale_c = check.lstm_step(lambda x, h, c, *w: (lstm_step_by_hand(x, h, c, *w)[0], c))
+    assert not stale_c and "c_new:" in stale_c.message and "looks like" not in stale_c.message
+    assert not check.lstm_step(lambda *args: None)
+
+
+# --- clip_grad_norm ----------------------------------------------------------------------------
+
+
+def clip_by_torch_copy(grads, max_norm):
+    params = [torch.zeros_like(g, requires_grad=True) for g in grads]
+    for p, g in zip(params, grads):
+        p.grad = g.clone()
+    total = torch.nn.utils.clip_grad_norm_(params, max_norm)
+    return [p.grad for p in params], total
+
+
+def clip_by_hand(grads, max_norm):
+    total = math.sqrt(sum(float((g**2).sum()) for g in grads))
+    scale = max_norm / total if total > max_norm else 1.0
+    return [g * scale for g in grads], total
+
+
+def test_clip_grad_norm_passes_correct_solutions():
+    assert check.clip_grad_norm(clip_by_hand)
+    forbidden = check.clip_grad_norm(clip_by_torch_copy)  # torch's own clipping is what the exercise does without
+    assert not forbidden and "do without torch.nn.utils.clip_grad_norm_" in forbidden.message
+    params = [torch.zeros(2, requires_grad=True)]  # and the forbidden function works again afterwards
+    params[0].grad = torch.tensor([3.0, 4.0])
+    assert float(torch.nn.utils.clip_grad_norm_(params, 1.0)) == pytest.approx(5.0)
+
+
+@pytest.mark.parametrize("mistake", check.CLIP_MISTAKES)
+def test_clip_grad_norm_names_each_common_mistake(mistake):
+    result = check.clip_grad_norm(with_mistake(rec._clip, mistake))
+    assert not result
+    assert f"It looks like this mistake: {check.CLIP_MISTAKES[mistake]}." in result.message, result.message
+    assert not numbers_in(result.message)
+
+
+def test_clip_grad_norm_explains_other_failures():
+    divides_by_zero = check.clip_grad_norm(
+        lambda grads, m: ([g * m / torch.sqrt(sum((g**2).sum() for g in grads)) for g in grads], 0.0)
+    )
+    assert not divides_by_zero
+    no_norm = check.clip_grad_norm(lambda grads, m: clip_by_hand(grads, m)[0])
+    assert not no_norm and "expected a pair (clipped gradients, total norm)" in no_norm.message
+    wrong_norm = check.clip_grad_norm(lambda grads, m: (clip_by_hand(grads, m)[0], 1.0))
+    assert not wrong_norm and "the total norm:" in wrong_norm.message
+    flat = check.clip_grad_norm(lambda grads, m: (torch.cat([g.flatten() for g in grads]), 1.0))
+    assert not flat and "must be a list of" in flat.message
+
+
+# --- gru_step ----------------------------------------------------------------------------------
+
+
+def gru_step_by_torch(x, h, W_ih, W_hh, b_ih, b_hh):
+    cell = nn.GRUCell(W_ih.shape[1], h.shape[1]).double()
+    with torch.no_grad():
+        for name, value in [("weight_ih", W_ih), ("weight_hh", W_hh), ("bias_ih", b_ih), ("bias_hh", b_hh)]:
+            getattr(cell, name).copy_(value)
+        return cell(x, h)
+
+
+def gru_step_by_companion(x, h, W_ih, W_hh, b_ih, b_hh):
+    from companion import recurrent
+
+    return recurrent.gru_cell(x, h, W_ih, W_hh, b_ih, b_hh)
+
+
+@pytest.mark.parametrize("solution", [gru_step_by_torch, gru_step_by_companion])
+def test_gru_step_passes_correct_solutions(solution):
+    result = check.gru_step(solution)
+    assert result, result.message
+
+
+@pytest.mark.parametrize("mistake", check.GRU_STEP_MISTAKES)
+def test_gru_step_names_each_common_mistake(mistake):
+    result = check.gru_step(with_mistake(rec._gru_step, mistake, single=True))
+    assert not result
+    assert f"It looks like this mistake: {check.GRU_STEP_MISTAKES[mistake]}." in result.message, result.message
+    assert not numbers_in(result.message)
+
+
+def test_gru_step_explains_other_failures():
+    assert not check.gru_step(lambda *args: None)
+    old_state = check.gru_step(lambda x, h, *weights: h)
+    assert not old_state and old_state.message.startswith("case 1 (N = 1, F = 3, H = 2):")
+    assert "looks like" not in old_state.message and not numbers_in(old_state.message)
+
+
+# --- bigram_loss and trigram_loss --------------------------------------------------------------
+
+
+def bigram_by_loops(train, val, V):
+    counts = [[1] * V for _ in range(V)]
+    for a, b in zip(train.tolist(), train.tolist()[1:]):
+        counts[a][b] += 1
+    pairs = list(zip(val.tolist(), val.tolist()[1:]))
+    return sum(-math.log(counts[a][b] / sum(counts[a])) for a, b in pairs) / len(pairs)
+
+
+def bigram_by_cross_entropy(train, val, V):
+    counts = torch.ones(V, V)
+    counts.index_put_((train[:-1], train[1:]), torch.ones(len(train) - 1), accumulate=True)
+    return torch.nn.functional.cross_entropy(counts.log()[val[:-1]], val[1:])  # log-counts are logits
+
+
+def trigram_by_dict(train, val, V):
+    counts: dict[tuple[int, int, int], int] = {}
+    t = train.tolist()
+    for a, b, c in zip(t, t[1:], t[2:]):
+        counts[a, b, c] = counts.get((a, b, c), 0) + 1
+    v = val.tolist()
+    total = 0.0
+    for a, b, c in zip(v, v[1:], v[2:]):
+        context = sum(counts.get((a, b, k), 0) for k in range(V))
+        total -= math.log((counts.get((a, b, c), 0) + 1) / (context + V))
+    return total / (len(v) - 2)
+
+
+@pytest.mark.parametrize(
+    ("checker", "solution"),
+    [(check.bigram_loss, bigram_by_loops), (check.bigram_loss, bigram_by_cross_entropy),
+     (check.trigram_loss, trigram_by_dict)],
+)  # fmt: skip
+def test_ngram_losses_pass_correct_solutions(checker, solution):
+    result = checker(solution)
+    assert result, result.message
+
+
+@pytest.mark.parametrize(
+    ("checker", "order", "mistakes"),
+    [(check.bigram_loss, 2, check.BIGRAM_MISTAKES), (check.trigram_loss, 3, check.TRIGRAM_MISTAKES)],
+)
+def test_ngram_losses_name_each_common_mistake(checker, order, mistakes):
+    for mistake, text in mistakes.items():
+        result = checker(lambda train, val, V, m=mistake: rec._ngram(train, val, V, order, mistake=m)[0])
+        assert not result, mistake
+        assert f"It looks like this mistake: {text}." in result.message, (mistake, result.message)
+        assert not numbers_in(result.message)
+
+
+def test_ngram_losses_explain_other_failures():
+    result = check.bigram_loss(lambda train, val, V: 1.0)
+    assert not result and result.message.startswith("case 1 (train 'ababab', validation 'abab', V = 2): it is too")
+    assert not numbers_in(result.message)
+    assert not check.bigram_loss(lambda *args: None)
+    assert not check.trigram_loss(bigram_by_loops)  # the bigram is not the trigram
+    assert "index_put_" in str(check.hint("trigram_loss"))
