@@ -1,0 +1,101 @@
+"""The self-checks of chapter 10: each passes the reference and explains realistic wrong answers."""
+
+from __future__ import annotations
+
+import torch
+
+from companion import check, scale
+from companion.check import scale as checks
+
+
+def gpt2(vocab_size, context, dim, layers):
+    return scale.gpt_parameters(vocab_size=vocab_size, context=context, dim=dim, layers=layers)
+
+
+def test_gpt_parameter_count_passes_the_reference():
+    assert check.gpt_parameter_count(gpt2)
+    assert check.gpt_parameter_count(lambda V, T, d, L: float(gpt2(V, T, d, L)))  # 1.0e8 as a float is fine
+
+
+def expected_counts():
+    return [gpt2(*case.values()) for case in checks._GPT_CASES]
+
+
+def assert_fails_without_answers(result, *phrases):
+    assert not result
+    for phrase in phrases:
+        assert phrase in result.message, result.message
+    for number in expected_counts():
+        assert str(number) not in result.message.replace(",", "") and f"{number:,}" not in result.message
+
+
+def test_gpt_parameter_count_names_usual_mistakes():
+    assert_fails_without_answers(check.gpt_parameter_count(lambda V, T, d, L: 12 * L * d * d + V * d), "case 1")
+    no_positions = check.gpt_parameter_count(lambda V, T, d, L: gpt2(V, T, d, L) - T * d)
+    assert_fails_without_answers(no_positions, "position embeddings")
+    untied = check.gpt_parameter_count(lambda V, T, d, L: gpt2(V, T, d, L) + V * d)
+    assert_fails_without_answers(untied, "ties")
+    no_final = check.gpt_parameter_count(lambda V, T, d, L: gpt2(V, T, d, L) - 2 * d)
+    assert_fails_without_answers(no_final, "final layer norm")
+    no_bias = check.gpt_parameter_count(lambda V, T, d, L: gpt2(V, T, d, L) - 9 * L * d)
+    assert_fails_without_answers(no_bias, "biases")
+    rule = check.gpt_parameter_count(lambda V, T, d, L: 12 * L * d * d)
+    assert_fails_without_answers(rule, "only the 12·L·d²")
+
+
+def test_gpt_parameter_count_reports_errors_and_types():
+    assert_fails_without_answers(check.gpt_parameter_count(lambda V, T, d, L: 1 / 0), "ZeroDivisionError")
+    assert_fails_without_answers(check.gpt_parameter_count(lambda V, T, d, L: "many"), "whole number")
+    assert_fails_without_answers(check.gpt_parameter_count(lambda V, T, d, L: None), "returned None")
+    assert "returned None" in check.training_bytes(lambda n, o, m: None).message
+    assert "returned None" in check.all_reduce_mean(lambda grads: None).message
+    assert not check.gpt_parameter_count(...) and "placeholder" in check.gpt_parameter_count(...).message
+
+
+def reference_bytes(n, optimizer, mixed):
+    return scale.training_memory(n, optimizer, "mixed" if mixed else "fp32")["total"]
+
+
+def test_training_bytes():
+    assert check.training_bytes(reference_bytes)
+    per = {"sgd": 0, "momentum": 1, "adam": 2}
+    no_master = check.training_bytes(lambda n, o, m: (4 if m else 8) * n + 4 * per[o] * n)
+    assert not no_master and "master copy" in no_master.message
+    one_state = check.training_bytes(lambda n, o, m: reference_bytes(n, o, m) - (4 * n if o == "adam" else 0))
+    assert not one_state and "two numbers" in one_state.message and "case 2" in one_state.message
+    sixteen = check.training_bytes(lambda n, o, m: 16 * n)
+    assert not sixteen and "case 1" in sixteen.message and "2 times too large" in sixteen.message
+    assert "8000" not in sixteen.message and "8,000" not in sixteen.message
+    floats = check.training_bytes(lambda n, o, m: reference_bytes(n, o, m) / 3)
+    assert not floats and "whole number" in floats.message or "too small" in floats.message
+
+
+def test_all_reduce_mean():
+    assert check.all_reduce_mean(lambda grads: [torch.stack(grads).mean(0) for _ in grads])
+    summed = check.all_reduce_mean(lambda grads: [torch.stack(grads).sum(0) for _ in grads])
+    assert not summed and "case 2" in summed.message and "sum, not the mean" in summed.message
+    one = check.all_reduce_mean(lambda grads: torch.stack(grads).mean(0))
+    assert not one and "one tensor per worker" in one.message
+    wrong_dim = check.all_reduce_mean(lambda grads: [torch.stack(grads).mean(1) for _ in grads])
+    assert not wrong_dim and "shape" in wrong_dim.message
+    only_mine = check.all_reduce_mean(lambda grads: list(grads))
+    assert not only_mine and "case 2" in only_mine.message and "differ from the mean" in only_mine.message
+    assert "2.0" not in only_mine.message and "4.0" not in only_mine.message
+
+
+def test_training_days():
+    days = 6 * 175e9 * 300e9 / (1024 * 312e12 * 0.4) / 86_400
+    assert check.training_days(days) and check.training_days(round(days, 1))
+    hours = check.training_days(days * 24)
+    assert not hours and "hours" in hours.message and f"{days:.1f}" not in hours.message
+    no_utilization = check.training_days(days * 0.4)
+    assert not no_utilization and "fraction of its peak" in no_utilization.message
+    forward_only = check.training_days(days / 3)
+    assert not forward_only and "6 FLOPs" in forward_only.message
+    assert not check.training_days(...) and not check.training_days("thirty")
+    assert not check.training_days(days * 1.3) and "too high" in check.training_days(days * 1.3).message
+
+
+def test_every_check_has_a_hint():
+    for name in checks.__all__:
+        assert check.hint(name).text
