@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from companion.check.core import PLACEHOLDER_MESSAGE, CheckResult, _run, register_hint
+from companion.check.core import CheckResult, _run, not_a_function, register_hint
 
 __all__ = ["conv2d_forward", "conv_output_size", "max_pool2d", "reference_conv2d", "reference_max_pool2d"]
 
@@ -31,14 +31,6 @@ _POOL_FORBIDDEN = (
     "torch.max_pool2d",
     "companion.conv.max_pool2d",
 )
-
-
-def _not_a_function(name: str, student: Any) -> CheckResult | None:
-    if student is Ellipsis:
-        return CheckResult(name, False, PLACEHOLDER_MESSAGE)
-    if not callable(student):
-        return CheckResult(name, False, f"expected a function, got {type(student).__name__}")
-    return None
 
 
 def _output_size(n: int, k: int, p: int, s: int) -> int:
@@ -62,7 +54,7 @@ def conv_output_size(student: Callable[[int, int, int, int], int]) -> CheckResul
     an int; a failure says by how much it is off and names the common mistakes.
     """
     name = "conv_output_size"
-    refused = _not_a_function(name, student)
+    refused = not_a_function(name, student)
     if refused is not None:
         return refused
     cases = [
@@ -152,7 +144,7 @@ def conv2d_forward(student: Callable[[torch.Tensor, torch.Tensor, torch.Tensor],
     names a flipped kernel, a missing bias or channels not summed.
     """
     name = "conv2d_forward"
-    refused = _not_a_function(name, student)
+    refused = not_a_function(name, student)
     if refused is not None:
         return refused
     cases = _conv_cases()
@@ -211,7 +203,7 @@ def max_pool2d(student: Callable[[torch.Tensor, int], torch.Tensor]) -> CheckRes
     zero start for the maximum, or windows that overlap.
     """
     name = "max_pool2d"
-    refused = _not_a_function(name, student)
+    refused = not_a_function(name, student)
     if refused is not None:
         return refused
     gen = torch.Generator().manual_seed(11)

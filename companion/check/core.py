@@ -39,6 +39,7 @@ __all__ = [
     "explain_difference",
     "forbidding",
     "hint",
+    "not_a_function",
     "register_hint",
     "value",
 ]
@@ -231,6 +232,15 @@ def _run(
         return None, f"raised {type(err).__name__}: {err}{_student_line(err)}"
 
 
+def not_a_function(name: str, student: Any) -> CheckResult | None:
+    """A failed result when ``student`` is the placeholder ``...`` or not callable, else None."""
+    if student is Ellipsis:
+        return CheckResult(name, False, PLACEHOLDER_MESSAGE)
+    if not callable(student):
+        return CheckResult(name, False, f"expected a function, got {type(student).__name__}")
+    return None
+
+
 def compare(
     name: str,
     student: Callable[..., Any],
@@ -247,10 +257,9 @@ def compare(
     call, so a function that modifies its input cannot spoil the reference.
     ``forbidden``: dotted names the student's function may not call.
     """
-    if student is Ellipsis:
-        return CheckResult(name, False, PLACEHOLDER_MESSAGE)
-    if not callable(student):
-        return CheckResult(name, False, f"expected a function, got {type(student).__name__}")
+    refused = not_a_function(name, student)
+    if refused is not None:
+        return refused
     cases = [tuple(case) for case in cases]
     forbidden = tuple(forbidden)
     for number, case in enumerate(cases, start=1):

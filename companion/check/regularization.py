@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 from companion.check.core import (
-    PLACEHOLDER_MESSAGE,
+    not_a_function,
     CheckResult,
     _as_array,
     _how_far,
@@ -31,14 +31,6 @@ __all__ = [
     "shift_images",
     "shifted",
 ]
-
-
-def _not_a_function(name: str, student: Any) -> CheckResult | None:
-    if student is Ellipsis:
-        return CheckResult(name, False, PLACEHOLDER_MESSAGE)
-    if not callable(student):
-        return CheckResult(name, False, f"expected a function, got {type(student).__name__}")
-    return None
 
 
 def _parameter_cases() -> list[tuple[str, list[torch.Tensor], float]]:
@@ -69,7 +61,7 @@ def _penalty_check(
 ) -> CheckResult:
     """Compare a penalty on every case (a 0-d value to 1e-5), then check that its gradient reaches the
     parameters and equals ``gradient(p, λ)``: a penalty that is a plain float cannot train anything."""
-    refused = _not_a_function(name, student)
+    refused = not_a_function(name, student)
     if refused is not None:
         return refused
     for where, params, lam in _parameter_cases():
@@ -187,7 +179,7 @@ def shift_images(student: Callable[[torch.Tensor, int, int], torch.Tensor]) -> C
     and names a wrap-around, a mirrored direction or swapped axes.
     """
     name = "shift_images"
-    refused = _not_a_function(name, student)
+    refused = not_a_function(name, student)
     if refused is not None:
         return refused
     gen = torch.Generator().manual_seed(9)
@@ -275,7 +267,7 @@ def early_stopping(student: Callable[[Sequence[float], int], tuple[int, int]]) -
     early or too late, and names the common mistakes, without the expected epochs.
     """
     name = "early_stopping"
-    refused = _not_a_function(name, student)
+    refused = not_a_function(name, student)
     if refused is not None:
         return refused
     cases = [

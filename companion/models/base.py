@@ -28,3 +28,30 @@ def _check_input(x: torch.Tensor, model: str, expected: str, ok: bool) -> None:
         )
     if not ok:
         raise ValueError(f"{model} expects inputs of shape {expected}; got {tuple(x.shape)}")
+
+
+def check_sampling(n: int, temperature: float, top_k: int | None) -> None:
+    """Validate the arguments of a language model's ``generate``; ``ValueError`` says what was expected."""
+    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+        raise ValueError(f"n must be a non-negative int; got {n!r}")
+    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not temperature >= 0:
+        raise ValueError(f"temperature must be a number >= 0; got {temperature!r}")
+    if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
+        raise ValueError(f"top_k must be a positive int or None; got {top_k!r}")
+
+
+def sample_next(
+    logits: torch.Tensor, temperature: float, top_k: int | None, generator: torch.Generator | None
+) -> torch.Tensor:
+    """The next token of each row: ``int64 [B, 1]`` drawn from ``softmax(logits / temperature)``.
+
+    ``logits``: ``[B, V]``. Only the ``top_k`` largest logits compete when given;
+    ``temperature=0`` takes the most likely token.
+    """
+    if temperature == 0:
+        return logits.argmax(dim=-1, keepdim=True)
+    logits = logits / temperature
+    if top_k is not None and top_k < logits.shape[-1]:
+        kth = logits.topk(top_k, dim=-1).values[:, -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    return torch.multinomial(torch.softmax(logits, dim=-1), 1, generator=generator)

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from companion.attention import BACKENDS, LayerNorm, TransformerBlock, sinusoidal_positional_encoding
+from companion.models.base import check_sampling, sample_next
 
 
 @dataclass
@@ -158,12 +159,7 @@ class TinyGPT(nn.Module):
             ``int64 [B, T0 + n]`` (or ``[T0 + n]``): the prompts followed by their continuations.
             The model's train/eval mode is left as it was.
         """
-        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
-            raise ValueError(f"n must be a non-negative int; got {n!r}")
-        if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not temperature >= 0:
-            raise ValueError(f"temperature must be a number >= 0; got {temperature!r}")
-        if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
-            raise ValueError(f"top_k must be a positive int or None; got {top_k!r}")
+        check_sampling(n, temperature, top_k)
         single = isinstance(ids, torch.Tensor) and ids.ndim == 1
         if single:
             ids = ids.unsqueeze(0)
@@ -174,14 +170,7 @@ class TinyGPT(nn.Module):
             ids = ids.to(self.head.weight.device, torch.int64)
             for _ in range(n):
                 last = self(ids[:, -self.config.context :])[:, -1].float()
-                if temperature == 0:
-                    following = last.argmax(dim=-1, keepdim=True)
-                else:
-                    last = last / temperature
-                    if top_k is not None and top_k < last.shape[-1]:
-                        kth = last.topk(top_k, dim=-1).values[:, -1:]
-                        last = last.masked_fill(last < kth, float("-inf"))
-                    following = torch.multinomial(torch.softmax(last, dim=-1), 1, generator=generator)
+                following = sample_next(last, temperature, top_k, generator)
                 ids = torch.cat([ids, following], dim=1)
         finally:
             self.train(was_training)

@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-from torch.nn import functional as F
 
-from companion.models.base import _check_dropout, _check_input
+from companion.models.base import _check_dropout, _check_input, check_sampling, sample_next
 
 RECURRENT_LAYERS: dict[str, type[nn.RNNBase]] = {"rnn": nn.RNN, "gru": nn.GRU, "lstm": nn.LSTM}
 
@@ -163,12 +162,7 @@ class CharLSTM(nn.Module):
             ``int64 [B, T0 + n]`` (or ``[T0 + n]``): the prompts followed by their continuations.
             The model's train/eval mode is left as it was.
         """
-        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
-            raise ValueError(f"n must be a non-negative int; got {n!r}")
-        if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not temperature >= 0:
-            raise ValueError(f"temperature must be a number >= 0; got {temperature!r}")
-        if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
-            raise ValueError(f"top_k must be a positive int or None; got {top_k!r}")
+        check_sampling(n, temperature, top_k)
         single = isinstance(ids, torch.Tensor) and ids.ndim == 1
         if single:
             ids = ids.unsqueeze(0)
@@ -181,14 +175,7 @@ class CharLSTM(nn.Module):
             logits, state = self.step(ids)
             for _ in range(n):
                 last = logits[:, -1].float()
-                if temperature == 0:
-                    nxt = last.argmax(dim=-1, keepdim=True)
-                else:
-                    last = last / temperature
-                    if top_k is not None and top_k < last.shape[-1]:
-                        kth = last.topk(top_k, dim=-1).values[:, -1:]
-                        last = last.masked_fill(last < kth, float("-inf"))
-                    nxt = torch.multinomial(F.softmax(last, dim=-1), 1, generator=generator)
+                nxt = sample_next(last, temperature, top_k, generator)
                 out.append(nxt)
                 if len(out) <= n:
                     logits, state = self.step(nxt, state)
