@@ -117,8 +117,10 @@ def scaled_dot_product_attention(
     scores = q @ k.transpose(-2, -1) * scale  # [..., L, S]
     if mask is not None:
         _check_mask(mask, scores.shape)
-        mask = mask.to(scores.device)
-        scores = scores.masked_fill(~mask, -math.inf) if mask.dtype == torch.bool else scores + mask
+        if mask.dtype == torch.bool:
+            scores = scores.masked_fill(~mask.to(scores.device), -math.inf)
+        else:
+            scores = scores + mask.to(scores.device, scores.dtype)
     if causal:
         scores = scores.masked_fill(~causal_mask(*scores.shape[-2:], device=scores.device), -math.inf)
     if mask is None:  # (a causal mask alone always leaves key 0 to every query)

@@ -124,6 +124,15 @@ def test_general_float_mask_and_mask_with_causal_match_torch(shape):
     )
 
 
+def test_a_float_mask_of_another_dtype_is_cast_to_the_scores():
+    gen = torch.Generator().manual_seed(4)
+    q = randn(gen, 2, 3, 4).float()
+    bias = torch.randn(3, 3, generator=gen, dtype=F64)
+    out = attention.scaled_dot_product_attention(q, q, q, mask=bias)
+    assert out.dtype == torch.float32
+    torch.testing.assert_close(out, F.scaled_dot_product_attention(q, q, q, attn_mask=bias.float()))
+
+
 def test_explicit_scale_and_weights():
     gen = torch.Generator().manual_seed(0)
     q, k, v = randn(gen, 2, 5, 4), randn(gen, 2, 6, 4), randn(gen, 2, 6, 3)
