@@ -325,34 +325,11 @@ def value(name: str, answer: Any, expected: Any, rtol: float = 1e-6) -> CheckRes
     )
 
 
-def _diagnose_scale(expected: Any, got: Any, known: dict[float, str]) -> str:
-    """A hint when ``got`` is ``factor · expected`` for one of the ``known`` factors, else ``""``."""
-    want, have = _as_array(expected), _as_array(got)
-    if want is None or have is None or want.shape != have.shape or not np.any(want):
-        return ""
-    for factor, hint in known.items():
-        if np.allclose(have, factor * want, rtol=1e-6, atol=1e-12):
-            return f" It is {factor:g} times the right answer: {hint}."
-    return ""
-
-
 def _detached(answer: Any) -> Any:
     """A tuple or list of numbers and tensors with every tensor detached from autograd's graph."""
     if isinstance(answer, (tuple, list)):
         return [a.detach() if isinstance(a, torch.Tensor) else a for a in answer]
     return answer
-
-
-def _first_difference(labels: Sequence[str], expected: Sequence[Any], got: Sequence[Any]) -> str | None:
-    """``"label: why"`` for the first of several outputs that differs (to 1e-9), else None."""
-    for label, want, have in zip(labels, expected, got):
-        why = explain_difference(want, have, rtol=1e-9, atol=1e-12)
-        if why is not None:
-            a, b = _as_array(want), _as_array(have)
-            if a is not None and b is not None and a.shape == b.shape and np.isfinite(b).all():
-                why += f" (the largest absolute difference is {np.abs(a - b).max():.2g})"
-            return f"{label}: {why}"
-    return None
 
 
 def _named_mistake(got: Sequence[Any], variants: dict[str, Sequence[Any]], mistakes: dict[str, str]) -> str:
@@ -361,35 +338,3 @@ def _named_mistake(got: Sequence[Any], variants: dict[str, Sequence[Any]], mista
         if all(explain_difference(want, have, rtol=1e-9, atol=1e-12) is None for want, have in zip(variant, got)):
             return f" It looks like this mistake: {mistakes[key]}."
     return ""
-
-
-def _call(student: Callable[..., Any], args: Sequence[Any], n_outputs: int) -> tuple[Any, ...] | str:
-    """``student(*args)`` as a tuple of ``n_outputs`` detached values, or a message saying what went wrong."""
-    got, error = _run(student, args)
-    if error is not None:
-        return error
-    if not isinstance(got, (tuple, list)) or len(got) != n_outputs:
-        return f"expected a tuple of {n_outputs} results, got {type(got).__name__} {got!r}"
-    return tuple(_detached(got))
-
-
-def _first_failing_case(
-    name: str,
-    student: Callable[..., Any],
-    reference: Callable[..., Sequence[Any]],
-    cases: Sequence[tuple[str, tuple[Any, ...]]],
-    labels: Sequence[str],
-    mistakes: dict[str, str],
-) -> CheckResult | None:
-    """Run ``student`` on each ``(description, args)`` case; a failed :class:`CheckResult` at the first
-    case whose outputs (named by ``labels``) differ from ``reference(*args)``, naming the mistake of
-    ``mistakes`` that explains it when ``reference(*args, mistake=key)`` matches; None when all match."""
-    for where, args in cases:
-        got = _call(student, args, len(labels))
-        if isinstance(got, str):
-            return CheckResult(name, False, f"{where} {got}")
-        why = _first_difference(labels, reference(*args), got)
-        if why is not None:
-            variants = {key: reference(*args, mistake=key) for key in mistakes}
-            return CheckResult(name, False, f"{where}: {why}.{_named_mistake(got, variants, mistakes)}")
-    return None
