@@ -26,11 +26,7 @@ import torch
 from torch.nn import functional as F
 
 from companion import attention, config
-
-
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+from timing import synchronize
 
 
 def milliseconds(work: Callable[[], object], device: torch.device, repeats: int) -> float:

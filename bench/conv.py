@@ -21,6 +21,7 @@ from torch.nn import functional as F
 
 from companion import config
 from companion.conv import conv2d, output_size
+from timing import synchronize
 
 # (name, input channels, side of the input, output channels, kernel, padding)
 LAYERS = [
@@ -32,11 +33,6 @@ LAYERS = [
 ]
 
 Conv = Callable[..., torch.Tensor]
-
-
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def best_seconds(work: Callable[[], object], device: torch.device, repeats: int) -> float:

@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import time
-from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -27,6 +25,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from companion import config, data, train
 from companion.models import MLP
+from timing import seconds
 
 SIZES = (784, 512, 512, 10)
 
@@ -42,20 +41,6 @@ class PerSampleMNIST(Dataset):
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
         return self.images[i].float().div(255).unsqueeze(0), int(self.labels[i])
-
-
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def seconds(work: Callable[[], object], device: torch.device) -> float:
-    """Wall-clock seconds of ``work()``, waiting for the device to finish."""
-    synchronize(device)
-    start = time.perf_counter()
-    work()
-    synchronize(device)
-    return time.perf_counter() - start
 
 
 def dataloader_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, loader: DataLoader, device: torch.device) -> None:

@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import time
-from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -27,20 +25,7 @@ from torch.nn import functional as F
 
 from companion import config, data, metrics
 from companion.models import CNN
-
-
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def seconds(work: Callable[[], object], device: torch.device) -> float:
-    """Wall-clock seconds of ``work()``, waiting for the device to finish."""
-    synchronize(device)
-    start = time.perf_counter()
-    work()
-    synchronize(device)
-    return time.perf_counter() - start
+from timing import seconds
 
 
 def run(
