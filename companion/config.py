@@ -10,12 +10,24 @@ This is the only module of ``companion`` that reads the environment:
 ``COMPANION_PROFILE``
     ``quick`` (small subsets, one or two epochs: CI on two CPU cores) or
     ``full`` (the default: the real results of the published book).
+``COMPANION_PROGRESS``
+    ``bar`` (the default: a live progress bar, a widget in Jupyter and Colab)
+    or ``text`` (one plain line at the end of each epoch: the built book sets
+    it, since a page cannot show a live widget).
+``COMPANION_RECORDS``
+    A file that :func:`record` appends the chapters' headline results to
+    (``bench/run_notebooks.py`` sets it); unset, :func:`record` writes nothing.
 """
 
 from __future__ import annotations
 
+import json
+import math
 import os
 import random
+import re
+from numbers import Real
+from pathlib import Path
 from typing import Literal, TypeVar
 
 import numpy as np
@@ -23,6 +35,8 @@ import torch
 
 Profile = Literal["quick", "full"]
 PROFILES: tuple[str, ...] = ("quick", "full")
+ProgressStyle = Literal["bar", "text"]
+PROGRESS_STYLES: tuple[str, ...] = ("bar", "text")
 T = TypeVar("T")
 
 _TRUE = {"1", "true", "yes", "on"}
@@ -116,3 +130,59 @@ def budget(*, quick: T, full: T) -> T:
     60000
     """
     return quick if profile() == "quick" else full
+
+
+def progress_style() -> ProgressStyle:
+    """How training shows its progress, named by ``COMPANION_PROGRESS``: ``"bar"`` (default) or ``"text"``.
+
+    ``"bar"`` is a live tqdm bar (a widget in Jupyter and Colab, text in a
+    terminal); ``"text"`` is one line at the end of each epoch, for pages that
+    are executed once and read later, such as the built book.
+    """
+    value = os.environ.get("COMPANION_PROGRESS", "bar").strip().lower() or "bar"
+    if value not in PROGRESS_STYLES:
+        raise ValueError(f"COMPANION_PROGRESS must be 'bar' or 'text'; got {value!r}")
+    return value  # type: ignore[return-value]
+
+
+_RECORD_NAME = re.compile(r"[a-z][a-z0-9_]*")
+
+
+def _recordable(name: str, value: object) -> float | int | str:
+    if isinstance(value, torch.Tensor):
+        if value.numel() != 1:
+            raise ValueError(f"record {name!r}: a tensor result must hold one number; got shape {tuple(value.shape)}")
+        value = value.item()
+    elif isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, bool) or not isinstance(value, (Real, str)):
+        raise TypeError(f"record {name!r}: the value must be a number or a string; got {type(value).__name__}")
+    if isinstance(value, str):
+        return value
+    if not math.isfinite(value):
+        raise ValueError(f"record {name!r}: the value must be finite; got {value}")
+    return int(value) if isinstance(value, int) else float(value)
+
+
+def record(name: str, value: T) -> T:
+    """Mark ``value`` as a headline result of the running chapter, under ``name``; return it unchanged.
+
+    The chapters call it on the results their cells assert, e.g.
+    ``config.record("test_accuracy", accuracy)``. When ``COMPANION_RECORDS``
+    names a file, one JSON line ``{"name": name, "value": value}`` is appended
+    to it (``bench/run_notebooks.py`` collects them per chapter); otherwise
+    nothing is written and nothing is shown.
+
+    Args:
+        name: lower-case letters, digits and ``_``, starting with a letter.
+        value: an int, a float, a string, or a one-element tensor or NumPy scalar;
+            numbers must be finite.
+    """
+    if not isinstance(name, str) or not _RECORD_NAME.fullmatch(name):
+        raise ValueError(f"record name must be lower-case letters, digits and '_' (e.g. 'test_accuracy'); got {name!r}")
+    entry = {"name": name, "value": _recordable(name, value)}
+    target = os.environ.get("COMPANION_RECORDS", "").strip()
+    if target:
+        with Path(target).open("a", encoding="utf-8") as file:
+            file.write(json.dumps(entry) + "\n")
+    return value

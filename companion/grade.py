@@ -63,6 +63,7 @@ from typing import Any
 import nbformat
 
 SOLUTION_TITLE = "# @title Solution"
+"""The first line of a solution cell, which folds it in Colab; :func:`without_title` removes it."""
 
 
 @dataclass(frozen=True)
@@ -76,6 +77,7 @@ class Exercise:
 
     @property
     def label(self) -> str:
+        """``"<chapter> exercise <number>"``, as messages name the exercise."""
         return f"{self.chapter} exercise {self.number}"
 
     def student_names(self) -> list[str]:
@@ -93,6 +95,7 @@ class Exercise:
 
 
 def tags(cell: nbformat.NotebookNode) -> list[str]:
+    """The cell's tags (``exercise``, ``solution``, ``imports``, ...); ``[]`` when it has none."""
     return list(cell.get("metadata", {}).get("tags", []))
 
 
@@ -119,6 +122,7 @@ def used_names(source: str) -> set[str]:
 
 
 def imports_cell(notebook: nbformat.NotebookNode) -> nbformat.NotebookNode | None:
+    """The notebook's one code cell tagged ``imports``; None when there is none or more than one."""
     cells = [c for c in notebook.cells if c.cell_type == "code" and "imports" in tags(c)]
     return cells[0] if len(cells) == 1 else None
 
@@ -159,10 +163,12 @@ def evaluate(node: ast.expr, namespace: dict[str, Any]) -> Any:
 
 
 def without_title(source: str) -> str:
+    """A solution cell's source without its :data:`SOLUTION_TITLE` line."""
     return source.removeprefix(SOLUTION_TITLE).lstrip("\n")
 
 
 def read(path: Path) -> nbformat.NotebookNode:
+    """The notebook at ``path``, as nbformat version 4."""
     return nbformat.read(path, as_version=4)
 
 
@@ -170,7 +176,9 @@ def read(path: Path) -> nbformat.NotebookNode:
 
 BOOK = Path(__file__).resolve().parent.parent / "book"
 RESULTS = ("passed", "failed", "raised", "missing")
+"""The values of a :class:`Grade`'s ``result`` (the check passed or failed, the cell raised, no cell called it)."""
 CSV_COLUMNS = ("student", "chapter", "number", "check", "result", "message")
+"""The columns of the CSV file that :func:`write_csv` writes, one per field of :class:`Grade`."""
 _INSTALL_LINE = re.compile(r"^(\s*)[%!].*\b(?:pip3?|conda|mamba)\s+install\b.*$", re.M)  # %pip, !pip, !python -m pip
 
 
@@ -294,8 +302,8 @@ def find_chapter(notebook: nbformat.NotebookNode, chapters: Sequence[Chapter]) -
     return best if best is not None and calls & set(best.checks) else None
 
 
-def _kernel_manager() -> Any:
-    """A kernel manager that starts ipykernel with this Python, whatever kernelspecs the user has."""
+def kernel_manager() -> Any:
+    """A jupyter_client kernel manager that starts ipykernel with this Python, whatever kernelspecs the user has."""
     from ipykernel.kernelspec import RESOURCES, get_kernel_dict
     from jupyter_client import AsyncKernelManager
     from jupyter_client.kernelspec import KernelSpecManager
@@ -329,7 +337,7 @@ def execute(notebook: nbformat.NotebookNode, timeout: float, profile: str) -> st
     env = {**os.environ, "COMPANION_PROFILE": profile, "PYDEVD_DISABLE_FILE_VALIDATION": "1"}
     with tempfile.TemporaryDirectory(prefix="companion-grade-") as folder:
         client = NotebookClient(
-            notebook, km=_kernel_manager(), allow_errors=True, timeout_func=remaining,
+            notebook, km=kernel_manager(), allow_errors=True, timeout_func=remaining,
             resources={"metadata": {"path": folder}},
         )  # fmt: skip
         try:

@@ -67,6 +67,30 @@ def accuracy(predictions: torch.Tensor, targets: torch.Tensor) -> float:
     return (predicted == true).double().mean().item()
 
 
+def accuracy_on_device(predictions: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """:func:`accuracy` as a 0-d tensor left on the predictions' device (float64; float32 on MPS).
+
+    It checks shapes only, never values, so that nothing waits for the device:
+    :func:`companion.train.fit` uses it on every training batch (through
+    ``accuracy.on_device``) and reads the epoch's mean once.
+
+    Args:
+        predictions: scores ``[N, C]`` or class indices ``[N]``.
+        targets: class indices, integer ``[N]``, on the same device.
+    """
+    if predictions.ndim not in (1, 2) or targets.ndim != 1 or len(predictions) != len(targets):
+        raise ValueError(
+            "accuracy needs scores [N, C] or indices [N] and targets [N]; "
+            f"got shapes {tuple(predictions.shape)} and {tuple(targets.shape)}"
+        )
+    predicted = predictions.argmax(dim=1) if predictions.ndim == 2 else predictions
+    dtype = torch.float32 if predictions.device.type == "mps" else torch.float64
+    return (predicted == targets).to(dtype).mean()
+
+
+accuracy.on_device = accuracy_on_device  # type: ignore[attr-defined]
+
+
 def _num_classes(predictions: torch.Tensor, *labels: torch.Tensor, num_classes: int | None) -> int:
     seen = max(int(t.max()) for t in labels) + 1
     if predictions.ndim == 2:
@@ -100,9 +124,13 @@ class PerClass(NamedTuple):
     """Per-class scores, each a float64 (``support``: int64) tensor ``[C]``."""
 
     precision: torch.Tensor
+    """``TP / (TP + FP)`` of each class."""
     recall: torch.Tensor
+    """``TP / (TP + FN)`` of each class."""
     f1: torch.Tensor
+    """``2·TP / (2·TP + FP + FN)``, the harmonic mean of precision and recall."""
     support: torch.Tensor
+    """The number of true samples of each class."""
 
 
 def precision_recall_f1(
@@ -143,8 +171,11 @@ class RocCurve(NamedTuple):
     """Points of a ROC curve, each float64 ``[K]``, from the strictest threshold to the loosest."""
 
     fpr: torch.Tensor
+    """False-positive rate ``FP / N`` at each threshold."""
     tpr: torch.Tensor
+    """True-positive rate ``TP / P`` at each threshold."""
     thresholds: torch.Tensor
+    """The threshold of each point (the first is +inf); a sample counts as positive when ``score >= threshold``."""
 
 
 def _binary_inputs(scores: torch.Tensor, positives: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

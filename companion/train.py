@@ -5,11 +5,17 @@ them to the device once and takes mini-batches by index with
 :func:`companion.data.batches`, so an epoch costs one gather per batch rather
 than a Python call per sample.
 
-A *metric* is a function ``metric(outputs, targets) -> float`` that averages
-over the samples of a batch, such as :func:`companion.metrics.accuracy`.
-During training it is computed on each batch as the batch goes by and averaged
-over the epoch (weighted by batch size); on validation data it is computed
-once on all the outputs.
+A *metric* is a function ``metric(outputs, targets)`` that averages over the
+samples of a batch and returns a float or a 0-d tensor, such as
+:func:`companion.metrics.accuracy`. During training it is computed on each
+batch as the batch goes by and averaged over the epoch (weighted by batch
+size); on validation data it is computed once on all the outputs.
+
+On a GPU, reading a number back (``loss.item()``, a metric's float) makes the
+host wait for the device. :func:`fit` therefore sums the loss, and every
+metric that returns a tensor, on the device and reads the sums once per epoch
+(and when a live progress bar refreshes). A metric that carries an
+``on_device`` version, as ``metrics.accuracy`` does, is computed with it.
 
 A *callback* is a :class:`Callback`: :func:`fit` calls ``on_train_begin``
 before the first epoch, ``on_epoch_end`` after each epoch (returning True
@@ -20,6 +26,7 @@ stops training) and ``on_train_end`` at the end. :class:`EarlyStopping` and
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Literal
 
@@ -320,6 +327,49 @@ def evaluate(
     return results | {name: float(metric(outputs, y)) for name, metric in named.items()}
 
 
+class _EpochProgress:
+    """What :func:`fit` shows of one epoch: a live tqdm bar, one line of text at its end, or nothing.
+
+    ``read()`` turns the running sums into means; it waits for the device, so
+    a bar calls it at most every ``refresh`` seconds and text only at the end.
+    """
+
+    refresh = 0.5
+
+    def __init__(self, style: str | None, epoch: int, epochs: int, total: int) -> None:
+        self.style, self.total, self.done = style, total, 0
+        self.title = f"epoch {epoch}/{epochs}"
+        self.started = self.shown = time.monotonic()
+        self.bar = tqdm(total=total, desc=self.title, unit="batch") if style == "bar" else None
+
+    def step(self, read: Callable[[], dict[str, float]]) -> None:
+        self.done += 1
+        if self.bar is None:
+            return
+        self.bar.update()
+        if time.monotonic() - self.shown >= self.refresh:
+            self.bar.set_postfix(_formatted(read()), refresh=False)
+            self.shown = time.monotonic()
+
+    def end(self, values: Mapping[str, float]) -> None:
+        if self.bar is not None:
+            self.bar.set_postfix(_formatted(values))
+            self.bar.close()
+        elif self.style == "text":
+            seconds = time.monotonic() - self.started
+            scores = ", ".join(f"{key} {value:.4f}" for key, value in values.items())
+            print(f"{self.title}: {self.done}/{self.total} batches in {seconds:.1f} s; {scores}")
+
+
+def _formatted(values: Mapping[str, float]) -> dict[str, str]:
+    return {key: f"{value:.4f}" for key, value in values.items()}
+
+
+def _sum_dtype(device: torch.device) -> torch.dtype:
+    """float64 for the running sums of an epoch; float32 on Apple's MPS, which has no float64."""
+    return torch.float32 if device.type == "mps" else torch.float64
+
+
 def _train_epoch(
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
@@ -328,12 +378,21 @@ def _train_epoch(
     batch_size: int,
     metrics: dict[str, Metric],
     generator: torch.Generator | None,
-    bar: tqdm,
+    progress: _EpochProgress,
 ) -> dict[str, float]:
-    """One pass over ``train`` in shuffled mini-batches; the batch-size-weighted mean loss and metrics."""
+    """One pass over ``train`` in shuffled mini-batches; the batch-size-weighted mean loss and metrics.
+
+    The sums ``Σ n_b · value_b`` stay on the device until the epoch ends.
+    """
     model.train()
-    totals = dict.fromkeys(["loss", *metrics], 0.0)
+    device = train[0].device
+    sums = {key: torch.zeros((), dtype=_sum_dtype(device), device=device) for key in ["loss", *metrics]}
+    batch_metrics = {name: getattr(metric, "on_device", metric) for name, metric in metrics.items()}
     seen = 0
+
+    def means() -> dict[str, float]:
+        return {key: total.item() / seen for key, total in sums.items()}
+
     for xb, yb in batches(*train, batch_size, shuffle=True, generator=generator):
         optimizer.zero_grad(set_to_none=True)
         outputs = model(xb)
@@ -343,14 +402,15 @@ def _train_epoch(
         loss.backward()
         optimizer.step()
         seen += len(xb)
-        totals["loss"] += loss.item() * len(xb)
         with torch.no_grad():
-            for name, metric in metrics.items():
-                totals[name] += float(metric(outputs.detach(), yb)) * len(xb)
-        bar.update()
-        if not bar.disable:
-            bar.set_postfix({k: f"{v / seen:.4f}" for k, v in totals.items()}, refresh=False)
-    return {key: total / seen for key, total in totals.items()}
+            sums["loss"] += loss.detach().to(sums["loss"].dtype) * len(xb)
+            for name, metric in batch_metrics.items():
+                value = torch.as_tensor(metric(outputs.detach(), yb), dtype=sums[name].dtype, device=device)
+                if value.ndim != 0:
+                    raise ValueError(f"metric {name!r} must return one number; got shape {tuple(value.shape)}")
+                sums[name] += value * len(xb)
+        progress.step(means)
+    return means()
 
 
 def fit(
@@ -389,7 +449,9 @@ def fit(
         generator: a CPU ``torch.Generator`` or an int seed for the order of the
             batches; with the same seed, the same initial weights (seed before
             building the model) and the same device, a run repeats exactly.
-        progress: show a progress bar per epoch (tqdm; a widget in notebooks) with the running loss and metrics.
+        progress: show each epoch's progress with the running loss and metrics, as
+            :func:`companion.config.progress_style` says: a live tqdm bar (a widget
+            in Jupyter and Colab) or one line of text when the epoch ends.
 
     Returns:
         the :class:`History` of the run (``history.plot()`` draws it).
@@ -402,6 +464,7 @@ def fit(
     callbacks = list(callbacks)
     generator = _as_generator(generator)
     device = torch.device(device) if device is not None else config.device()
+    style = config.progress_style() if progress else None
     model.to(device)
     train = (train[0].to(device), train[1].to(device))
     val = (val[0].to(device), val[1].to(device)) if val is not None else None
@@ -411,13 +474,12 @@ def fit(
         callback.on_train_begin(model)
     for epoch in range(1, epochs + 1):
         total = math.ceil(len(train[0]) / batch_size)
-        with tqdm(total=total, desc=f"epoch {epoch}/{epochs}", unit="batch", disable=not progress) as bar:
-            values = _train_epoch(model, optimizer, loss_fn, train, batch_size, named, generator, bar)
-            if val is not None:
-                scores = evaluate(model, val, named, loss_fn, batch_size=max(batch_size, 1024))
-                values |= {f"val_{key}": value for key, value in scores.items()}
-            if not bar.disable:
-                bar.set_postfix({k: f"{v:.4f}" for k, v in values.items()})
+        shown = _EpochProgress(style, epoch, epochs, total)
+        values = _train_epoch(model, optimizer, loss_fn, train, batch_size, named, generator, shown)
+        if val is not None:
+            scores = evaluate(model, val, named, loss_fn, batch_size=max(batch_size, 1024))
+            values |= {f"val_{key}": value for key, value in scores.items()}
+        shown.end(values)
         history.append(values)
         stops = [callback.on_epoch_end(epoch, history, model) for callback in callbacks]
         if any(stops):

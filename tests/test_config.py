@@ -1,5 +1,6 @@
 """companion.config: device choice, seeding, run profile."""
 
+import json
 import random
 
 import numpy as np
@@ -11,7 +12,7 @@ from companion import config
 
 @pytest.fixture(autouse=True)
 def clean_env(monkeypatch):
-    for name in ("COMPANION_DEVICE", "COMPANION_REQUIRE_GPU", "COMPANION_PROFILE"):
+    for name in ("COMPANION_DEVICE", "COMPANION_REQUIRE_GPU", "COMPANION_PROFILE", "COMPANION_PROGRESS"):
         monkeypatch.delenv(name, raising=False)
 
 
@@ -98,3 +99,58 @@ def test_profile_rejects_unknown(monkeypatch):
 def test_budget_needs_both_sizes_by_name():
     with pytest.raises(TypeError):
         config.budget(10, 20)  # type: ignore[misc]
+
+
+def test_progress_style_defaults_to_a_bar(monkeypatch):
+    monkeypatch.delenv("COMPANION_PROGRESS", raising=False)
+    assert config.progress_style() == "bar"
+    monkeypatch.setenv("COMPANION_PROGRESS", " Text ")
+    assert config.progress_style() == "text"
+    monkeypatch.setenv("COMPANION_PROGRESS", "widget")
+    with pytest.raises(ValueError, match="'bar' or 'text'; got 'widget'"):
+        config.progress_style()
+
+
+def test_record_returns_the_value_and_writes_nothing_unless_asked(monkeypatch, tmp_path):
+    monkeypatch.delenv("COMPANION_RECORDS", raising=False)
+    value = torch.tensor(0.5)
+    assert config.record("val_loss", value) is value
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_record_appends_one_json_line_per_result(monkeypatch, tmp_path):
+    target = tmp_path / "records.jsonl"
+    monkeypatch.setenv("COMPANION_RECORDS", str(target))
+    config.record("test_accuracy", 0.9838)
+    config.record("parameters", 225_034)
+    config.record("best", torch.tensor([1.5], dtype=torch.float64))
+    config.record("mean", np.float32(0.25))
+    config.record("nearest", "edward")
+    lines = [json.loads(line) for line in target.read_text().splitlines()]
+    assert lines == [
+        {"name": "test_accuracy", "value": 0.9838},
+        {"name": "parameters", "value": 225034},
+        {"name": "best", "value": 1.5},
+        {"name": "mean", "value": 0.25},
+        {"name": "nearest", "value": "edward"},
+    ]
+    assert isinstance(lines[1]["value"], int)
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "error", "message"),
+    [
+        ("Test accuracy", 0.9, ValueError, "lower-case letters"),
+        ("", 0.9, ValueError, "lower-case letters"),
+        ("accuracy", torch.ones(2), ValueError, "one number; got shape \\(2,\\)"),
+        ("accuracy", [0.9], TypeError, "number or a string; got list"),
+        ("accuracy", True, TypeError, "got bool"),
+        ("loss", float("nan"), ValueError, "finite; got nan"),
+    ],
+)
+def test_record_rejects_bad_names_and_values(monkeypatch, tmp_path, name, value, error, message):
+    target = tmp_path / "records.jsonl"
+    monkeypatch.setenv("COMPANION_RECORDS", str(target))
+    with pytest.raises(error, match=message):
+        config.record(name, value)
+    assert not target.exists()

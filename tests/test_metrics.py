@@ -170,3 +170,14 @@ def test_auc_of_known_shapes():
 def test_bad_input_is_explained(call, error, message):
     with pytest.raises(error, match=message):
         call()
+
+
+def test_accuracy_on_device_equals_accuracy_and_stays_a_tensor():
+    gen = torch.Generator().manual_seed(3)
+    scores, true = torch.randn(257, 5, generator=gen), torch.randint(0, 5, (257,), generator=gen)
+    on_device = metrics.accuracy.on_device(scores, true)
+    assert isinstance(on_device, torch.Tensor) and on_device.ndim == 0
+    assert on_device.item() == metrics.accuracy(scores, true)
+    assert metrics.accuracy_on_device(true, true).item() == 1.0
+    with pytest.raises(ValueError, match="targets \\[N\\]; got shapes \\(4, 5\\) and \\(3,\\)"):
+        metrics.accuracy_on_device(scores[:4], true[:3])

@@ -1,11 +1,14 @@
 """companion.train: fit, evaluate, predict, History and EarlyStopping on small synthetic problems."""
 
+import re
+
 import pytest
 import torch
 from torch import nn
 from torch.nn import functional as F
 
 from companion import train
+from companion.data import batches
 from companion.metrics import accuracy
 from companion.models import MLP
 
@@ -93,6 +96,68 @@ def test_progress_bar_shows_loss_and_metrics_or_nothing(capsys):
     assert "loss=" in err and "accuracy=" in err and "val_accuracy=" in err
     run(new_model(), blobs(64, 6), blobs(32, 7), epochs=2, progress=False, metrics=[accuracy])
     assert capsys.readouterr() == ("", "")
+
+
+def test_text_progress_is_one_line_per_epoch_on_stdout(capsys, monkeypatch):
+    monkeypatch.setenv("COMPANION_PROGRESS", "text")
+    run(new_model(), blobs(70, 6), blobs(32, 7), epochs=2, progress=True, metrics=[accuracy])
+    out, err = capsys.readouterr()
+    lines = out.splitlines()
+    assert err == "" and len(lines) == 2
+    for epoch, line in enumerate(lines, start=1):
+        assert re.fullmatch(
+            rf"epoch {epoch}/2: 3/3 batches in \d+\.\d s; loss \d\.\d{{4}}, accuracy \d\.\d{{4}}, "
+            r"val_loss \d\.\d{4}, val_accuracy \d\.\d{4}",
+            line,
+        ), line
+
+
+def reference_fit(model, optimizer, data, epochs, batch_size, generator):
+    """fit's epoch means computed the plain way: a Python float read after every batch."""
+    records = []
+    for _ in range(epochs):
+        loss_sum = correct_sum = seen = 0.0
+        for xb, yb in batches(*data, batch_size, shuffle=True, generator=generator):
+            optimizer.zero_grad(set_to_none=True)
+            outputs = model(xb)
+            loss = F.cross_entropy(outputs, yb)
+            loss.backward()
+            optimizer.step()
+            loss_sum += loss.item() * len(xb)
+            correct_sum += accuracy(outputs.detach(), yb) * len(xb)
+            seen += len(xb)
+        records.append((loss_sum / seen, correct_sum / seen))
+    return records
+
+
+def test_sums_kept_on_the_device_give_exactly_the_per_batch_results():
+    data = blobs(250, 12)
+    model = new_model(dropout=0.1)
+    history = run(model, data, epochs=3, generator=5, metrics=[accuracy])
+    model_again = new_model(dropout=0.1)  # the same weights, and the same global state for dropout
+    expected = reference_fit(model_again, torch.optim.SGD(model_again.parameters(), lr=0.1), data, 3, 32,
+                             torch.Generator().manual_seed(5))
+    assert list(zip(history["loss"], history["accuracy"])) == expected
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), model_again.state_dict().values()))
+
+
+def test_fit_reads_the_device_once_per_epoch_not_once_per_batch(monkeypatch):
+    reads = []
+    item = torch.Tensor.item
+
+    def counted_item(self):
+        reads.append(self.shape)
+        return item(self)
+
+    monkeypatch.setattr(torch.Tensor, "item", counted_item)
+    monkeypatch.setenv("COMPANION_PROGRESS", "text")
+    run(new_model(), blobs(640, 13), epochs=3, metrics=[accuracy], progress=True)  # 20 batches an epoch
+    assert len(reads) == 3 * 2  # the loss and the accuracy sums, once per epoch
+
+
+def test_a_metric_must_return_one_number():
+    with pytest.raises(ValueError, match="metric 'rows' must return one number; got shape \\(32,\\)"):
+        run(new_model(), blobs(64, 14), epochs=1, metrics={"rows": lambda out, y: (out.argmax(1) == y).float()})
 
 
 def test_fit_moves_data_to_the_device_and_returns_a_plottable_history():
