@@ -1,4 +1,4 @@
-"""Fixtures of the unit tests: the real MNIST folder and a local file server."""
+"""Fixtures of the unit tests: the real MNIST folder and a local file server; the option ``--run-slow``."""
 
 from __future__ import annotations
 
@@ -11,6 +11,21 @@ from pathlib import Path
 import pytest
 
 from companion import data
+
+SLOW_REASON = "slow: run with --run-slow (.ci/run does)"
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--run-slow", action="store_true", help="also run the tests marked slow")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Skip the tests marked ``slow`` unless ``--run-slow`` is given."""
+    if config.getoption("--run-slow"):
+        return
+    for item in items:
+        if item.get_closest_marker("slow"):
+            item.add_marker(pytest.mark.skip(reason=SLOW_REASON))
 
 
 @pytest.fixture(scope="session")

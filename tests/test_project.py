@@ -27,8 +27,9 @@ def pyproject_requirements() -> dict[str, str]:
 
 def conda_requirements() -> dict[str, str]:
     env = yaml.safe_load((ROOT / "environment.yml").read_text())
+    pip_lines = next(entry["pip"] for entry in env["dependencies"] if isinstance(entry, dict))
     found = {}
-    for entry in env["dependencies"]:
+    for entry in env["dependencies"] + [line.split("#")[0] for line in pip_lines if not line.startswith("-")]:
         if isinstance(entry, dict) or entry.split(">")[0].split("=")[0].strip() in {"python", "pip"}:
             continue
         requirement = Requirement(entry.replace(" ", ""))
