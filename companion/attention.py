@@ -28,6 +28,7 @@ from torch.nn import functional as F
 
 Backend = Literal["scratch", "torch"]
 BACKENDS: tuple[str, ...] = ("scratch", "torch")
+"""The two implementations of attention, this module's own (``"scratch"``) and ``F.scaled_dot_product_attention``."""
 
 __all__ = [
     "BACKENDS",

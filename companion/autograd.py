@@ -364,6 +364,7 @@ ACTIVATIONS: dict[str, Callable[[Value], Value]] = {
     "sigmoid": Value.sigmoid,
     "linear": lambda z: z,
 }
+"""The activations a :class:`Neuron` accepts, by name, each a function of one :class:`Value`."""
 
 
 def _check_size(n: object, name: str) -> None:

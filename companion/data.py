@@ -56,6 +56,7 @@ class IdxDataset:
     splits: dict[str, tuple[IdxFile, IdxFile]]
 
     def files(self) -> list[IdxFile]:
+        """All four files: images and labels of each split."""
         return [f for pair in self.splits.values() for f in pair]
 
 
@@ -116,6 +117,7 @@ class TextDataset:
     file: IdxFile
 
     def files(self) -> list[IdxFile]:
+        """The one file, as a list like :meth:`IdxDataset.files`."""
         return [self.file]
 
 
@@ -130,6 +132,7 @@ FASHION_MNIST_CLASSES = (
     "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
     "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
 )  # fmt: skip
+"""The names of Fashion-MNIST's ten classes; label ``k`` is ``FASHION_MNIST_CLASSES[k]``."""
 
 _IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 _CHUNK = 1 << 20

@@ -23,7 +23,9 @@ from matplotlib.ticker import MaxNLocator
 from companion import metrics
 
 WRONG = "tab:red"
+"""The colour of what is wrong in a figure, such as a misclassified image's title."""
 RIGHT = "black"
+"""The colour of what is right in a figure."""
 
 
 def _new_figure(width: float, height: float) -> Figure:
@@ -40,7 +42,8 @@ class Records(Protocol):
     the value after epoch ``e``.
     """
 
-    def keys(self) -> Iterable[str]: ...
+    def keys(self) -> Iterable[str]:
+        """The names of the recorded quantities."""
 
     def __getitem__(self, name: str) -> Sequence[float]: ...
 

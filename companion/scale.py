@@ -44,7 +44,7 @@ BYTES_PER_VALUE: dict[str, int] = {"fp32": 4, "tf32": 4, "bf16": 2, "fp16": 2, "
 """Bytes of one number in each storage format."""
 
 OPTIMIZER_STATES: dict[str, int] = {"sgd": 0, "momentum": 1, "rmsprop": 1, "adam": 2, "adamw": 2}
-"""fp32 numbers an optimizer keeps per parameter: Adam keeps two (the moving averages m and v)."""
+"""How many fp32 numbers an optimizer keeps per parameter; Adam keeps two (the moving averages m and v)."""
 
 GPU_PEAK_FLOPS: dict[str, float] = {
     "V100 (fp16)": 125e12,
@@ -101,7 +101,7 @@ def gpt_parameter_counts(
     has ``12d² + 13d`` parameters, so ``N ≈ 12·L·d² + V·d``.
 
     GPT-2 ties its head and has biases (``tied_head=True, head_bias=False``);
-    :class:`companion.models.TinyGPT` has its own head with a bias
+    :class:`companion.models.gpt.TinyGPT` has its own head with a bias
     (``tied_head=False, head_bias=True``).
 
     Args:

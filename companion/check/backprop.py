@@ -42,7 +42,7 @@ GRADIENT_FORBIDDEN = (
     "torch.func.grad",
     "torch.func.vjp",
 )
-"""What an exercise that computes a gradient itself may not call: autograd's entry points."""
+"""What an exercise that computes a gradient itself may not call, autograd's entry points."""
 
 _NONE_RETURNED = "the function returned None (is a `return` missing, or is the placeholder `...` still there?)"
 

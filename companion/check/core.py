@@ -115,6 +115,7 @@ def _fit(text: str, width: int = 80) -> str:
 
 
 PLACEHOLDER_MESSAGE = "the placeholder `...` is still there: replace it with your answer."
+"""The message of a check whose student function still returns the placeholder ``...``."""
 
 
 class ForbiddenCallError(RuntimeError):

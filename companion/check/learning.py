@@ -40,6 +40,7 @@ AUTOGRAD_FORBIDDEN = (
     "torch.func.grad",
     "torch.func.vjp",
 )
+"""What an exercise that computes its gradients by hand may not call, autograd's entry points."""
 
 
 def _how_outputs_differ(labels: Sequence[str], expected: Sequence[Any], got: Sequence[Any]) -> str | None:

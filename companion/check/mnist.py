@@ -49,7 +49,7 @@ CROSS_ENTROPY_FORBIDDEN = (
     "torch.Tensor.softmax",
     "torch.special.softmax",
 )
-"""What the cross-entropy exercise does without: PyTorch's cross-entropy, NLL loss, softmax and log-softmax."""
+"""What the cross-entropy exercise does without (PyTorch's cross-entropy, NLL loss, softmax and log-softmax)."""
 
 BINARY_CROSS_ENTROPY_FORBIDDEN = (
     "torch.nn.functional.binary_cross_entropy",
@@ -58,7 +58,7 @@ BINARY_CROSS_ENTROPY_FORBIDDEN = (
     "torch.nn.functional.soft_margin_loss",
     *CROSS_ENTROPY_FORBIDDEN,
 )
-"""What the binary cross-entropy exercise does without: PyTorch's ready-made versions of it."""
+"""What the binary cross-entropy exercise does without, PyTorch's ready-made versions of it."""
 
 _NONE_RETURNED = "the function returned None (is a `return` missing, or is the placeholder `...` still there?)"
 

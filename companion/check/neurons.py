@@ -118,6 +118,7 @@ def parameter_count(answer: int, sizes: Sequence[int]) -> CheckResult:
 
 
 NETWORK_2_PARAMETERS = ("w111", "w112", "b11", "w121", "w122", "b12", "w21", "w22", "b2")
+"""The names of network 2's nine parameters (chapter 1), the keys of the ``params`` its checks pass."""
 
 
 def network_2_relu(params: dict[str, float], x1: torch.Tensor, x2: torch.Tensor) -> torch.Tensor:
@@ -232,6 +233,7 @@ SOFTMAX_FORBIDDEN = (
     "torch.Tensor.log_softmax",
     "torch.special.log_softmax",
 )
+"""What the softmax exercise does without, PyTorch's softmax and log-softmax under all their names."""
 
 
 def _reference_softmax(z: torch.Tensor) -> torch.Tensor:

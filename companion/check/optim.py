@@ -45,7 +45,9 @@ ADAM_FORBIDDEN = (
     "companion.optim.Adam.step",
     "companion.optim.AdamW.step",
 )
+"""What the Adam exercise does without, the ``step`` of PyTorch's and the course's Adam and AdamW."""
 MOMENTUM_FORBIDDEN = ("torch.optim.SGD.step", "companion.optim.SGD.step")
+"""What the momentum exercise does without, the ``step`` of PyTorch's and the course's SGD."""
 
 
 def _entries_differ(label: str, want: Any, have: Any, rtol: float = 1e-9, atol: float = 1e-12) -> str | None:
@@ -128,6 +130,7 @@ ADAM_MISTAKES = {
     "stay uncorrected, the correction enters only the step",
     "t too high": "the step count is one too high: t is this step's number (1 on the first step), used as given",
 }
+"""The mistakes :func:`adam_step` recognises, by name, each with what a matching answer is told."""
 
 
 def _adam_step(
@@ -189,6 +192,7 @@ MOMENTUM_MISTAKES = {
     "velocity": "θ is right, but the buffer has the learning rate inside it; PyTorch's buffer leaves it out",
     "nesterov ignored": "with nesterov=True the step is the same as without: the look-ahead is missing",
 }
+"""The mistakes :func:`momentum_step` recognises, by name, each with what a matching answer is told."""
 
 
 def _momentum_step(
@@ -244,6 +248,7 @@ SCHEDULE_MISTAKES = {
     "exactly at step warmup_steps",
     "final ignored": "the schedule ends at 0 instead of final_lr",
 }
+"""The mistakes :func:`warmup_cosine_lr` recognises, by name, each with what a matching answer is told."""
 
 
 def _warmup_cosine_lr(

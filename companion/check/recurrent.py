@@ -132,6 +132,7 @@ RNN_STEP_MISTAKES = {
     "so a batch [N, H] is multiplied by W.T (h @ W.T), not by W",
     "no bias": "the bias b is missing",
 }
+"""The mistakes :func:`rnn_step` recognises, by name, each with what a matching answer is told."""
 
 
 def _rnn_step(x: Tensor, h: Tensor, W: Tensor, U: Tensor, b: Tensor, mistake: str = "") -> tuple[Tensor]:
@@ -189,6 +190,7 @@ LSTM_STEP_MISTAKES = {
     "c' = f ⊙ c + i ⊙ g",
     "h and c swapped": "the results are returned as (c', h'); return (h', c')",
 }
+"""The mistakes :func:`lstm_step` recognises, by name, each with what a matching answer is told."""
 
 
 def _lstm_step(
@@ -249,6 +251,7 @@ CLIP_MISTAKES = {
     "of all squared entries",
     "squared": "the total norm is missing its square root",
 }
+"""The mistakes :func:`clip_grad_norm` recognises, by name, each with what a matching answer is told."""
 
 
 def _clip(grads: list[Tensor], max_norm: float, mistake: str = "") -> tuple[list[Tensor], Tensor]:
@@ -343,6 +346,7 @@ GRU_STEP_MISTAKES = {
     "(reset, update, candidate), as in torch",
     "sigmoid candidate": "the candidate n has a sigmoid; it is a tanh",
 }
+"""The mistakes :func:`gru_step` recognises, by name, each with what a matching answer is told."""
 
 
 def _gru_step(
@@ -409,6 +413,7 @@ BIGRAM_MISTAKES = {
     "sum": "the loss is the sum over the validation pairs; it is their mean",
     "shorter context": "the previous character is ignored: that is the unigram model",
 }
+"""The mistakes :func:`bigram_loss` recognises, by name, each with what a matching answer is told."""
 
 TRIGRAM_MISTAKES = {
     "no smoothing": "a triple never seen in training gets probability 0 and a loss of infinity: add one to "
@@ -422,6 +427,7 @@ TRIGRAM_MISTAKES = {
     "shorter context": "only the previous character is used: that is the bigram model; the trigram "
     "conditions on the previous two",
 }
+"""The mistakes :func:`trigram_loss` recognises, by name, each with what a matching answer is told."""
 
 
 def _ngram(train: Tensor, val: Tensor, vocab_size: int, order: int, mistake: str = "") -> tuple[Tensor]:

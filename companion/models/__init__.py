@@ -2,12 +2,14 @@
 
 One module per family, all importable from here:
 
-* :class:`MLP` — a fully connected network (chapter 4's 784-512-512-10 digit classifier).
-* :class:`CNN` — a small convolutional network for 28×28 images (chapters 6 and 7).
-* :class:`RNNClassifier` — an RNN/GRU/LSTM that classifies a sequence or an image read row by row (chapter 8).
-* :class:`CharLSTM` — a character-level LSTM language model that also samples text (chapter 8).
-* :class:`TinyGPT` (with :class:`GPTConfig`) — a small decoder-only Transformer for characters (chapter 9).
-* :func:`count_parameters` — how many numbers a model learns.
+* :class:`~companion.models.mlp.MLP` — a fully connected network (chapter 4's 784-512-512-10 digit classifier).
+* :class:`~companion.models.cnn.CNN` — a small convolutional network for 28×28 images (chapters 6 and 7).
+* :class:`~companion.models.rnn.RNNClassifier` — an RNN/GRU/LSTM that classifies a sequence or an image read
+  row by row (chapter 8).
+* :class:`~companion.models.rnn.CharLSTM` — a character-level LSTM language model that also samples text (chapter 8).
+* :class:`~companion.models.gpt.TinyGPT` (with :class:`~companion.models.gpt.GPTConfig`) — a small decoder-only
+  Transformer for characters (chapter 9).
+* :func:`~companion.models.base.count_parameters` — how many numbers a model learns.
 """
 
 from companion.models.base import count_parameters

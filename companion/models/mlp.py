@@ -16,6 +16,7 @@ ACTIVATIONS: dict[str, type[nn.Module]] = {
     "gelu": nn.GELU,
     "identity": nn.Identity,
 }
+"""The activations :class:`MLP` accepts, by name, each with its ``torch.nn`` layer."""
 
 
 class MLP(nn.Module):

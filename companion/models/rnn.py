@@ -13,6 +13,7 @@ from torch import nn
 from companion.models.base import _check_dropout, _check_input, check_sampling, sample_next
 
 RECURRENT_LAYERS: dict[str, type[nn.RNNBase]] = {"rnn": nn.RNN, "gru": nn.GRU, "lstm": nn.LSTM}
+"""The recurrent layers :class:`RNNClassifier` accepts as ``kind``, by name."""
 
 State = torch.Tensor | tuple[torch.Tensor, torch.Tensor]
 
