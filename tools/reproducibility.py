@@ -35,8 +35,9 @@ The numbers come from `bench/run_notebooks.py`, which executes every chapter in 
 writes one JSON line per chapter to `bench/results/`; this page is generated from those committed files
 by `tools/reproducibility.py`, and a test fails when the two disagree.
 
-Times are wall-clock seconds of the whole notebook, kernel start included. Results are rounded here;
-the JSON files hold them in full. Runs on other hardware, or with other versions of PyTorch, give
+Times are wall-clock seconds of the whole notebook, kernel start included, on the machine named at the
+end; a CPU shared with other work at the time runs slower, so read them as a scale, not a benchmark.
+Results are rounded here; the JSON files hold them in full. Runs on other hardware, or with other versions of PyTorch, give
 slightly different numbers; the thresholds the chapters assert are what must hold.
 """
 
@@ -85,8 +86,10 @@ def number(value: object) -> str:
     return f"{value:,.4g}" if abs(value) < 1e6 else f"{value:.4e}"
 
 
-def table(head: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    lines = ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] + ["---:"] * (len(head) - 1)) + "|"]
+def table(head: Sequence[str], rows: Sequence[Sequence[str]], text_columns: int = 1) -> str:
+    """A Markdown table: the first ``text_columns`` columns aligned left, the numbers after them right."""
+    align = ["---"] * text_columns + ["---:"] * (len(head) - text_columns)
+    lines = ["| " + " | ".join(head) + " |", "|" + "|".join(align) + "|"]
     return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows])
 
 
@@ -119,7 +122,7 @@ def results(runs: Mapping[str, Run]) -> str:
             found = line["results"] if line else {}
             cells.append(number(found[name]) if name in found else "—")  # type: ignore[operator,index]
         rows.append([chapter, f"`{name}`"] + cells)
-    return table(["chapter", "result"] + [label(run) for run in runs.values()], rows)
+    return table(["chapter", "result"] + [label(run) for run in runs.values()], rows, text_columns=2)
 
 
 def machines(runs: Mapping[str, Run]) -> str:
@@ -132,7 +135,7 @@ def machines(runs: Mapping[str, Run]) -> str:
             label(run), str(first["device_name"]), str(first["cpu_cores"]),
             str(first["torch"]), str(first["python"]), when,
         ])
-    return table(["run", "device", "CPU cores", "torch", "Python", "date"], rows)
+    return table(["run", "device", "CPU cores", "torch", "Python", "date"], rows, text_columns=6)
 
 
 def page(runs: Mapping[str, Run]) -> str:
