@@ -114,7 +114,7 @@ def run_chapter(twin: Path, profile: str, timeout: float, executed: Path | None)
 
 
 def merge(path: Path, lines: Sequence[dict[str, object]]) -> None:
-    """Write ``lines`` into the JSON-lines file ``path``, replacing earlier lines of the same chapters, in chapter order."""
+    """Write ``lines`` into the JSON-lines file ``path``, in chapter order, replacing earlier lines of their chapters."""
     kept = {}
     if path.exists():
         kept = {entry["chapter"]: entry for entry in map(json.loads, path.read_text(encoding="utf-8").splitlines())}

@@ -19,6 +19,8 @@ from markdown_it.token import Token
 from mdit_py_plugins.dollarmath import dollarmath_plugin
 from mdit_py_plugins.front_matter import front_matter_plugin
 
+from book_files import toc_files
+
 ROOT = Path(__file__).resolve().parent.parent
 BOOK = ROOT / "book"
 GLOSSARY = BOOK / "glossary.md"
@@ -85,17 +87,7 @@ def code_and_math(text: str) -> str:
     return "\n".join(parts)
 
 
-def toc_files(entries: list[dict]) -> list[str]:
-    files = []
-    for entry in entries:
-        if "file" in entry:
-            files.append(entry["file"])
-        files += toc_files(entry.get("sections", []) + entry.get("chapters", []))
-    return files
-
-
-TOC = yaml.safe_load((ROOT / "_toc.yml").read_text(encoding="utf-8"))
-IN_TOC = {TOC["root"], *toc_files(TOC.get("chapters", []) + TOC.get("parts", []))}
+IN_TOC = set(toc_files())
 
 
 def glossary_entries() -> list[tuple[list[str], str]]:

@@ -26,10 +26,11 @@ from urllib.parse import unquote, urljoin, urlsplit
 
 import pytest
 import yaml
+from book_files import read_toc, toc_files
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIG = yaml.safe_load((ROOT / "_config.yml").read_text(encoding="utf-8"))
-TOC = yaml.safe_load((ROOT / "_toc.yml").read_text(encoding="utf-8"))
+TOC = read_toc()
 CHAPTERS = ("book/01-neurons", "book/04-mnist")
 JUPYTER_BOOK = Path(sys.executable).with_name("jupyter-book")
 
@@ -56,24 +57,6 @@ VOID = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "met
 
 
 # -- the book -------------------------------------------------------------------------------------
-
-
-def toc_files(toc: dict) -> list[str]:
-    """Every ``file`` that a table of contents names, its root first."""
-    found = [toc["root"]]
-
-    def walk(node: object) -> None:
-        if isinstance(node, dict):
-            if "file" in node:
-                found.append(node["file"])
-            for value in node.values():
-                walk(value)
-        elif isinstance(node, list):
-            for value in node:
-                walk(value)
-
-    walk({key: value for key, value in toc.items() if key != "root"})
-    return found
 
 
 def book_config() -> dict:

@@ -6,13 +6,14 @@ a malformed jupytext header silently yields a notebook with no code cells, and z
 
 from __future__ import annotations
 
-import importlib.util
 import re
 from pathlib import Path
 
 import nbformat
 import pytest
 import yaml
+
+from book_files import load_script, toc_files
 
 from companion.grade import SOLUTION_TITLE, bound_names, exercises, tags, used_names
 
@@ -21,9 +22,7 @@ CONFIG = yaml.safe_load((ROOT / "_config.yml").read_text())
 REPO_URL = CONFIG["repository"]["url"].rstrip("/")
 BRANCH = CONFIG["repository"]["branch"]
 
-_spec = importlib.util.spec_from_file_location("twins", ROOT / "tools" / "twins.py")
-twins = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(twins)
+twins = load_script("tools/twins.py")
 
 CHAPTERS = twins.chapters()
 by_name = pytest.mark.parametrize("source", CHAPTERS, ids=[c.stem for c in CHAPTERS])
@@ -94,18 +93,8 @@ def test_chapter_has_the_parts_of_a_chapter(source):
     assert "{cite}`" in text
 
 
-def toc_files(entries: list[dict]) -> list[str]:
-    files = []
-    for entry in entries:
-        if "file" in entry:
-            files.append(entry["file"])
-        files += toc_files(entry.get("sections", []) + entry.get("chapters", []))
-    return files
-
-
 def test_table_of_contents_lists_every_chapter_and_only_existing_files():
-    toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
-    files = [toc["root"], *toc_files(toc.get("chapters", []) + toc.get("parts", []))]
+    files = toc_files()
     for name in files:
         assert any((ROOT / name).with_suffix(s).is_file() for s in (".md", ".ipynb")), f"_toc.yml names {name}"
     chapters_in_toc = [f for f in files if re.match(r"book/\d\d-", f)]

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import datetime
 import importlib.metadata
-import importlib.util
 import json
 import os
 import re
@@ -40,11 +39,11 @@ from nbclient.exceptions import CellExecutionError
 from nbformat.v4 import new_code_cell, new_notebook
 from packaging.version import Version
 
+from book_files import load_script
+
 ROOT = Path(__file__).resolve().parent.parent
 
-_spec = importlib.util.spec_from_file_location("twins", ROOT / "tools" / "twins.py")
-twins = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(twins)
+twins = load_script("tools/twins.py")
 
 TWINS = [twins.twin_path(source) for source in twins.chapters()]
 # What Colab's runtime brings that the chapters may use; the package's wheel adds `companion`.

@@ -9,18 +9,16 @@ notebook asserts anything about a student's answer, so "Run all" never breaks on
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import pytest
+from book_files import load_script
 
 from companion.check import CheckResult
 from companion.grade import evaluate, exercises, imports_cell, read, run, without_title
 
 ROOT = Path(__file__).resolve().parent.parent
-_spec = importlib.util.spec_from_file_location("twins", ROOT / "tools" / "twins.py")
-twins = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(twins)
+twins = load_script("tools/twins.py")
 
 CHAPTERS = twins.chapters()
 # A chapter without its twin yet fails tests/test_chapters.py; here it has no exercises to run.

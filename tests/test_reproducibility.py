@@ -2,29 +2,20 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import re
-import sys
 from pathlib import Path
 
 import nbformat
 import pytest
+from book_files import load_script
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def _load(name: str, path: Path):
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault(name, module)
-    spec.loader.exec_module(module)
-    return module
-
-
-reproducibility = _load("reproducibility", ROOT / "tools" / "reproducibility.py")
-run_notebooks = _load("run_notebooks", ROOT / "bench" / "run_notebooks.py")
-twins = _load("twins", ROOT / "tools" / "twins.py")
+reproducibility = load_script("tools/reproducibility.py")
+run_notebooks = load_script("bench/run_notebooks.py")
+twins = load_script("tools/twins.py")
 
 CHAPTERS = twins.chapters()
 RECORD = re.compile(r'config\.record\(\s*"([a-z][a-z0-9_]*)"')

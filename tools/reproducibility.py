@@ -37,8 +37,8 @@ by `tools/reproducibility.py`, and a test fails when the two disagree.
 
 Times are wall-clock seconds of the whole notebook, kernel start included, on the machine named at the
 end; a CPU shared with other work at the time runs slower, so read them as a scale, not a benchmark.
-Results are rounded here; the JSON files hold them in full. Runs on other hardware, or with other versions of PyTorch, give
-slightly different numbers; the thresholds the chapters assert are what must hold.
+Results are rounded here; the JSON files hold them in full. Runs on other hardware, or with other
+versions of PyTorch, give slightly different numbers; the thresholds the chapters assert must hold.
 """
 
 HOW = """## How to reproduce
@@ -98,10 +98,10 @@ def by_chapter(run: Run) -> dict[str, Mapping[str, object]]:
 
 
 def times(runs: Mapping[str, Run]) -> str:
-    chapters = sorted({chapter for run in runs.values() for chapter in by_chapter(run)})
+    columns = [by_chapter(run) for run in runs.values()]
     rows = []
-    for chapter in chapters:
-        cells = [by_chapter(run).get(chapter) for run in runs.values()]
+    for chapter in sorted({chapter for lines in columns for chapter in lines}):
+        cells = [lines.get(chapter) for lines in columns]
         rows.append([chapter] + [f"{cell['seconds']:,.0f} s" if cell else "—" for cell in cells])
     totals = [f"{sum(float(line['seconds']) for line in run) / 60:,.1f} min" for run in runs.values()]
     rows.append(["**all chapters**"] + totals)
@@ -109,17 +109,16 @@ def times(runs: Mapping[str, Run]) -> str:
 
 
 def results(runs: Mapping[str, Run]) -> str:
-    names: dict[tuple[str, str], None] = {}
-    for run in runs.values():
-        for line in run:
-            for name in line["results"]:  # type: ignore[union-attr]
-                names[(str(line["chapter"]), name)] = None
+    columns = [by_chapter(run) for run in runs.values()]
+    names: dict[tuple[str, str], None] = {}  # (chapter, result) in the order first seen
+    for lines in columns:
+        for chapter, line in lines.items():
+            names |= dict.fromkeys((chapter, name) for name in line["results"])  # type: ignore[union-attr]
     rows = []
     for chapter, name in sorted(names, key=lambda key: key[0]):
         cells = []
-        for run in runs.values():
-            line = by_chapter(run).get(chapter)
-            found = line["results"] if line else {}
+        for lines in columns:
+            found = lines[chapter]["results"] if chapter in lines else {}
             cells.append(number(found[name]) if name in found else "—")  # type: ignore[operator,index]
         rows.append([chapter, f"`{name}`"] + cells)
     return table(["chapter", "result"] + [label(run) for run in runs.values()], rows, text_columns=2)
