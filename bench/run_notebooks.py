@@ -115,9 +115,7 @@ def run_chapter(twin: Path, profile: str, timeout: float, executed: Path | None)
 
 def merge(path: Path, lines: Sequence[dict[str, object]]) -> None:
     """Write ``lines`` into the JSON-lines file ``path``, in chapter order, replacing earlier lines of their chapters."""
-    kept = {}
-    if path.exists():
-        kept = {entry["chapter"]: entry for entry in map(json.loads, path.read_text(encoding="utf-8").splitlines())}
+    kept = {entry["chapter"]: entry for entry in reproducibility.read_run(path)}
     kept |= {line["chapter"]: line for line in lines}
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("".join(json.dumps(kept[name]) + "\n" for name in sorted(kept)), encoding="utf-8")

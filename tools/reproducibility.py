@@ -57,6 +57,14 @@ keeps the executed notebooks and the JSON as artifacts.
 """
 
 
+def read_run(path: Path) -> Run:
+    """The lines of one results file, a dict per chapter; an empty run when the file does not exist."""
+    if not path.exists():
+        return []
+    lines = path.read_text(encoding="utf-8").splitlines()
+    return [json.loads(line) for line in lines if line.strip()]
+
+
 def load(folder: Path = RESULTS) -> dict[str, Run]:
     """Every results file of ``folder``, ``{"full-cpu": [line, ...]}``, quick before full."""
 
@@ -64,11 +72,7 @@ def load(folder: Path = RESULTS) -> dict[str, Run]:
         profile = path.stem.split("-")[0]
         return PROFILE_ORDER.get(profile, len(PROFILE_ORDER)), path.stem
 
-    runs = {}
-    for path in sorted(folder.glob("*.jsonl"), key=order):
-        lines = path.read_text(encoding="utf-8").splitlines()
-        runs[path.stem] = [json.loads(line) for line in lines if line.strip()]
-    return runs
+    return {path.stem: read_run(path) for path in sorted(folder.glob("*.jsonl"), key=order)}
 
 
 def label(run: Run) -> str:
