@@ -81,8 +81,6 @@ def test_neuron_forward_passes_the_reference_and_explains_mistakes():
     assert not leaky and "case 2" in leaky.message
     placeholder = check.neuron_forward(lambda x, w, b: None)
     assert not placeholder and "returned None" in placeholder.message
-    float32 = check.neuron_forward(lambda x, w, b: torch.relu(x.float() @ w.float() + b.float()))
-    assert not float32 and "case 7" in float32.message and "float32" in float32.message
 
 
 @pytest.mark.parametrize(("sizes", "count"), [([784, 512, 512, 10], 669_706), ([2, 2, 1], 9), ([1, 1], 2), ([3, 4, 4, 2], 46)])
@@ -118,7 +116,8 @@ def test_parameter_count_diagnoses_the_usual_miscounts_without_the_numbers():
         for secret in ("669,706", "669706", "668,672", "668672", "1,034", "1034", "off by"):
             assert secret not in result.message, (answer, result.message)
     small = check.parameter_count(36, [3, 4, 4, 2])  # the weights only, 3·4 + 4·4 + 4·2
-    assert not small and "not the biases" in small.message and "46" not in str(small) and "10" not in str(small)
+    bare = re.sub(r"\d+–\d+ %", "", str(small))
+    assert not small and "not the biases" in small.message and "46" not in bare and "10" not in bare
     assert "n_in·n_out weights and n_out biases" in check.hint("parameter_count").text
 
 
