@@ -36,8 +36,8 @@ def _neuron_cases(gen: torch.Generator) -> list:
 
 define(CheckSpec(
     "neuron_forward", lambda x, w, b: torch.relu(x @ w + b), _neuron_cases, rtol=1e-5, atol=1e-5,
-    hint="a weighted sum of the inputs, the bias, then the activation; `x @ w` serves one vector [n] and a "
-    "batch [B, n] alike.",
+    hint="weighted sum x·w, plus the bias b, then ReLU (max(0, ·)); `x @ w` works for one vector [n] and for "
+    "a batch [B, n] alike.",
 ))  # fmt: skip
 
 
@@ -69,8 +69,8 @@ define(CheckSpec(
         "the output layer's weights and biases count too": lambda s: _mlp_parameter_count(s[:-1]),
         "that counts neurons (and inputs); count the weights and biases": sum,
     },
-    hint="each neuron has one weight per input it receives and one bias; add the layers up (the inputs "
-    "are not neurons).",
+    hint="a layer n_in → n_out has n_in·n_out weights and n_out biases; add the layers up (the inputs have "
+    "none).",
 ))  # fmt: skip
 
 
@@ -118,8 +118,8 @@ define(CheckSpec(
     prepare=lambda target: (torch.as_tensor(target(_X1, _X2), dtype=torch.float64),),
     view=lambda case, out: _network_2(out) if not isinstance(out, torch.Tensor) else out,
     diagnose=_where_network_differs, passed=f"matches the target on all {len(_X1)} test points.",
-    hint="|a| = max(0, a) + max(0, −a): let each hidden neuron compute one of the two halves, and add "
-    "them in the output neuron.",
+    hint="|a| = max(0, a) + max(0, −a): let one hidden neuron compute max(0, x1 − x2), the other "
+    "max(0, x2 − x1), and add them in the output neuron.",
 ))  # fmt: skip
 
 
@@ -146,8 +146,7 @@ define(CheckSpec(
             lambda: _fold(list(zip(*_W1)), _B1, _W2, _B2),
         "b2 was left out of b'": lambda: _fold(_W1, _B1, _W2, [0.0]),
     },
-    hint="write the hidden layer's output h into the output neuron's formula and collect the terms that "
-    "multiply x1, those that multiply x2, and those that multiply nothing.",
+    hint="substitute h = W1 x + b1 into ŷ = W2 h + b2: the weights are W2 W1 and the bias W2 b1 + b2.",
 ))  # fmt: skip
 
 
@@ -169,8 +168,8 @@ define(CheckSpec(
         ("logits near −1000", (torch.tensor([[-1000.0, -1001.0, -1003.0]]),)),
         ("rows far apart", (torch.stack([torch.randn(4, generator=gen) + s for s in (-500.0, 0.0, 800.0)]),)),
     ],
-    hint="subtracting the same number from every logit of a row changes no probability; which number "
-    "keeps every exponential at most 1? Then normalise each row (keepdim=True keeps the shapes aligned).",
+    hint="subtract each row's largest logit, z − z.max(dim=-1, keepdim=True).values, before the "
+    "exponentials (that changes nothing in the result), then divide each row by its sum.",
 ))  # fmt: skip
 
 
