@@ -180,6 +180,17 @@ def define(spec: CheckSpec) -> CheckSpec:
     return spec
 
 
+def scaled(reference: Callable[..., Any], factor: float | Callable[..., float]) -> Callable[..., Any]:
+    """A mistake: ``reference`` with every output multiplied by ``factor`` (a number or a function of the case)."""
+
+    def variant(*case: Any) -> Any:
+        f = factor(*case) if callable(factor) else factor
+        out = reference(*case)
+        return type(out)(o * f for o in out) if isinstance(out, (tuple, list)) else out * f
+
+    return variant
+
+
 def run(name: str, *args: Any) -> CheckResult:
     """The self-check ``check.<name>(*args)``: produce and judge on one fresh seed."""
     return _self_check(SPECS[name], args)
@@ -241,7 +252,7 @@ class _Blocker(TorchFunctionMode):
 
     def __init__(self, forbidden: Sequence[str], extra: Sequence[Any] = ()) -> None:
         super().__init__()
-        named = [(name, _resolve(name)) for name in forbidden] + [("the check's own reference", o) for o in extra]
+        named = [("the check's own reference", o) for o in extra] + [(name, _resolve(name)) for name in forbidden]
         self.objects = {id(obj): (obj, name) for name, obj in named if obj is not None}
         self.codes = {code: name for name, obj in named if (code := _code(obj)) is not None}
         self.blocked: list[str] = []
@@ -488,7 +499,8 @@ def _judge(spec: CheckSpec, seed: int, produced: dict) -> CheckResult:
     for number, ((text, case), (got, blocked)) in enumerate(zip(cases, records), start=1):
         where = f"case {number} ({text})" if text else ""
         if blocked:
-            return failed(f"{where or 'it'} calls {', '.join(blocked)}, which this exercise asks you to do without.")
+            return failed(f"{where}: this exercise asks you to do without {', '.join(blocked)}, and your function "
+                          "calls it.")  # fmt: skip
         if isinstance(got, Raised):
             return failed(f"{where} raised {got.type}: {got.message}{got.line}.{_extra(spec, case, None, got)}")
         if isinstance(got, Wrong):
@@ -515,7 +527,10 @@ def _difference(spec: CheckSpec, case: tuple, expected: Any, got: Any) -> str | 
 
 
 def _extra(spec: CheckSpec, case: tuple, expected: Any, got: Any) -> str:
-    text = spec.diagnose(case, expected, got) if spec.diagnose else ""
+    try:
+        text = spec.diagnose(case, expected, got) if spec.diagnose else ""
+    except Exception:  # a diagnosis that does not fit this answer's shape or type says nothing
+        text = ""
     return f" {text}" if text else ""
 
 
