@@ -191,6 +191,11 @@ def scaled(reference: Callable[..., Any], factor: float | Callable[..., float]) 
     return variant
 
 
+def keyed(reference: Callable[..., Any], mistakes: Mapping[str, str]) -> dict[str, Callable[..., Any]]:
+    """Mistakes made by ``reference(*case, mistake=key)``, told by ``mistakes[key]``."""
+    return {text: functools.partial(reference, mistake=key) for key, text in mistakes.items()}
+
+
 def run(name: str, *args: Any) -> CheckResult:
     """The self-check ``check.<name>(*args)``: produce and judge on one fresh seed."""
     return _self_check(SPECS[name], args)
@@ -252,9 +257,14 @@ class _Blocker(TorchFunctionMode):
 
     def __init__(self, forbidden: Sequence[str], extra: Sequence[Any] = ()) -> None:
         super().__init__()
-        named = [("the check's own reference", o) for o in extra] + [(name, _resolve(name)) for name in forbidden]
-        self.objects = {id(obj): (obj, name) for name, obj in named if obj is not None}
-        self.codes = {code: name for name, obj in named if (code := _code(obj)) is not None}
+        named = [(name, _resolve(name)) for name in forbidden] + [("the check's own reference", o) for o in extra]
+        self.objects: dict[int, tuple[Any, str]] = {}
+        self.codes: dict[int, tuple[CodeType, str]] = {}
+        for name, obj in named:  # the first name of an object is the one that is told
+            if obj is not None:
+                self.objects.setdefault(id(obj), (obj, name))
+            if (code := _code(obj)) is not None:
+                self.codes.setdefault(id(code), (code, name))
         self.blocked: list[str] = []
 
     def _block(self, name: str) -> None:
@@ -268,8 +278,8 @@ class _Blocker(TorchFunctionMode):
         return func(*args, **(kwargs or {}))
 
     def _profile(self, frame: Any, event: str, arg: Any) -> None:
-        if event == "call" and frame.f_code in self.codes:
-            self._block(self.codes[frame.f_code])
+        if event == "call" and id(frame.f_code) in self.codes:
+            self._block(self.codes[id(frame.f_code)][1])
 
     def __enter__(self) -> _Blocker:
         self._saved = sys.getprofile()
@@ -499,8 +509,9 @@ def _judge(spec: CheckSpec, seed: int, produced: dict) -> CheckResult:
     for number, ((text, case), (got, blocked)) in enumerate(zip(cases, records), start=1):
         where = f"case {number} ({text})" if text else ""
         if blocked:
+            line = got.line if isinstance(got, Raised) else ""
             return failed(f"{where}: this exercise asks you to do without {', '.join(blocked)}, and your function "
-                          "calls it.")  # fmt: skip
+                          f"calls it{line}.")  # fmt: skip
         if isinstance(got, Raised):
             return failed(f"{where} raised {got.type}: {got.message}{got.line}.{_extra(spec, case, None, got)}")
         if isinstance(got, Wrong):
