@@ -637,7 +637,7 @@ def explain_difference(
         if not isinstance(got, (tuple, list)) or len(got) != len(expected):
             what = f"{len(got)}" if isinstance(got, (tuple, list)) else _kind(got)
             names = f" ({', '.join(labels)})" if labels else ""
-            return f"expected {len(expected)} results{names}, got {what}"
+            return f"expected {len(expected)} result{'s' * (len(expected) != 1)}{names}, got {what}"
         for number, (want, have) in enumerate(zip(expected, got), start=1):
             why = explain_difference(want, have, rtol, atol)
             if why is not None:
