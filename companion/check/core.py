@@ -723,39 +723,3 @@ def value(name: str, answer: Any, expected: Any, rtol: float = 1e-6) -> CheckRes
     spec = CheckSpec(name, lambda: want, answers=1, rtol=rtol, atol=1e-12, passed="correct.")
     return _self_check(spec, (answer,))
 
-
-# --- transitional helpers of the topic modules that do not declare specs yet ---------------------
-
-
-def _as_array(value: Any) -> np.ndarray | None:
-    array = _array(value)
-    return None if array is None else array.astype(np.float64)
-
-
-def _run(student: Callable[..., Any], args: Sequence[Any], forbidden: Sequence[str] = ()) -> tuple[Any, str | None]:
-    try:
-        with _Blocker(forbidden):
-            return student(*_fresh(args)), None
-    except Exception as err:  # the student's code may fail in any way: report it, don't crash
-        return None, f"raised {type(err).__name__}: {err}{_student_line(err)}"
-
-
-def not_a_function(name: str, student: Any) -> CheckResult | None:
-    if student is Ellipsis:
-        return CheckResult(name, False, PLACEHOLDER_MESSAGE)
-    if not callable(student):
-        return CheckResult(name, False, f"expected a function, got {type(student).__name__}")
-    return None
-
-
-def _detached(answer: Any) -> Any:
-    if isinstance(answer, (tuple, list)):
-        return [a.detach() if isinstance(a, torch.Tensor) else a for a in answer]
-    return answer
-
-
-def _named_mistake(got: Sequence[Any], variants: dict[str, Sequence[Any]], mistakes: dict[str, str]) -> str:
-    for key, variant in variants.items():
-        if all(explain_difference(want, have, rtol=1e-9, atol=1e-12) is None for want, have in zip(variant, got)):
-            return f" It looks like this mistake: {mistakes[key]}."
-    return ""
