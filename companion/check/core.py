@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import functools
 import importlib
+import inspect
 import json
 import math
 import re
@@ -172,12 +173,27 @@ SPECS: dict[str, CheckSpec] = {}
 """Every check of the course by its public name, ``check.<name>``."""
 
 
-def define(spec: CheckSpec) -> CheckSpec:
-    """Register ``spec`` in :data:`SPECS` (and its hint); topic modules call this once per check."""
+def define(spec: CheckSpec, *params: str, doc: str, **defaults: Any) -> Callable[..., CheckResult]:
+    """Register ``spec`` in :data:`SPECS` (and its hint) and return the public check ``check.<name>``:
+    a function of ``params`` (and of ``defaults``, with their values) documented by ``doc``."""
     SPECS[spec.name] = spec
     if spec.hint:
         register_hint(spec.name, spec.hint)
-    return spec
+    kind = inspect.Parameter.POSITIONAL_OR_KEYWORD
+    signature = inspect.Signature(
+        [inspect.Parameter(p, kind) for p in params] + [inspect.Parameter(k, kind, default=v) for k, v in defaults.items()],
+        return_annotation="CheckResult",
+    )
+
+    def check(*args: Any, **kwargs: Any) -> CheckResult:
+        bound = signature.bind(*args, **kwargs)
+        bound.apply_defaults()
+        return _self_check(spec, tuple(bound.arguments.values()))
+
+    check.__name__ = check.__qualname__ = spec.name
+    check.__doc__, check.__signature__ = doc, signature  # type: ignore[attr-defined]
+    check.__module__ = sys._getframe(1).f_globals["__name__"]
+    return check
 
 
 def scaled(reference: Callable[..., Any], factor: float | Callable[..., float]) -> Callable[..., Any]:
@@ -194,11 +210,6 @@ def scaled(reference: Callable[..., Any], factor: float | Callable[..., float]) 
 def keyed(reference: Callable[..., Any], mistakes: Mapping[str, str]) -> dict[str, Callable[..., Any]]:
     """Mistakes made by ``reference(*case, mistake=key)``, told by ``mistakes[key]``."""
     return {text: functools.partial(reference, mistake=key) for key, text in mistakes.items()}
-
-
-def run(name: str, *args: Any) -> CheckResult:
-    """The self-check ``check.<name>(*args)``: produce and judge on one fresh seed."""
-    return _self_check(SPECS[name], args)
 
 
 def _self_check(spec: CheckSpec, args: tuple) -> CheckResult:
