@@ -1,22 +1,13 @@
 """The engine of the self-checks: produce a student's outputs, judge them against a reference, explain.
 
-Every check of the course is a :class:`CheckSpec` in :data:`SPECS`, declared by its topic module:
-the reference, the cases, the known mistakes, the forbidden operations and the hint. A check runs
-in two halves that share nothing but plain data:
-
-* :func:`produce` runs where the student's code runs. It applies the student's function to cases
-  drawn from a seed (the operations the exercise forbids raise while it runs), or takes the
-  student's values as they are, and returns numbers, strings, lists and NumPy arrays only.
-* :func:`judge` recomputes the reference on the same cases and says ✅ or ❌, and how the answer
-  differs (an error and the student's own line, a shape, a dtype, a sign, a factor, a known
-  mistake) but never the expected answer. The method is the check's hint, shown on request.
-
-``check.<name>(...)`` is ``judge(name, seed, produce(name, args, seed))`` with a fresh seed, so a
-self-check and a grader that judges saved outputs (:func:`save_produced`, :func:`load_produced`)
-never disagree::
-
-    >>> check.neuron_forward(my_neuron)       # doctest: +SKIP
-    ✅ neuron_forward: 8 of 8 cases match the reference.
+Each check of the course is a :class:`CheckSpec` in :data:`SPECS`: its reference, cases, known mistakes,
+forbidden operations and hint. :func:`produce` runs where the student's code runs: it applies the
+student's function to cases drawn from a seed, with the forbidden operations blocked, or takes the
+student's values as they are, and returns plain data. :func:`judge` recomputes the reference on the
+same cases and says ✅ or ❌ and how the answer differs (an error and the student's line, a shape, a
+dtype, a sign, a factor, a known mistake), never the expected answer; the method is the hint, on
+request. ``check.<name>(...)`` is ``judge(name, seed, produce(name, args, seed))`` with a fresh seed,
+so a self-check and a grader that judges saved outputs (:func:`save_produced`) never disagree.
 """
 
 from __future__ import annotations
@@ -42,23 +33,9 @@ import numpy as np
 import torch
 from torch.overrides import TorchFunctionMode
 
-__all__ = [
-    "SPECS",
-    "CheckResult",
-    "CheckSpec",
-    "ForbiddenCallError",
-    "Hint",
-    "PLACEHOLDER_MESSAGE",
-    "compare",
-    "explain_difference",
-    "hint",
-    "judge",
-    "load_produced",
-    "produce",
-    "register_hint",
-    "save_produced",
-    "value",
-]
+__all__ = ["SPECS", "CheckResult", "CheckSpec", "ForbiddenCallError", "Hint", "PLACEHOLDER_MESSAGE", "compare",
+           "explain_difference", "hint", "judge", "load_produced", "produce", "register_hint", "save_produced",
+           "value"]  # fmt: skip
 
 FORMAT = "companion.check/1"
 PLACEHOLDER_MESSAGE = "the placeholder `...` is still there: replace it with your answer."
@@ -242,17 +219,14 @@ class Wrong(Exception):
 
 def _resolve(dotted: str) -> Any:
     """The object a dotted name stands for (``"torch.Tensor.softmax"``), or None when it does not exist."""
-    parts = dotted.split(".")
-    for cut in range(len(parts), 0, -1):
+    module, _, rest = dotted.partition(".")
+    obj = importlib.import_module(module)
+    for part in rest.split("."):
         try:
-            obj = importlib.import_module(".".join(parts[:cut]))
-        except ImportError:
-            continue
-        try:
-            return functools.reduce(getattr, parts[cut:], obj)
-        except AttributeError:
+            obj = getattr(obj, part) if hasattr(obj, part) else importlib.import_module(f"{obj.__name__}.{part}")
+        except (ImportError, AttributeError):
             return None
-    return None
+    return obj
 
 
 def _code(obj: Any) -> CodeType | None:
@@ -317,12 +291,7 @@ def _student_line(err: BaseException) -> str:
 
 def _fresh(args: Sequence[Any]) -> tuple:
     """``args`` with every tensor (also in a list) cloned, so that a function that modifies its input spoils nothing."""
-    def copy(a: Any) -> Any:
-        if isinstance(a, torch.Tensor):
-            return a.clone()
-        return [copy(b) for b in a] if isinstance(a, list) else a
-
-    return tuple(copy(a) for a in args)
+    return tuple(a.clone() if isinstance(a, torch.Tensor) else list(_fresh(a)) if isinstance(a, list) else a for a in args)
 
 
 def _encode(obj: Any, arrays: dict[str, np.ndarray], depth: int = 0) -> Any:
@@ -335,13 +304,12 @@ def _encode(obj: Any, arrays: dict[str, np.ndarray], depth: int = 0) -> Any:
         return {"$": "ellipsis"}
     if isinstance(obj, (Raised, Wrong)):
         return {"$": "raised", **vars(obj)} if isinstance(obj, Raised) else {"$": "wrong", "message": str(obj)}
+    key = f"a{len(arrays)}"
     if isinstance(obj, torch.Tensor) and obj.layout == torch.strided and not obj.is_complex():
         t = obj.detach().cpu().resolve_neg()
-        key = f"a{len(arrays)}"
         arrays[key] = (t.float() if t.dtype == torch.bfloat16 else t).numpy().copy()
-        return {"$": "tensor", "key": key, "dtype": str(obj.dtype).removeprefix("torch."), "grad": obj.requires_grad}
+        return {"$": "tensor", "key": key, "dtype": str(obj.dtype).removeprefix("torch.")}
     if isinstance(obj, np.ndarray) and obj.dtype.kind in "biuf":
-        key = f"a{len(arrays)}"
         arrays[key] = obj.copy()
         return {"$": "ndarray", "key": key}
     if isinstance(obj, (tuple, list)) and depth < 4 and len(obj) <= 10_000:
@@ -364,7 +332,7 @@ def _produce(spec: CheckSpec, args: tuple, seed: int) -> dict:
             blocker = _Blocker(spec.forbidden, (spec.reference,) if spec.block_reference else ())
             try:
                 with blocker:
-                    out = (spec.apply or _call)(args[0], *_fresh(case))
+                    out = spec.apply(args[0], *_fresh(case)) if spec.apply else args[0](*_fresh(case))
             except Wrong as err:
                 out = err
             except Exception as err:  # the student's code may fail in any way: record it, don't crash
@@ -376,19 +344,12 @@ def _produce(spec: CheckSpec, args: tuple, seed: int) -> dict:
     return {**data, "cases": cases, **arrays}
 
 
-def _call(student: Callable[..., Any], *case: Any) -> Any:
-    return student(*case)
-
-
 def produce(name: str, args: tuple, seed: int) -> dict:
-    """The student's half of the check ``name``: run the student's function(s) in ``args`` on the cases
-    of ``seed`` (forbidden operations blocked), or take the answers in ``args`` as they are.
-
-    Returns plain data: ``format``, ``check``, ``seed``, ``args`` (each argument encoded; a function
-    as its type only), ``cases`` (one record per case run, ``{"out": ..., "blocked": [names]}``,
-    stopping at the first error or blocked call; None for a value check or a non-function) and the
-    NumPy arrays the records refer to, under keys ``a0``, ``a1``, … No object of the student's survives.
-    """
+    """The student's half of the check ``name``: the student's function in ``args`` run on the cases of
+    ``seed`` (forbidden operations blocked), or the answers in ``args`` as they are, as plain data:
+    ``format``, ``check``, ``seed``, ``args`` (encoded; a function as its type only), ``cases`` (per case
+    run ``{"out": ..., "blocked": [names]}``, up to the first error or blocked call; None for a value
+    check or a non-function) and the NumPy arrays they refer to (``a0``, ``a1``, …)."""
     return _produce(_spec(name), tuple(args), seed)
 
 
@@ -422,14 +383,10 @@ def load_produced(path: str | Path) -> dict:
     text = loaded.pop("__json__", None)
     if text is None or text.dtype.kind != "U" or text.shape != ():
         raise ValueError(f"{path}: no JSON part")
-    try:
-        data = json.loads(str(text))
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{path}: malformed JSON ({err})") from err
-    if not isinstance(data, dict) or any(not re.fullmatch(r"a\d+", k) for k in loaded):
+    data = json.loads(str(text))  # a JSONDecodeError is a ValueError
+    if not isinstance(data, dict) or any(not re.fullmatch(r"a\d+", k) or a.dtype.kind not in "biuf"
+                                         for k, a in loaded.items()):  # fmt: skip
         raise ValueError(f"{path}: malformed produced outputs")
-    if any(a.dtype.kind not in "biuf" for a in loaded.values()):
-        raise ValueError(f"{path}: arrays must be numeric")
     produced = {**data, **loaded}
     _spec(str(produced.get("check")))
     _unpack(produced)  # raises ValueError on anything malformed
@@ -456,8 +413,7 @@ def _decode(obj: Any, arrays: Mapping[str, Any]) -> Any:
             dtype = getattr(torch, str(obj.get("dtype")), None)
             if not isinstance(dtype, torch.dtype):
                 raise ValueError(f"unknown dtype {obj.get('dtype')!r}")
-            tensor = torch.from_numpy(np.array(array)).to(dtype)
-            return tensor.requires_grad_() if obj.get("grad") and dtype.is_floating_point else tensor
+            return torch.from_numpy(np.array(array)).to(dtype)
         if tag in ("tuple", "list") and isinstance(items, list):
             return (tuple if tag == "tuple" else list)(_decode(o, arrays) for o in items)
         if tag == "dict" and isinstance(items, dict):
@@ -487,10 +443,8 @@ def _unpack(produced: dict) -> tuple[list, list | None]:
 
 
 def judge(name: str, seed: int, produced: dict) -> CheckResult:
-    """The verdict of the check ``name`` on ``produced`` (from :func:`produce` with the same ``seed``).
-
-    Recomputes the reference on the cases of ``seed``; trusts nothing of ``produced`` but its data.
-    """
+    """The verdict of the check ``name`` on ``produced`` (from :func:`produce` with the same ``seed``): the
+    reference recomputed on the cases of ``seed``; nothing of ``produced`` is trusted but its data."""
     if produced.get("check") != name or produced.get("seed") != seed:
         raise ValueError(f"these outputs were produced for {produced.get('check')!r}, not for {name!r} with this seed")
     return _judge(_spec(name), seed, produced)
@@ -550,10 +504,9 @@ def _difference(spec: CheckSpec, case: tuple, expected: Any, got: Any) -> str | 
 
 def _extra(spec: CheckSpec, case: tuple, expected: Any, got: Any) -> str:
     try:
-        text = spec.diagnose(case, expected, got) if spec.diagnose else ""
+        return f" {spec.diagnose(case, expected, got)}".rstrip() if spec.diagnose else ""
     except Exception:  # a diagnosis that does not fit this answer's shape or type says nothing
-        text = ""
-    return f" {text}" if text else ""
+        return ""
 
 
 def _named(spec: CheckSpec, cases: list[Case], records: list, failing: int) -> str:
@@ -579,11 +532,8 @@ def _named(spec: CheckSpec, cases: list[Case], records: list, failing: int) -> s
 
 
 def _kind(obj: Any) -> str:
-    if isinstance(obj, Opaque):
-        return obj.type
-    if isinstance(obj, str):
-        return "a string (write a number without quotes)"
-    return type(obj).__name__
+    return obj.type if isinstance(obj, Opaque) else "a string (write a number without quotes)" if isinstance(
+        obj, str) else type(obj).__name__  # fmt: skip
 
 
 def _array(x: Any) -> np.ndarray | None:
@@ -703,14 +653,9 @@ def _describe(args: Sequence[Any]) -> str:
 
 
 def compare(
-    name: str,
-    student: Callable[..., Any],
-    reference: Callable[..., Any],
-    cases: Sequence[Sequence[Any]],
-    rtol: float = 1e-6,
-    atol: float = 1e-8,
-    forbidden: Sequence[str] = (),
-) -> CheckResult:
+    name: str, student: Callable[..., Any], reference: Callable[..., Any], cases: Sequence[Sequence[Any]],
+    rtol: float = 1e-6, atol: float = 1e-8, forbidden: Sequence[str] = (),
+) -> CheckResult:  # fmt: skip
     """A check of one's own: ``student(*case)`` against ``reference(*case)`` on every case.
 
     Says which case fails first and how, never the expected value; ``forbidden``: dotted names
