@@ -70,7 +70,7 @@ softplus = define(_operation_spec("softplus", torch.nn.functional.softplus, SOFT
     "d/dx ln(1 + e^x) = e^x / (1 + e^x) = 1 / (1 + e^(−x)), the sigmoid. For large |x| never evaluate "
     "e^x of a large positive x: softplus(x) = max(x, 0) + log1p(e^(−|x|)), and the sigmoid is "
     "1 / (1 + e^(−x)) for x ≥ 0 and e^x / (1 + e^x) for x < 0 (or use Value.sigmoid's formula).")), "student", doc="""Check ``student(v: Value) -> Value``: softplus with its
-    backward rule, at moderate inputs and at ±30 and ±800, where a formula that evaluates e^x for a large x
+    backward rule, at moderate inputs and at ±30 and ±800, where a formula that exponentiates a large x
     overflows a float.""")
 
 
