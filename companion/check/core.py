@@ -150,27 +150,25 @@ SPECS: dict[str, CheckSpec] = {}
 """Every check of the course by its public name, ``check.<name>``."""
 
 
-def define(spec: CheckSpec, *params: str, doc: str, **defaults: Any) -> Callable[..., CheckResult]:
-    """Register ``spec`` in :data:`SPECS` (and its hint) and return the public check ``check.<name>``:
-    a function of ``params`` (and of ``defaults``, with their values) documented by ``doc``."""
+def define(spec: CheckSpec) -> Callable[[Callable[..., Any]], Callable[..., CheckResult]]:
+    """Register ``spec`` in :data:`SPECS` (and its hint); decorate the public check ``check.<name>``, a function
+    whose signature and docstring are all it holds: it becomes ``judge`` of ``produce`` on a fresh seed."""
     SPECS[spec.name] = spec
     if spec.hint:
         register_hint(spec.name, spec.hint)
-    kind = inspect.Parameter.POSITIONAL_OR_KEYWORD
-    signature = inspect.Signature(
-        [inspect.Parameter(p, kind) for p in params] + [inspect.Parameter(k, kind, default=v) for k, v in defaults.items()],
-        return_annotation="CheckResult",
-    )
 
-    def check(*args: Any, **kwargs: Any) -> CheckResult:
-        bound = signature.bind(*args, **kwargs)
-        bound.apply_defaults()
-        return _self_check(spec, tuple(bound.arguments.values()))
+    def public(template: Callable[..., Any]) -> Callable[..., CheckResult]:
+        signature = inspect.signature(template)
 
-    check.__name__ = check.__qualname__ = spec.name
-    check.__doc__, check.__signature__ = doc, signature  # type: ignore[attr-defined]
-    check.__module__ = sys._getframe(1).f_globals["__name__"]
-    return check
+        @functools.wraps(template)
+        def check(*args: Any, **kwargs: Any) -> CheckResult:
+            bound = signature.bind(*args, **kwargs)
+            bound.apply_defaults()
+            return _self_check(spec, tuple(bound.arguments.values()))
+
+        return check
+
+    return public
 
 
 def scaled(reference: Callable[..., Any], factor: float | Callable[..., float]) -> Callable[..., Any]:
