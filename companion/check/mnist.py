@@ -6,11 +6,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-import numpy as np
 import torch
 from torch.nn import functional as F
 
-from companion.check.core import CheckResult, CheckSpec, Raised, define, explain_difference, scaled
+from companion.check.core import CheckResult, CheckSpec, Raised, define, scaled
 from companion.check.learning import AUTOGRAD_FORBIDDEN
 from companion.check.neurons import SOFTMAX_FORBIDDEN
 
