@@ -391,10 +391,10 @@ def load_produced(path: str | Path) -> dict:
     return produced
 
 
-def _decode(obj: Any, arrays: Mapping[str, Any]) -> Any:
+def _decode(obj: Any, arrays: Mapping[str, Any], depth: int = 0) -> Any:
     if obj is None or isinstance(obj, (bool, int, float, str)):
         return obj
-    if isinstance(obj, dict) and isinstance(obj.get("$"), str):
+    if isinstance(obj, dict) and isinstance(obj.get("$"), str) and depth < 6:
         tag, items = obj["$"], obj.get("items")
         if tag == "ellipsis":
             return Ellipsis
@@ -413,9 +413,9 @@ def _decode(obj: Any, arrays: Mapping[str, Any]) -> Any:
                 raise ValueError(f"unknown dtype {obj.get('dtype')!r}")
             return torch.from_numpy(np.array(array)).to(dtype)
         if tag in ("tuple", "list") and isinstance(items, list):
-            return (tuple if tag == "tuple" else list)(_decode(o, arrays) for o in items)
+            return (tuple if tag == "tuple" else list)(_decode(o, arrays, depth + 1) for o in items)
         if tag == "dict" and isinstance(items, dict):
-            return {str(k): _decode(v, arrays) for k, v in items.items()}
+            return {str(k): _decode(v, arrays, depth + 1) for k, v in items.items()}
     raise ValueError(f"malformed produced value: {str(obj)[:80]}")
 
 
@@ -479,7 +479,10 @@ def _judge(spec: CheckSpec, seed: int, produced: dict) -> CheckResult:
             return failed(f"{where} raised {got.type}: {got.message}{got.line}.{_extra(spec, case, None, got)}")
         if isinstance(got, Wrong):
             return failed(f"{where}: {got}.")
-        expected = spec.reference(*_fresh(case))
+        try:
+            expected = spec.reference(*_fresh(case))
+        except (TypeError, ValueError) as err:  # only the question of a value check can be malformed
+            raise ValueError(f"{spec.name}: not a question this check answers: {err}") from err
         why = _difference(spec, case, expected, got)
         if why is not None:
             named = _named(spec, cases, records, number - 1)
