@@ -100,3 +100,33 @@ def test_no_reference_implementation_is_public():
     public = [n for n in dir(check) if not n.startswith("_")]
     assert not [n for n in public if n.startswith("reference") or n in ("shifted", "mlp_parameter_count")]
     assert not [n for n in public if n.endswith("_of_class") or n == "early_stopping_epochs"]
+
+
+def shortcuts() -> list[tuple[str, object]]:
+    """Answers that reach what their exercise does without: the library, the course's own, the check's own."""
+    from torch.nn import functional as F
+
+    from companion import attention, conv, recurrent, scale
+
+    def sdpa_head(x, w_q, w_k, w_v, sdpa=F.scaled_dot_product_attention):  # captured as a default argument
+        return sdpa(x @ w_q, x @ w_k, x @ w_v, is_causal=True)
+
+    return [
+        ("conv2d_forward", F.conv2d),
+        ("conv2d_forward", lambda x, w, b: torch.convolution(x, w, b, [1, 1], [0, 0], [1, 1], False, [0, 0], 1)),
+        ("conv2d_forward", check.conv._conv2d),
+        ("attention_head", sdpa_head),
+        ("attention_weights", lambda q, k: attention.scaled_dot_product_attention(q, k, k)),
+        ("causal_mask", attention.causal_mask),
+        ("gru_step", recurrent.gru_cell),
+        ("gpt_parameter_count", lambda V, T, d, L: scale.gpt_parameters(vocab_size=V, context=T, dim=d, layers=L)),
+        ("training_bytes", lambda n, o, m: scale.training_memory(n, o, "mixed" if m else "fp32")["total"]),
+        ("conv_output_size", conv.output_size),
+        ("max_pool2d", F.max_pool2d),
+    ]
+
+
+@pytest.mark.parametrize(("name", "shortcut"), shortcuts(), ids=[f"{n}-{i}" for i, (n, _) in enumerate(shortcuts())])
+def test_every_shortcut_an_exercise_forbids_fails_and_is_named(name, shortcut):
+    result = getattr(check, name)(shortcut)
+    assert not result and "this exercise asks you to do without" in result.message, result.message
