@@ -104,7 +104,8 @@ def _head(x: torch.Tensor, w_q: torch.Tensor, w_k: torch.Tensor, w_v: torch.Tens
         "the causal mask is missing: each token also sees the tokens after it":
             lambda *a: _head(*a, mistake="unmasked"),
         "the scores are not divided by √d_k": lambda *a: _head(*a, mistake="unscaled"),
-        "the mask is applied after the softmax (zeroed weights no longer sum to 1)": lambda *a: _head(*a, mistake="after"),
+        "the mask is applied after the softmax (zeroed weights no longer sum to 1)":
+            lambda *a: _head(*a, mistake="after"),
         "the scores are divided by √d of the model, not √d_k of the head": lambda *a: _head(*a, mistake="model scale"),
     },
     hint="project x three times (x @ w_q, x @ w_k, x @ w_v); scores = q @ kᵀ / √d_k with d_k = w_q.shape[1]; "

@@ -289,7 +289,9 @@ def _student_line(err: BaseException) -> str:
 
 def _fresh(args: Sequence[Any]) -> tuple:
     """``args`` with every tensor (also in a list) cloned, so that a function that modifies its input spoils nothing."""
-    return tuple(a.clone() if isinstance(a, torch.Tensor) else list(_fresh(a)) if isinstance(a, list) else a for a in args)
+    return tuple(
+        a.clone() if isinstance(a, torch.Tensor) else list(_fresh(a)) if isinstance(a, list) else a for a in args
+    )
 
 
 def _encode(obj: Any, arrays: dict[str, np.ndarray], depth: int = 0) -> Any:

@@ -108,7 +108,7 @@ def _what_happens(case: tuple, expected: float, got: Any) -> str:
     if got <= 0:
         return f"η = {got:g} does not descend: a learning rate is positive."
     if got > expected:
-        return f"At η = {got:g} gradient descent diverges: every step overshoots the valley floor further than the last."
+        return f"At η = {got:g} gradient descent diverges: each step overshoots the valley floor more than the last."
     return f"η = {got:g} converges, but so do larger rates."
 
 

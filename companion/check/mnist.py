@@ -194,7 +194,8 @@ def _empty_class(case: tuple, expected: Any, got: Any) -> str:
 
 
 def _precision_recall_cases(gen: torch.Generator) -> list:
-    cases = [(f"{text}, class {k}", (p, t, k)) for text, (p, t, c) in _confusion_cases(gen)[:3] for k in range(min(c, 3))]
+    cases = [(f"{text}, class {k}", (p, t, k))
+             for text, (p, t, c) in _confusion_cases(gen)[:3] for k in range(min(c, 3))]  # fmt: skip
     return cases + [
         ("3 samples, class 2 never predicted", (torch.tensor([0, 0, 1]), torch.tensor([0, 2, 2]), 2)),
         ("3 samples, class 1 never occurs", (torch.tensor([0, 1, 1]), torch.tensor([0, 2, 2]), 1)),

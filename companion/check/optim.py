@@ -163,7 +163,8 @@ def _every_step(student: Callable[..., Any], total: int, warmup: int, peak: floa
     atol=1e-12, passed="all steps of 4 schedules match the reference.",
     cases=lambda gen: [(f"total_steps = {t}, warmup_steps = {w}, peak_lr = {p:g}, final_lr = {f:g}; the rates "
                         "at steps 0, 1, …", (t, w, p, f))
-                       for t, w, p, f in [(100, 10, 0.1, 0.001), (50, 0, 1.0, 0.0), (20, 5, 3e-4, 3e-5), (10, 1, 0.5, 0.05)]],
+                       for t, w, p, f in [(100, 10, 0.1, 0.001), (50, 0, 1.0, 0.0), (20, 5, 3e-4, 3e-5),
+                                          (10, 1, 0.5, 0.05)]],
     hint="during the warm-up the rate grows in proportion to step/warmup_steps; after it, measure the progress "
     "p from 0 to 1 over the remaining total_steps − warmup_steps steps, starting where the warm-up ends, "
     "and use final_lr + ½(peak_lr − final_lr)(1 + cos πp).",

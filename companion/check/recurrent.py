@@ -163,7 +163,8 @@ def _clip_cases(gen: torch.Generator) -> list:
         ("the same 4 tensors, max_norm = 100: no clipping", (layers, 100.0)),
         ("a tensor of zeros and a small one, max_norm = 0.5",
          ([torch.zeros(3, 3, dtype=torch.float64), _rand(gen, 5, scale=0.01)], 0.5)),
-        ("huge gradients of norm about 1e6, max_norm = 5", ([_rand(gen, 10, 10, scale=1e5), _rand(gen, 10, scale=1e5)], 5.0)),
+        ("huge gradients of norm about 1e6, max_norm = 5",
+         ([_rand(gen, 10, 10, scale=1e5), _rand(gen, 10, scale=1e5)], 5.0)),
     ]  # fmt: skip
 
 
@@ -286,7 +287,8 @@ def _ngram_cases(gen: torch.Generator) -> list:
     walk = _markov_text(gen, 6, 3_000)
     return [
         ("train 'ababab', validation 'abab', V = 2", (torch.tensor([0, 1, 0, 1, 0, 1]), torch.tensor([0, 1, 0, 1]), 2)),
-        ("random texts, V = 5", (torch.randint(0, 5, (300,), generator=gen), torch.randint(0, 5, (60,), generator=gen), 5)),
+        ("random texts, V = 5",
+         (torch.randint(0, 5, (300,), generator=gen), torch.randint(0, 5, (60,), generator=gen), 5)),
         ("validation n-grams never seen in training, V = 3",
          (torch.tensor([0, 1, 2, 0, 1, 2, 0, 1]), torch.tensor([0, 2, 1, 0, 0]), 3)),
         ("a Markov chain of 3,000 characters split 2,500/500, V = 6", (walk[:2500], walk[2500:], 6)),

@@ -20,7 +20,8 @@ def _parameter_cases(gen: torch.Generator) -> list:
     cases = [
         ([torch.tensor([[1.0, -2.0], [0.5, 0.0]])], 0.1),
         ([torch.randn(5, 3, generator=gen), torch.randn(5, generator=gen)], 0.01),
-        ([torch.randn(784, 16, generator=gen), torch.randn(16, generator=gen), torch.randn(16, 10, generator=gen)], 1e-3),
+        ([torch.randn(784, 16, generator=gen), torch.randn(16, generator=gen), torch.randn(16, 10, generator=gen)],
+         1e-3),
         ([torch.zeros(4, 4), torch.tensor([-3.0])], 0.5),
         ([torch.randn(3, 3, generator=gen, dtype=torch.float64) * torch.logspace(-3, 3, 3, dtype=torch.float64)], 2.0),
     ]
@@ -38,14 +39,15 @@ def _with_gradient(penalty: Penalty, params: list[torch.Tensor], lam: float) -> 
     again = penalty(leaves, lam)
     if not isinstance(again, torch.Tensor) or not again.requires_grad:
         raise Wrong("with parameters that require gradients, the penalty must be a tensor that autograd can "
-                    "differentiate (no .item(), float() or NumPy), or backward() never reaches the weights")  # fmt: skip
+                    "differentiate (no .item(), float() or NumPy), or backward() never reaches the weights")
     grads = torch.autograd.grad(again, leaves, allow_unused=True)
     return value, [torch.zeros_like(p) if g is None else g for p, g in zip(params, grads)]
 
 
 def _penalty_spec(name: str, penalty: Penalty, mistakes: dict[str, Penalty], hint: str) -> CheckSpec:
     return CheckSpec(
-        name, lambda ps, lam: _with_gradient(penalty, ps, lam), _parameter_cases, labels=("the penalty", "its gradient"),
+        name, lambda ps, lam: _with_gradient(penalty, ps, lam), _parameter_cases,
+        labels=("the penalty", "its gradient"),
         apply=lambda student, ps, lam: _with_gradient(student, ps, lam), rtol=1e-5, atol=1e-7,
         mistakes={text: lambda ps, lam, m=m: _with_gradient(m, ps, lam) for text, m in mistakes.items()}, hint=hint,
         passed="5 cases and the gradient match the reference.",
