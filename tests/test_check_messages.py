@@ -4,9 +4,11 @@ holds no formula of the answer, a placeholder fails it, and the self-check equal
 from __future__ import annotations
 
 import inspect
+import json
 import math
 import re
 
+import numpy as np
 import pytest
 import torch
 
@@ -93,7 +95,10 @@ def test_a_placeholder_fails_and_the_self_check_is_produce_then_judge(name):
     args = (...,) * max(spec.answers, 1) + question.get(name, ())
     result = getattr(check, name)(*args)
     assert not result and result.message == check.PLACEHOLDER_MESSAGE
-    assert check.judge(name, 5, check.produce(name, args, 5)) == result
+    produced = check.produce(name, args, 5)
+    assert check.judge(name, 5, produced) == result
+    plain = {k: v for k, v in produced.items() if not isinstance(v, np.ndarray)}
+    assert json.loads(json.dumps(plain)) == plain  # plain data only: no object of the student's
 
 
 def test_no_reference_implementation_is_public():
