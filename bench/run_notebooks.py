@@ -27,8 +27,9 @@ inline, no ``MPLBACKEND``), and every MyST notebook of ``book/`` runs, the
 chapters and pages such as the homework page.
 
 The lines go to ``bench/results/<profile>-<device>.jsonl`` (``--output``
-overrides), replacing earlier lines of the same chapters, and the book's
-reproducibility page is written anew from every results file.
+overrides), each as its chapter finishes, replacing earlier lines of the same
+chapters; then the book's reproducibility page is written anew from every
+results file (not when ``--output`` names another file).
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
@@ -212,9 +213,16 @@ def summary(line: dict[str, object]) -> str:
 
 
 async def run_all(
-    sources: Sequence[Path], settings: Settings, jobs: int, cache: Path | None
+    sources: Sequence[Path],
+    settings: Settings,
+    jobs: int,
+    cache: Path | None,
+    done: Callable[[dict[str, object]], None] | None = None,
 ) -> tuple[list[dict[str, object]], list[str]]:
-    """Run the twins of ``sources``, ``jobs`` at a time, in the order given; return their lines and the failed names."""
+    """Run the twins of ``sources``, ``jobs`` at a time, in the order given; return their lines and the failed names.
+
+    ``done(line)``, where given, is called as each notebook that ran to the end finishes.
+    """
     slots = asyncio.Semaphore(jobs)
     lines: list[dict[str, object]] = []
     failed: list[str] = []
@@ -236,15 +244,19 @@ async def run_all(
             if cache is not None:
                 cache_notebook(cache, source, notebook, float(line["seconds"]))  # type: ignore[arg-type]
             lines.append(line)
+            if done is not None:
+                done(line)
             print(summary(line), flush=True)
 
     await asyncio.gather(*(one(source) for source in sources))
     return lines, failed
 
 
-def longest_first(sources: Sequence[Path], earlier: Path) -> list[Path]:
-    """``sources`` ordered by their chapters' times in the results file ``earlier``, longest first (unknown first)."""
-    seconds = {line["chapter"]: float(line["seconds"]) for line in reproducibility.read_run(earlier)}
+def longest_first(sources: Sequence[Path], earlier: Sequence[Path]) -> list[Path]:
+    """``sources`` ordered by their chapters' times in the first of the results files ``earlier`` that exists,
+    longest first (chapters it lacks first of all)."""
+    found = [reproducibility.read_run(path) for path in earlier if path.exists()]
+    seconds = {line["chapter"]: float(line["seconds"]) for line in (found[0] if found else [])}
     return sorted(sources, key=lambda source: -seconds.get(source.stem, float("inf")))
 
 
@@ -284,9 +296,12 @@ def main(argv: list[str] | None = None) -> int:
     about |= {"jobs": args.jobs, "threads": threads}
     settings = Settings(args.profile, args.timeout, threads, args.executed, for_book=args.cache is not None)
     chosen = [sources[name] for name in args.chapters or sources]
-    order = longest_first(chosen, RESULTS / f"{args.profile}-{about['device']}.jsonl")
-    lines, failed = asyncio.run(run_all(order, settings, args.jobs, args.cache))
-    merge(output, [about | line for line in lines])
+    order = longest_first(chosen, [RESULTS / f"{args.profile}-{about['device']}.jsonl", RESULTS / "full-cpu.jsonl"])
+    # Each chapter's line is written as it finishes: a run stopped from outside keeps what it finished.
+    def finished(line: dict[str, object]) -> None:
+        merge(output, [about | line])
+
+    _, failed = asyncio.run(run_all(order, settings, args.jobs, args.cache, finished))
     if args.output is None:
         reproducibility.main([])
     if failed:
