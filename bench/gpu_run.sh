@@ -24,7 +24,7 @@
 # time, default every chapter at once, at most one per CPU core), GPU_RUN_CHAPTERS (names such as
 # "01-neurons 07-cnn"; default every chapter), GPU_RUN_TESTS (0 skips the unit tests), and
 # COMPANION_REQUIRE_GPU=0 to try the script on a machine without a GPU (the results file is then named
-# after the device that ran it, full-cpu.jsonl).
+# after the device that ran it, full-cpu.jsonl, which it replaces: try it in a copy).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -86,7 +86,7 @@ threads=$((cores / jobs > 0 ? cores / jobs : 1))
 device=$("$PYTHON" -c 'from companion import config; print(config.device().type)')
 results=bench/results/full-$device.jsonl
 rm -f "$results"
-say "$chapters chapters on $device, $jobs at a time, $threads threads each, at most $NOTEBOOK_LIMIT s each"
+say "$chapters chapters on $device, $jobs at a time, $threads thread(s) each, at most $NOTEBOOK_LIMIT s each"
 timeout --kill-after=10 $(($(left) - 20)) "$PYTHON" bench/run_notebooks.py --profile full \
     --jobs "$jobs" --threads "$threads" --timeout "$NOTEBOOK_LIMIT" \
     --executed "$WORK/executed" --output "$results" "${names[@]}" 2>&1 | tee "$OUT/run.log"

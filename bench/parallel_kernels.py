@@ -5,11 +5,12 @@ cores), top to bottom in fresh kernels, as ``bench/run_notebooks.py`` runs it.
 
 1. one after another, each kernel with one thread per core (how ``make book``
    ran before it ran notebooks side by side);
-2. all at once, one kernel per core, each with one thread (``make book`` now).
+2. one after another, each kernel with one thread (what threads alone bring);
+3. all at once, one kernel per core, each with one thread (``make book`` now).
 
-The two ways take turns over ``--repeats`` rounds, so that a machine busy with
-other work slows both alike; the script prints the median seconds of each and
-their ratio (above 1: side by side is faster). Read the ratio, not the seconds:
+The ways take turns over ``--repeats`` rounds, so that a machine busy with
+other work slows all alike; the script prints the median seconds of each and
+their ratios to the first (above 1: faster than one kernel with every core). Read the ratio, not the seconds:
 on a shared machine the seconds say more about the others' work than about the
 chapters'.
 
@@ -55,6 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     chapter, cores = sources[args.chapter], os.cpu_count() or 1
     ways = {
         f"one kernel at a time, {cores} threads": (1, cores),
+        "one kernel at a time, 1 thread": (1, 1),
         f"{cores} kernels at once, 1 thread each": (cores, 1),
     }
     times: dict[str, list[float]] = {way: [] for way in ways}
@@ -64,11 +66,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{args.chapter} ({args.profile} profile) run {cores} times on {cores} CPU cores, "
           f"median of {args.repeats} rounds taken in turn:")
     medians = {way: statistics.median(values) for way, values in times.items()}
+    baseline = next(iter(medians.values()))
     for way, median in medians.items():
-        print(f"  {way:<40} {median:7.1f} s")
-    one_at_a_time, side_by_side = medians.values()
-    print(f"side by side / one at a time: {one_at_a_time / side_by_side:.2f}x the throughput "
-          "(a ratio measured in one run; on a shared machine the seconds are not a benchmark)")
+        print(f"  {way:<40} {median:7.1f} s   {baseline / median:5.2f}x the throughput")
+    print("(ratios measured in one run; on a shared machine the seconds are not a benchmark)")
     return 0
 
 
