@@ -22,7 +22,7 @@
 # Settings: PYTHON (default python3), GPU_RUN_LIMIT (seconds for the whole script, default 510),
 # GPU_RUN_NOTEBOOK_LIMIT (seconds for one notebook's cells, default 400), GPU_RUN_JOBS (notebooks at a
 # time, default every chapter at once, at most one per CPU core), GPU_RUN_CHAPTERS (names such as
-# "01-neurons 07-cnn"; default every chapter), GPU_RUN_TESTS (0 skips the unit tests), and
+# "01-neurons 07-cnn"; default every chapter that _toc.yml lists), GPU_RUN_TESTS (0 skips the unit tests), and
 # COMPANION_REQUIRE_GPU=0 to try the script on a machine without a GPU (the results file is then named
 # after the device that ran it, full-cpu.jsonl, which it replaces: try it in a copy).
 set -uo pipefail
@@ -78,7 +78,9 @@ if [ $status -ne 0 ]; then
 fi
 
 # -- every chapter, several at a time ------------------------------------------------------------------
-read -r -a names <<<"${GPU_RUN_CHAPTERS:-$(cd book && ls [0-9][0-9]-*.md | sed 's/\.md$//')}"
+listed=$("$PYTHON" -c 'import sys; sys.path.insert(0, "tools"); import twins
+print(" ".join(source.stem for source in twins.in_book(twins.chapters())))')  # the chapters _toc.yml lists
+read -r -a names <<<"${GPU_RUN_CHAPTERS:-$listed}"
 chapters=${#names[@]}
 cores=$(nproc)
 jobs=${GPU_RUN_JOBS:-$((chapters < cores ? chapters : cores))}

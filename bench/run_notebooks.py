@@ -19,12 +19,13 @@ line; the others still run, and the script exits with 1.
 results file, where it has them), each kernel with ``--threads`` threads
 (default: the CPU cores shared equally among the N kernels).
 
+The chapters are the ``book/NN-name.md`` that ``_toc.yml`` lists.
 ``--cache FOLDER`` stores each executed notebook in a jupyter-cache, where
 ``jupyter-book build`` with ``execute_notebooks: cache`` takes the outputs
 instead of executing again (``make book``; ``tools/book_config.py`` writes that
 configuration). The kernels then run as the book's build runs them (figures
-inline, no ``MPLBACKEND``), and every MyST notebook of ``book/`` runs, the
-chapters and pages such as the homework page.
+inline, no ``MPLBACKEND``), and every MyST notebook that ``_toc.yml`` lists
+runs, the chapters and pages such as the homework page.
 
 The lines go to ``bench/results/<profile>-<device>.jsonl`` (``--output``
 overrides), each as its chapter finishes, replacing earlier lines of the same
@@ -283,7 +284,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.jobs < 1 or (args.threads is not None and args.threads < 1):
         parser.error(f"--jobs and --threads must be at least 1; got {args.jobs} and {args.threads}")
 
-    notebooks = twins.notebooks(args.book) if args.cache else twins.chapters(args.book)
+    notebooks = twins.in_book(twins.notebooks(args.book) if args.cache else twins.chapters(args.book), args.book)
     sources = {source.stem: source for source in notebooks}
     unknown = sorted(set(args.chapters) - set(sources))
     if unknown:
