@@ -88,7 +88,7 @@ threads=$((cores / jobs > 0 ? cores / jobs : 1))
 device=$("$PYTHON" -c 'from companion import config; print(config.device().type)')
 results=bench/results/full-$device.jsonl
 rm -f "$results"
-say "$chapters chapters on $device, $jobs at a time, $threads thread(s) each, at most $NOTEBOOK_LIMIT s each"
+say "$chapters chapter(s) on $device, $jobs at a time, $threads thread(s) each, at most $NOTEBOOK_LIMIT s each"
 timeout --kill-after=10 $(($(left) - 20)) "$PYTHON" bench/run_notebooks.py --profile full \
     --jobs "$jobs" --threads "$threads" --timeout "$NOTEBOOK_LIMIT" \
     --executed "$WORK/executed" --output "$results" "${names[@]}" 2>&1 | tee "$OUT/run.log"
@@ -121,8 +121,9 @@ EOF
 # -- the unit tests on the GPU, in the time left ---------------------------------------------------------
 if [ "${GPU_RUN_TESTS:-1}" != 0 ] && [ "$(left)" -gt 60 ]; then
     say "unit tests, $(($(left) - 15)) s at most"
-    COMPANION_REQUIRE_GPU=0 timeout --kill-after=5 $(($(left) - 15)) "$PYTHON" -m pytest tests -q \
-        -p no:cacheprovider -n 8 --ignore=tests/test_colab.py --ignore=tests/test_browser.py \
+    # At the limit pytest gets an interrupt, stops, and still reports what ran and what failed.
+    COMPANION_REQUIRE_GPU=0 timeout --signal=INT --kill-after=15 $(($(left) - 25)) "$PYTHON" -m pytest tests \
+        -q -rfE -p no:cacheprovider -n "$((cores > 8 ? 8 : cores))" --ignore=tests/test_colab.py --ignore=tests/test_browser.py \
         -o addopts="" >"$OUT/tests.log" 2>&1
     say "unit tests: exit status $? ($(tail -1 "$OUT/tests.log"))"
 fi
