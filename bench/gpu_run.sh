@@ -120,7 +120,7 @@ EOF
 
 # -- the unit tests on the GPU, in the time left ---------------------------------------------------------
 if [ "${GPU_RUN_TESTS:-1}" != 0 ] && [ "$(left)" -gt 60 ]; then
-    say "unit tests, $(($(left) - 15)) s at most"
+    say "unit tests, $(($(left) - 25)) s at most"
     # At the limit pytest gets an interrupt, stops, and still reports what ran and what failed.
     COMPANION_REQUIRE_GPU=0 timeout --signal=INT --kill-after=15 $(($(left) - 25)) "$PYTHON" -m pytest tests \
         -q -rfE -p no:cacheprovider -n "$((cores > 8 ? 8 : cores))" --ignore=tests/test_colab.py --ignore=tests/test_browser.py \
