@@ -33,6 +33,7 @@ OUT=${OUT:-$ROOT/_build/gpu-run}
 LIMIT=${GPU_RUN_LIMIT:-510}
 NOTEBOOK_LIMIT=${GPU_RUN_NOTEBOOK_LIMIT:-400}
 WORK=$(mktemp -d /tmp/companion-gpu-run.XXXXXX)
+trap 'rm -rf "$WORK"' EXIT
 mkdir -p "$OUT"
 
 left() { echo $((LIMIT - SECONDS)); }
