@@ -6,13 +6,17 @@
 # Both create .venv with the package and its extras on first use.
 #
 # Variables: PYTHON (a Python 3.10+ to create .venv with), TORCH (the torch requirement installed
-# when .venv has none: CI passes the CPU build), JOBS (pytest-xdist workers), and COMPANION_PROFILE
-# (quick or full, read by the chapters; when unset, `make test` uses quick and `make book` full).
+# when .venv has none: CI passes the CPU build), JOBS (pytest-xdist workers), BOOK_JOBS (notebooks
+# `make book` executes at a time: one per CPU core by default, each kernel with cores / BOOK_JOBS
+# threads), and COMPANION_PROFILE (quick or full, read by the chapters; when unset, `make test` uses
+# quick and `make book` full).
 
 PYTHON ?= python3
 VENV ?= .venv
 TORCH ?= torch
 JOBS ?= auto
+BOOK_JOBS ?= $(shell $(PYTHON) -c 'import os; print(os.cpu_count() or 1)')
+BOOK_CACHE := _build/.jupyter_cache
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
@@ -25,9 +29,17 @@ endif
 
 .PHONY: book test twins bench clean
 
+# The book: every notebook executed first, BOOK_JOBS at a time, into a fresh jupyter-cache (a failing
+# cell stops here), then the HTML built from that cache with warnings as errors (tools/book_config.py).
+# The chapters' times and slowest cells of this run land in _build/run-PROFILE.jsonl.
+book: export COMPANION_PROFILE := $(or $(COMPANION_PROFILE),full)
 book: $(STAMP)
 	$(BIN)/python tools/twins.py
-	$(BIN)/jupyter-book build . --warningiserror --keep-going
+	rm -rf $(BOOK_CACHE)
+	$(BIN)/python bench/run_notebooks.py --profile $(COMPANION_PROFILE) --jobs $(BOOK_JOBS) \
+		--cache $(BOOK_CACHE) --output _build/run-$(COMPANION_PROFILE).jsonl
+	$(BIN)/python tools/book_config.py --cache $(BOOK_CACHE) --output _build/config.yml
+	$(BIN)/jupyter-book build . --config _build/config.yml --all --warningiserror --keep-going
 
 test: export COMPANION_PROFILE := $(or $(COMPANION_PROFILE),quick)
 test: $(STAMP)

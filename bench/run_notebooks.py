@@ -1,24 +1,42 @@
-"""Execute every chapter in one profile and record its time and headline results, one JSON line each.
+"""Execute every chapter in one profile and record its time, its cells' times and its headline results.
 
-    python bench/run_notebooks.py --profile quick            # all chapters
+    python bench/run_notebooks.py --profile quick            # all chapters, one after another
+    python bench/run_notebooks.py --profile full --jobs 2    # two kernels at a time, a thread each
     python bench/run_notebooks.py --profile full 07-cnn      # one chapter
     python bench/run_notebooks.py --profile full --executed out/   # also keep the executed notebooks
+    python bench/run_notebooks.py --profile full --cache _build/.jupyter_cache   # for the book build
 
 Each chapter's ``.ipynb`` twin runs top to bottom in a fresh kernel of this
 Python (nbclient), in the ``book/`` folder as nbval runs it, with
 ``COMPANION_PROFILE`` set and training progress as text. The headline results
 are what the chapter passes to :func:`companion.config.record`; they reach this
-script through the file named by ``COMPANION_RECORDS``. A chapter whose cells
-fail gets no line and the script exits with 1.
+script through the file named by ``COMPANION_RECORDS``. Each code cell's wall
+time is kept too (``cells``: its number among the code cells, seconds, first
+line). A chapter whose cells fail, or that runs past ``--timeout``, gets no
+line; the others still run, and the script exits with 1.
+
+``--jobs N`` runs N notebooks at a time, longest first (by the times of the
+results file, where it has them), each kernel with ``--threads`` threads
+(default: the CPU cores shared equally among the N kernels).
+
+The chapters are the ``book/NN-name.md`` that ``_toc.yml`` lists.
+``--cache FOLDER`` stores each executed notebook in a jupyter-cache, where
+``jupyter-book build`` with ``execute_notebooks: cache`` takes the outputs
+instead of executing again (``make book``; ``tools/book_config.py`` writes that
+configuration). The kernels then run as the book's build runs them (figures
+inline, no ``MPLBACKEND``), and every MyST notebook that ``_toc.yml`` lists
+runs, the chapters and pages such as the homework page.
 
 The lines go to ``bench/results/<profile>-<device>.jsonl`` (``--output``
-overrides), replacing earlier lines of the same chapters, and the book's
-reproducibility page is written anew from every results file.
+overrides), each as its chapter finishes, replacing earlier lines of the same
+chapters; then the book's reproducibility page is written anew from every
+results file (not when ``--output`` names another file).
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import platform
@@ -26,7 +44,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
 
@@ -46,6 +65,7 @@ from companion.grade import kernel_manager  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
 SHARED_DATA = ROOT.parent / "shared" / "data"  # the course's data folder beside the repository, where it exists
+LINE_CHARS = 60  # a cell's first line, as the results keep it
 
 
 def cpu_name() -> str:
@@ -82,35 +102,163 @@ def read_records(path: Path) -> dict[str, object]:
     return {entry["name"]: entry["value"] for entry in map(json.loads, lines)}
 
 
-def run_chapter(twin: Path, profile: str, timeout: float, executed: Path | None) -> dict[str, object]:
-    """Execute ``twin`` and return its JSON record: chapter, profile, seconds, results.
+def first_line(source: str) -> str:
+    """A cell's first line that is not blank, cut to :data:`LINE_CHARS` characters."""
+    line = next((text.strip() for text in source.splitlines() if text.strip()), "")
+    return line if len(line) <= LINE_CHARS else line[: LINE_CHARS - 1] + "…"
 
-    Raises:
-        CellExecutionError: a cell failed (its traceback is in the message).
-    """
-    notebook = nbformat.read(twin, as_version=4)
-    with tempfile.TemporaryDirectory(prefix="companion-run-") as folder:
-        records = Path(folder) / "records.jsonl"
+
+@dataclass
+class CellClock:
+    """Wall seconds of each code cell a notebook client runs, taken by the client's hooks."""
+
+    started: dict[int, float] = field(default_factory=dict)
+    cells: list[dict[str, object]] = field(default_factory=list)
+
+    def start(self, cell: nbformat.NotebookNode, cell_index: int) -> None:
+        self.started[cell_index] = time.perf_counter()
+
+    def stop(self, cell: nbformat.NotebookNode, cell_index: int, execute_reply: object = None) -> None:
+        seconds = time.perf_counter() - self.started.pop(cell_index)
+        self.cells.append({"cell": cell_index, "seconds": round(seconds, 2), "line": first_line(cell.source)})
+
+    def numbered(self, notebook: nbformat.NotebookNode) -> list[dict[str, object]]:
+        """The cells' times, each numbered by its place among the notebook's code cells (from 1)."""
+        code = [i for i, cell in enumerate(notebook.cells) if cell.cell_type == "code"]
+        number = {index: place for place, index in enumerate(code, start=1)}
+        return [entry | {"cell": number[int(entry["cell"])]} for entry in self.cells]
+
+
+@dataclass(frozen=True)
+class Settings:
+    """How each notebook runs: profile, time limit, kernel threads, where executed notebooks go."""
+
+    profile: str
+    timeout: float  # seconds for all the cells of one notebook
+    threads: int | None = None  # the kernel's OMP_NUM_THREADS; None leaves the environment's
+    executed: Path | None = None
+    for_book: bool = False  # figures inline, as the book's build runs the kernels
+
+    def environment(self, records: Path) -> dict[str, str]:
         env = {
             **os.environ,
-            "COMPANION_PROFILE": profile,
+            "COMPANION_PROFILE": self.profile,
             "COMPANION_PROGRESS": "text",
             "COMPANION_RECORDS": str(records),
             "MPLBACKEND": "Agg",
+            "PYDEVD_DISABLE_FILE_VALIDATION": "1",
         }
+        if self.for_book:
+            del env["MPLBACKEND"]  # the kernels' inline backend puts the figures into the outputs
+        if self.threads is not None:
+            env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(self.threads)
+        return env
+
+
+async def run_notebook(twin: Path, settings: Settings) -> tuple[dict[str, object], nbformat.NotebookNode]:
+    """Execute ``twin``; return its JSON record (chapter, profile, seconds, cells, results) and the notebook.
+
+    Raises:
+        CellExecutionError: a cell failed (its traceback is in the message).
+        CellTimeoutError: the cells ran past ``settings.timeout`` seconds in all.
+    """
+    notebook = nbformat.read(twin, as_version=4)
+    clock = CellClock()
+    deadline: list[float] = []
+
+    def remaining(cell: nbformat.NotebookNode) -> float:  # the clock starts at the first cell
+        deadline[:] = deadline or [time.monotonic() + settings.timeout]
+        return max(1.0, deadline[0] - time.monotonic())
+
+    with tempfile.TemporaryDirectory(prefix="companion-run-") as folder:
+        records = Path(folder) / "records.jsonl"
         client = NotebookClient(
-            notebook, km=kernel_manager(), timeout=timeout, resources={"metadata": {"path": str(twin.parent)}}
-        )
+            notebook, km=kernel_manager(), timeout_func=remaining, record_timing=False,
+            on_cell_execute=clock.start, on_cell_executed=clock.stop,
+            resources={"metadata": {"path": str(twin.parent)}},
+        )  # fmt: skip
         start = time.perf_counter()
         try:
-            client.execute(env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # the kernel's logs
+            env = settings.environment(records)
+            await client.async_execute(env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # kernel logs
         finally:
             seconds = time.perf_counter() - start
-            if executed is not None:
-                executed.mkdir(parents=True, exist_ok=True)
-                nbformat.write(notebook, executed / twin.name)
+            if settings.executed is not None:
+                settings.executed.mkdir(parents=True, exist_ok=True)
+                nbformat.write(notebook, settings.executed / twin.name)
         results = read_records(records)
-    return {"chapter": twin.stem, "profile": profile, "seconds": round(seconds, 1), "results": results}
+    line = {
+        "chapter": twin.stem, "profile": settings.profile, "seconds": round(seconds, 1),
+        "cells": clock.numbered(notebook), "results": results,
+    }  # fmt: skip
+    return line, notebook
+
+
+def cache_notebook(cache: Path, source: Path, notebook: nbformat.NotebookNode, seconds: float) -> None:
+    """Store the executed ``notebook`` of ``source`` in the jupyter-cache at ``cache``, as the book's build would."""
+    from jupyter_cache import get_cache
+    from jupyter_cache.base import CacheBundleIn
+
+    bundle = CacheBundleIn(notebook, str(source), data={"execution_seconds": seconds})
+    get_cache(str(cache)).cache_notebook_bundle(bundle, check_validity=False, overwrite=True)
+
+
+def summary(line: dict[str, object]) -> str:
+    """One line about a chapter that ran: its time, its results, its slowest cell."""
+    text = f"{line['chapter']}: {line['seconds']:.1f} s, {len(line['results'])} results"  # type: ignore[arg-type]
+    cells = line["cells"]
+    if cells:
+        slowest = max(cells, key=lambda cell: cell["seconds"])  # type: ignore[union-attr,index]
+        text += f"; slowest cell {slowest['cell']} ({slowest['seconds']:.1f} s): {slowest['line']}"
+    return text
+
+
+async def run_all(
+    sources: Sequence[Path],
+    settings: Settings,
+    jobs: int,
+    cache: Path | None,
+    done: Callable[[dict[str, object]], None] | None = None,
+) -> tuple[list[dict[str, object]], list[str]]:
+    """Run the twins of ``sources``, ``jobs`` at a time, in the order given; return their lines and the failed names.
+
+    ``done(line)``, where given, is called as each notebook that ran to the end finishes.
+    """
+    slots = asyncio.Semaphore(jobs)
+    lines: list[dict[str, object]] = []
+    failed: list[str] = []
+
+    async def one(source: Path) -> None:
+        async with slots:
+            start = time.perf_counter()
+            try:
+                line, notebook = await run_notebook(twins.twin_path(source), settings)
+            except Exception as err:  # noqa: BLE001  (any failure of one notebook leaves the others running)
+                elapsed = time.perf_counter() - start
+                if isinstance(err, CellExecutionError):
+                    what = f"a cell failed after {elapsed:.0f} s: {err.ename}: {err.evalue}"
+                else:
+                    what = f"stopped after {elapsed:.0f} s: {type(err).__name__}: {err}"
+                print(f"{source.stem}: {what}", file=sys.stderr, flush=True)
+                failed.append(source.stem)
+                return
+            if cache is not None:
+                cache_notebook(cache, source, notebook, float(line["seconds"]))  # type: ignore[arg-type]
+            lines.append(line)
+            if done is not None:
+                done(line)
+            print(summary(line), flush=True)
+
+    await asyncio.gather(*(one(source) for source in sources))
+    return lines, failed
+
+
+def longest_first(sources: Sequence[Path], earlier: Sequence[Path]) -> list[Path]:
+    """``sources`` ordered by their chapters' times in the first of the results files ``earlier`` that exists,
+    longest first (chapters it lacks first of all)."""
+    found = [reproducibility.read_run(path) for path in earlier if path.exists()]
+    seconds = {line["chapter"]: float(line["seconds"]) for line in (found[0] if found else [])}
+    return sorted(sources, key=lambda source: -seconds.get(source.stem, float("inf")))
 
 
 def merge(path: Path, lines: Sequence[dict[str, object]]) -> None:
@@ -127,11 +275,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profile", choices=config.PROFILES, required=True)
     parser.add_argument("--output", type=Path, help="the JSON-lines file (default: bench/results/PROFILE-DEVICE.jsonl)")
     parser.add_argument("--executed", type=Path, help="a folder to keep the executed notebooks in")
-    parser.add_argument("--timeout", type=float, default=1800, help="seconds allowed to one cell")
+    parser.add_argument("--timeout", type=float, default=1800, help="seconds allowed to one notebook's cells in all")
+    parser.add_argument("--jobs", type=int, default=1, help="notebooks run at a time (default 1)")
+    parser.add_argument("--threads", type=int, help="each kernel's threads (default: CPU cores / jobs)")
+    parser.add_argument("--cache", type=Path, help="a jupyter-cache folder to store the executed notebooks in")
     parser.add_argument("--book", type=Path, default=twins.BOOK, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.jobs < 1 or (args.threads is not None and args.threads < 1):
+        parser.error(f"--jobs and --threads must be at least 1; got {args.jobs} and {args.threads}")
 
-    sources = {source.stem: source for source in twins.chapters(args.book)}
+    notebooks = twins.in_book(twins.notebooks(args.book) if args.cache else twins.chapters(args.book), args.book)
+    sources = {source.stem: source for source in notebooks}
     unknown = sorted(set(args.chapters) - set(sources))
     if unknown:
         parser.error(f"no chapter {', '.join(unknown)}; the chapters are {', '.join(sources)}")
@@ -139,21 +293,20 @@ def main(argv: list[str] | None = None) -> int:
         os.environ.setdefault("COMPANION_DATA", str(SHARED_DATA))
     about = machine() | {"date": date.today().isoformat()}
     output = args.output or RESULTS / f"{args.profile}-{about['device']}.jsonl"
-    lines, failed = [], []
-    for name in args.chapters or list(sources):
-        try:
-            line = run_chapter(twins.twin_path(sources[name]), args.profile, args.timeout, args.executed)
-        except CellExecutionError as err:
-            print(f"{name}: a cell failed: {err.ename}: {err.evalue}", file=sys.stderr)
-            failed.append(name)
-            continue
-        lines.append(about | line)
-        print(f"{name}: {line['seconds']:.1f} s, {len(line['results'])} results", flush=True)
-    merge(output, lines)
+    threads = args.threads or max(1, (os.cpu_count() or 1) // args.jobs)
+    about |= {"jobs": args.jobs, "threads": threads}
+    settings = Settings(args.profile, args.timeout, threads, args.executed, for_book=args.cache is not None)
+    chosen = [sources[name] for name in args.chapters or sources]
+    order = longest_first(chosen, [RESULTS / f"{args.profile}-{about['device']}.jsonl", RESULTS / "full-cpu.jsonl"])
+    # Each chapter's line is written as it finishes: a run stopped from outside keeps what it finished.
+    def finished(line: dict[str, object]) -> None:
+        merge(output, [about | line])
+
+    _, failed = asyncio.run(run_all(order, settings, args.jobs, args.cache, finished))
     if args.output is None:
         reproducibility.main([])
     if failed:
-        print(f"failed: {', '.join(failed)}", file=sys.stderr)
+        print(f"failed: {', '.join(sorted(failed))}", file=sys.stderr)
         return 1
     return 0
 

@@ -57,6 +57,18 @@ def _as_value(x: Value | float, op: str) -> Value:
     raise _type_error(f"Value {op}", x)
 
 
+def _node(data: float, parents: tuple[Value, ...], local_grads: tuple[float, ...], op: str) -> Value:
+    """The Value an operation below makes: ``Value(data, parents, local_grads, op)`` without the checks.
+
+    The operations pass floats and Values only, so the checks of ``Value()`` (which
+    guard what a user passes) would only cost time: a network of Values makes one
+    node per multiplication and addition, hundreds of thousands per training epoch.
+    """
+    node = object.__new__(Value)
+    node.data, node.grad, node.parents, node.local_grads, node.op, node.label = data, 0.0, parents, local_grads, op, ""
+    return node
+
+
 class Value:
     """One scalar of an expression graph: its value, its gradient, and where it came from.
 
@@ -111,25 +123,27 @@ class Value:
 
     def __add__(self, other: Value | float) -> Value:
         """self + other;  ∂/∂self = 1, ∂/∂other = 1."""
-        other = _as_value(other, "+")
-        return Value(self.data + other.data, (self, other), (1.0, 1.0), "+")
+        if type(other) is not Value:
+            other = _as_value(other, "+")
+        return _node(self.data + other.data, (self, other), (1.0, 1.0), "+")
 
     def __sub__(self, other: Value | float) -> Value:
         """self − other;  ∂/∂self = 1, ∂/∂other = −1."""
         other = _as_value(other, "-")
-        return Value(self.data - other.data, (self, other), (1.0, -1.0), "-")
+        return _node(self.data - other.data, (self, other), (1.0, -1.0), "-")
 
     def __mul__(self, other: Value | float) -> Value:
         """self · other;  ∂/∂self = other, ∂/∂other = self."""
-        other = _as_value(other, "*")
-        return Value(self.data * other.data, (self, other), (other.data, self.data), "*")
+        if type(other) is not Value:
+            other = _as_value(other, "*")
+        return _node(self.data * other.data, (self, other), (other.data, self.data), "*")
 
     def __truediv__(self, other: Value | float) -> Value:
         """self / other;  ∂/∂self = 1/other, ∂/∂other = −self/other²."""
         other = _as_value(other, "/")
         if other.data == 0:
             raise ZeroDivisionError(f"Value division: {self.data} / 0 (the divisor Value is zero)")
-        return Value(self.data / other.data, (self, other), (1 / other.data, -self.data / other.data**2), "/")
+        return _node(self.data / other.data, (self, other), (1 / other.data, -self.data / other.data**2), "/")
 
     def __pow__(self, other: Value | float) -> Value:
         """self ** k for a number k: ∂/∂self = k·self^(k−1).
@@ -141,7 +155,7 @@ class Value:
             if x <= 0:
                 raise ValueError(f"x ** y with a Value exponent needs x > 0 (∂/∂y = x^y·ln x); got x = {x}")
             out = x**other.data
-            return Value(out, (self, other), (other.data * x ** (other.data - 1), out * math.log(x)), "**")
+            return _node(out, (self, other), (other.data * x ** (other.data - 1), out * math.log(x)), "**")
         if not _is_real(other):
             raise _type_error("Value **", other)
         k = float(other)
@@ -149,11 +163,11 @@ class Value:
             raise ValueError(f"({x}) ** {k}: a negative base needs an integer exponent (the result would be complex)")
         if x == 0 and k < 1:
             raise ValueError(f"0 ** {k}: at x = 0 the power rule k·x^(k−1) needs k >= 1")
-        return Value(x**k, (self,), (k * x ** (k - 1),), f"**{k:g}")
+        return _node(x**k, (self,), (k * x ** (k - 1),), f"**{k:g}")
 
     def __neg__(self) -> Value:
         """−self;  ∂/∂self = −1."""
-        return Value(-self.data, (self,), (-1.0,), "neg")
+        return _node(-self.data, (self,), (-1.0,), "neg")
 
     def __radd__(self, other: float) -> Value:
         """other + self, for a number on the left."""
@@ -180,29 +194,29 @@ class Value:
         if self.data > _MAX_EXP:
             raise OverflowError(f"exp({self.data}) overflows a float: the input must be at most {_MAX_EXP:.2f}")
         out = math.exp(self.data)
-        return Value(out, (self,), (out,), "exp")
+        return _node(out, (self,), (out,), "exp")
 
     def log(self) -> Value:
         """ln x for x > 0;  d/dx = 1/x."""
         if self.data <= 0:
             raise ValueError(f"log needs a positive input; got {self.data}")
-        return Value(math.log(self.data), (self,), (1 / self.data,), "log")
+        return _node(math.log(self.data), (self,), (1 / self.data,), "log")
 
     def tanh(self) -> Value:
         """tanh x;  d/dx = 1 − tanh² x."""
         t = math.tanh(self.data)
-        return Value(t, (self,), (1 - t * t,), "tanh")
+        return _node(t, (self,), (1 - t * t,), "tanh")
 
     def relu(self) -> Value:
         """max(0, x);  d/dx = 1 for x > 0, else 0 (0 at x = 0, as in PyTorch)."""
         active = self.data > 0
-        return Value(self.data if active else 0.0, (self,), (1.0 if active else 0.0,), "relu")
+        return _node(self.data if active else 0.0, (self,), (1.0 if active else 0.0,), "relu")
 
     def sigmoid(self) -> Value:
         """σ(x) = 1 / (1 + e^−x), computed without overflow;  dσ/dx = σ(1 − σ)."""
         e = math.exp(-abs(self.data))
         s = 1 / (1 + e) if self.data >= 0 else e / (1 + e)
-        return Value(s, (self,), (s * (1 - s),), "sigmoid")
+        return _node(s, (self,), (s * (1 - s),), "sigmoid")
 
     # ---- the backward pass ------------------------------------------------------------
 
@@ -212,16 +226,19 @@ class Value:
         An iterative depth-first search, so graphs deeper than Python's recursion limit work.
         """
         order: list[Value] = []
-        seen: set[int] = set()
+        seen: set[Value] = set()  # a Value hashes by identity
         stack: list[tuple[Value, bool]] = [(self, False)]
+        push, pop = stack.append, stack.pop
         while stack:
-            node, parents_done = stack.pop()
+            node, parents_done = pop()
             if parents_done:
                 order.append(node)
-            elif id(node) not in seen:
-                seen.add(id(node))
-                stack.append((node, True))
-                stack.extend((p, False) for p in reversed(node.parents) if id(p) not in seen)
+            elif node not in seen:
+                seen.add(node)
+                push((node, True))
+                for parent in reversed(node.parents):
+                    if parent not in seen:
+                        push((parent, False))
         return order
 
     def backward(self) -> None:

@@ -22,21 +22,7 @@ def read_toc() -> dict:
 
 def toc_files(toc: dict | None = None) -> list[str]:
     """Every ``file`` a table of contents names (the book's by default), its root first, in order."""
-    toc = read_toc() if toc is None else toc
-    found = [toc["root"]]
-
-    def walk(node: object) -> None:
-        if isinstance(node, dict):
-            if "file" in node:
-                found.append(node["file"])
-            for value in node.values():
-                walk(value)
-        elif isinstance(node, list):
-            for value in node:
-                walk(value)
-
-    walk({key: value for key, value in toc.items() if key != "root"})
-    return found
+    return load_script("tools/twins.py").toc_files(read_toc() if toc is None else toc)
 
 
 def load_script(path: str) -> ModuleType:

@@ -1,9 +1,10 @@
 """The built book as a reader sees it, offline: headless Chromium with no network opens two chapters.
 
-A module fixture builds the book with the real ``_config.yml`` and ``_toc.yml`` into a temporary
-folder under ``-W`` (a warning fails the build), executing only two chapters, in the quick profile;
-the other pages are built unexecuted, so that every link and citation between pages resolves as in
-the full book. It serves the HTML on 127.0.0.1, and Chromium loads each of the two chapters with a
+A module fixture builds the book as ``make book`` does, with the real ``_config.yml`` and ``_toc.yml``,
+into a temporary folder under ``-W`` (a warning fails the build): two chapters executed side by side,
+in the quick profile, by ``bench/run_notebooks.py`` into a jupyter-cache, then the book built from that
+cache (``tools/book_config.py``) without executing anything again; the other pages are built
+unexecuted, so that every link and citation between pages resolves as in the full book. It serves the HTML on 127.0.0.1, and Chromium loads each of the two chapters with a
 proxy that leads nowhere, so any request beyond 127.0.0.1 fails as it would on a reader's machine
 with no network. The server's log tells which files each page asked for.
 
@@ -26,13 +27,15 @@ from urllib.parse import unquote, urljoin, urlsplit
 
 import pytest
 import yaml
-from book_files import read_toc, toc_files
+from book_files import load_script, read_toc, toc_files
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIG = yaml.safe_load((ROOT / "_config.yml").read_text(encoding="utf-8"))
 TOC = read_toc()
 CHAPTERS = ("book/01-neurons", "book/04-mnist")
 JUPYTER_BOOK = Path(sys.executable).with_name("jupyter-book")
+
+book_config = load_script("tools/book_config.py")
 
 
 def _chromium() -> str | None:
@@ -57,21 +60,6 @@ VOID = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "met
 
 
 # -- the book -------------------------------------------------------------------------------------
-
-
-def book_config() -> dict:
-    """The real ``_config.yml``, with the pages other than :data:`CHAPTERS` left unexecuted.
-
-    Paths of local extensions are made absolute: jupyter-book reads them relative
-    to the config file, which here lives in a temporary folder.
-    """
-    config = yaml.safe_load((ROOT / "_config.yml").read_text(encoding="utf-8"))
-    others = [name for name in toc_files(TOC) if name not in CHAPTERS]
-    config["execute"]["exclude_patterns"] = [f"{name}.*" for name in others]
-    sphinx = config.get("sphinx", {})
-    for name, path in sphinx.get("local_extensions", {}).items():
-        sphinx["local_extensions"][name] = str((ROOT / path).resolve())
-    return config
 
 
 @dataclass
@@ -101,17 +89,26 @@ class Book:
 @pytest.fixture(scope="module")
 def book(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Book]:
     tmp = tmp_path_factory.mktemp("browser")
-    (tmp / "config.yml").write_text(yaml.safe_dump(book_config(), sort_keys=False), encoding="utf-8")
     # MPLBACKEND=Agg (set for the tests by conftest.py) would keep the kernels off the inline
     # backend, and every figure off the pages: the book is built as `make book` builds it.
     env = {key: value for key, value in os.environ.items() if key != "MPLBACKEND"}
     env["COMPANION_PROFILE"] = "quick"
+    cache = tmp / "cache"
+    run = [sys.executable, str(ROOT / "bench" / "run_notebooks.py"), "--profile", "quick", "--jobs", "2",
+           "--cache", str(cache), "--output", str(tmp / "run.jsonl"), *(Path(c).name for c in CHAPTERS)]
+    done = subprocess.run(run, env=env, capture_output=True, text=True, timeout=1800)
+    assert done.returncode == 0, f"executing the chapters failed:\n{done.stdout}\n{done.stderr[-4000:]}"
+    others = [name for name in toc_files(TOC) if name not in CHAPTERS]
+    config = book_config.book_config(cache, unexecuted=others)
+    (tmp / "config.yml").write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
     command = [str(JUPYTER_BOOK), "build", str(ROOT), "--config", str(tmp / "config.yml"),
                "--path-output", str(tmp / "out"), "-W", "--keep-going"]
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=1800)
+    log = done.stdout + done.stderr
     assert done.returncode == 0, f"the book build failed or warned:\n{done.stdout[-6000:]}\n{done.stderr[-4000:]}"
-    executed = re.findall(r"/([\w-]+)\.md: Executed notebook", done.stdout + done.stderr)
-    assert sorted(executed) == sorted(Path(c).name for c in CHAPTERS), f"executed {executed}"
+    assert "Executed notebook" not in log, "the build executed a notebook that the cache should have held"
+    cached = re.findall(r"/([\w-]+)\.md: Using cached notebook", log)
+    assert sorted(cached) == sorted(Path(c).name for c in CHAPTERS), f"took {cached} from the cache"
     html = tmp / "out" / "_build" / "html"
 
     log = tmp / "server.log"
@@ -294,9 +291,7 @@ def test_training_progress_is_text_not_a_widget(page: Page):
 
 
 def test_colab_links_open_the_chapters_notebook(page: Page):
-    repository = urlsplit(CONFIG["repository"]["url"]).path.strip("/")
-    expected = (f"https://colab.research.google.com/github/{repository}/blob/"
-                f"{CONFIG['repository']['branch']}/{page.name}.ipynb")
+    expected = colab_url(page.name)
     launch = [e for e in page.dom.iter() if "dropdown-launch-buttons" in e.classes]
     assert len(launch) == 1, "the page header should have one launch-buttons dropdown"
     buttons = [e.attrs.get("href") for e in launch[0].iter() if e.tag == "a" and "Colab" in e.text()]
@@ -304,3 +299,25 @@ def test_colab_links_open_the_chapters_notebook(page: Page):
     badges = [e.attrs.get("href") for e in page.dom.iter()
               if e.tag == "a" and any(c.tag == "img" and c.attrs.get("src") == COLAB_BADGE for c in e.iter())]
     assert badges == [expected]
+
+
+def colab_url(name: str) -> str:
+    """Where Colab opens the twin of the page ``name`` (``book/04-mnist``), from ``_config.yml``'s repository."""
+    repository = urlsplit(CONFIG["repository"]["url"]).path.strip("/")
+    return f"https://colab.research.google.com/github/{repository}/blob/{CONFIG['repository']['branch']}/{name}.ipynb"
+
+
+def test_every_page_with_a_twin_opens_that_twin_in_colab(book: Book):
+    """Every page of the book, executed or not: a notebook page's Colab button opens its own twin."""
+    for name in toc_files(TOC):
+        root = parse((book.html / f"{name}.html").read_text(encoding="utf-8"))
+        launch = [e for e in root.iter() if "dropdown-launch-buttons" in e.classes]
+        buttons = [e.attrs.get("href") for menu in launch for e in menu.iter() if e.tag == "a" and "Colab" in e.text()]
+        has_twin = (ROOT / f"{name}.ipynb").is_file()
+        assert buttons == ([colab_url(name)] if has_twin else []), f"{name}: Colab buttons {buttons}"
+        badges = [e.attrs.get("href") for e in root.iter()
+                  if e.tag == "a" and any(c.tag == "img" and c.attrs.get("src") == COLAB_BADGE for c in e.iter())]
+        assert badges in ([], [colab_url(name)]), f"{name}: a Colab badge opens {badges}"
+        if re.fullmatch(r"book/\d\d-[\w-]+", name):
+            assert badges == [colab_url(name)], f"{name}: a chapter shows one Colab badge that opens its twin"
+

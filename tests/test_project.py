@@ -90,3 +90,42 @@ def test_package_lists_its_modules():
     on_disk = sorted(m.name for m in pkgutil.iter_modules(companion.__path__))
     assert on_disk == sorted(companion.__all__) == sorted(m for m in dir(companion) if m in on_disk)
     assert companion.optim.Adam.__module__ == "companion.optim"  # loaded on first use
+
+
+def test_the_published_url_is_the_repository_s_pages_and_is_linked_from_readme_and_front_page():
+    config = yaml.safe_load((ROOT / "_config.yml").read_text())
+    owner, name = config["repository"]["url"].removeprefix("https://github.com/").strip("/").split("/")
+    url = config["html"]["baseurl"]
+    assert url == f"https://{owner}.github.io/{name}/", "GitHub Pages publishes a repository at OWNER.github.io/NAME/"
+    for page in ["README.md", "intro.md"]:
+        assert f"<{url}>" in (ROOT / page).read_text(), f"{page} should link the published book, {url}"
+
+
+def workflow(name: str) -> dict:
+    """A workflow of .github/workflows/ as a dict (YAML reads its key ``on`` as True)."""
+    return yaml.safe_load((ROOT / ".github" / "workflows" / name).read_text())
+
+
+def test_pages_workflow_builds_the_full_book_from_main_and_deploys_it():
+    pages = workflow("pages.yml")
+    assert pages[True]["push"]["branches"] == ["main"]
+    assert pages["permissions"] == {"contents": "read", "pages": "write", "id-token": "write"}
+    build, deploy = pages["jobs"]["build"], pages["jobs"]["deploy"]
+    assert build["env"]["COMPANION_PROFILE"] == "full"
+    assert build["timeout-minutes"] >= 120, "the full profile on a 2-core runner takes tens of minutes"
+    runs = [step["run"] for step in build["steps"] if "run" in step]
+    assert any(run.strip() == "make book" for run in runs), "the book is built by the course's own command"
+    uses = {step["uses"].split("@")[0]: step for step in build["steps"] if "uses" in step}
+    assert uses["actions/upload-pages-artifact"]["with"]["path"] == "_build/html"
+    assert list(uses).index("actions/configure-pages") < list(uses).index("actions/upload-pages-artifact")
+    assert deploy["needs"] == "build" and deploy["environment"]["name"] == "github-pages"
+    assert [step["uses"].split("@")[0] for step in deploy["steps"]] == ["actions/deploy-pages"]
+
+
+def test_every_workflow_checks_out_and_names_pinned_actions():
+    for path in sorted((ROOT / ".github" / "workflows").glob("*.yml")):
+        for job_name, job in workflow(path.name)["jobs"].items():
+            assert job.get("timeout-minutes") or job_name == "deploy", f"{path.name}: {job_name} has no time limit"
+            for step in job["steps"]:
+                if "uses" in step:
+                    assert re.fullmatch(r"[\w-]+/[\w-]+@v\d+", step["uses"]), f"{path.name}: {step['uses']}"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from pathlib import Path
 
 import nbformat
@@ -32,14 +33,22 @@ def test_every_chapter_records_its_headline_results_once_each(chapter):
     assert len(set(names)) == len(names), f"{chapter.name} records a name twice: {names}"
 
 
-@pytest.mark.parametrize("run", ["quick-cpu", "full-cpu"])
+RUNS = sorted(reproducibility.load())  # the committed results files: quick-cpu, full-cpu, full-cuda where run
+
+
+def test_the_cpu_runs_are_committed():
+    assert {"quick-cpu", "full-cpu"} <= set(RUNS)
+
+
+@pytest.mark.parametrize("run", RUNS)
 def test_committed_results_cover_every_chapter_and_every_recorded_name(run):
     lines = reproducibility.load()[run]
     by_chapter = {line["chapter"]: line for line in lines}
     assert sorted(by_chapter) == [c.stem for c in CHAPTERS]
+    profile, device = run.split("-")
     for chapter in CHAPTERS:
         line = by_chapter[chapter.stem]
-        assert line["profile"] == run.split("-")[0] and line["device"] == "cpu"
+        assert line["profile"] == profile and line["device"] == device
         assert line["seconds"] > 0
         missing = set(recorded_names(chapter)) - set(line["results"])
         assert not missing, f"{run}: {chapter.stem} lacks {sorted(missing)}; run bench/run_notebooks.py again"
@@ -72,7 +81,29 @@ def test_page_shows_each_run_as_a_column():
     assert "| 01-a | `count` | 669,706 | 669,706 |" in text
     assert "| 01-a | `best` | — | adam |" in text
     assert "| 02-b | `loss` | — | 1.5e-09 |" in text
-    assert "| full, CPU | Test CPU | 2 | 2.13.0+cpu | 3.11.7 | 2026-11-24 |" in text
+    assert "| full, CPU | Test CPU | 2 | — | 2.13.0+cpu | 3.11.7 | 2026-11-24 |" in text
+    assert "Slowest cells" not in text  # no run timed its cells
+
+
+def test_page_shows_a_gpu_run_and_the_slowest_cells_of_each_chapter():
+    cells = [{"cell": 1, "seconds": 2.0, "line": "import torch"}, {"cell": 2, "seconds": 0.1, "line": "x = 1"},
+             {"cell": 3, "seconds": 50.0, "line": "history = train.fit(model, (X, y))"},
+             {"cell": 4, "seconds": 7.5, "line": "a | b"}, {"cell": 5, "seconds": 1.0, "line": "plot(`x`)"}]
+    gpu = fake_line("01-a", "full", 100.0, {"accuracy": 0.99}) | {
+        "device": "cuda", "device_name": "NVIDIA H200", "cpu_cores": 16, "jobs": 6, "threads": 2, "cells": cells}
+    runs = {"full-cpu": [fake_line("01-a", "full", 600.0, {"accuracy": 0.98})], "full-cuda": [gpu]}
+    text = reproducibility.page(runs)
+    assert "| chapter | full, CPU | full, GPU (CUDA) |" in text
+    assert "| 01-a | 600 s | 100 s |" in text
+    assert "| 01-a | `accuracy` | 0.98 | 0.99 |" in text
+    assert "### full, GPU (CUDA)" in text and "### full, CPU" not in text
+    rows = [line for line in text.splitlines() if line.startswith("| 01-a | ") and " s | " in line and "%" in line]
+    assert rows == [
+        "| 01-a | 3 | `history = train.fit(model, (X, y))` | 50.0 s | 50% |",
+        "| 01-a | 4 | `a \\| b` | 7.5 s | 8% |",
+        "| 01-a | 1 | `import torch` | 2.0 s | 2% |",
+    ]
+    assert "| full, GPU (CUDA) | NVIDIA H200 | 16 | 6 × 2 threads | 2.13.0+cpu | 3.11.7 | 2026-11-24 |" in text
 
 
 def write_chapter(book: Path, name: str, code: str) -> None:
@@ -104,6 +135,76 @@ def test_run_notebooks_collects_records_and_skips_a_failing_chapter(tmp_path, ca
     assert lines[1]["results"] == {"answer": 43, "profile": "quick"}
     assert lines[1]["profile"] == "quick" and lines[1]["seconds"] > 0 and lines[1]["device"] == "cpu"
     assert sorted(p.name for p in executed.iterdir()) == ["01-works.ipynb", "02-fails.ipynb"]
+
+
+def write_cells(book: Path, name: str, cells: list[str]) -> None:
+    notebook = nbformat.v4.new_notebook()
+    notebook.metadata["kernelspec"] = {"display_name": "Python 3", "language": "python", "name": "python3"}
+    notebook.cells = [nbformat.v4.new_markdown_cell(f"# {name}")] + [nbformat.v4.new_code_cell(c) for c in cells]
+    (book / f"{name}.md").write_text("---\njupytext:\n---\n# a notebook source\n", encoding="utf-8")
+    nbformat.write(notebook, book / f"{name}.ipynb")
+
+
+def test_run_notebooks_times_each_cell_and_runs_notebooks_side_by_side(tmp_path, capsys):
+    book = tmp_path / "book"
+    book.mkdir()
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    # Each notebook waits until both have started: it finishes only if the two run at the same time.
+    both_started = (
+        f"import os, time\nopen({str(marks)!r} + '/' + os.environ['NAME_OF_RUN'], 'w').close()\n"
+        f"end = time.monotonic() + 60\n"
+        f"while len(os.listdir({str(marks)!r})) < 2 and time.monotonic() < end: time.sleep(0.05)\n"
+        f"assert len(os.listdir({str(marks)!r})) == 2"
+    )
+    for name in ["01-a", "02-b"]:
+        write_cells(book, name, [f"import os\nos.environ['NAME_OF_RUN'] = {name!r}", both_started,
+                                 "import time\ntime.sleep(0.5)",
+                                 "from companion import config\nconfig.record('threads', "
+                                 "int(os.environ['OMP_NUM_THREADS']))"])
+    output = tmp_path / "results.jsonl"
+    code = run_notebooks.main(["--profile", "quick", "--book", str(book), "--output", str(output),
+                               "--jobs", "2", "--threads", "1", "--timeout", "120"])
+    assert code == 0, capsys.readouterr().err
+    lines = [json.loads(line) for line in output.read_text().splitlines()]
+    assert [line["chapter"] for line in lines] == ["01-a", "02-b"]
+    for line in lines:
+        assert line["jobs"] == 2 and line["threads"] == 1 and line["results"] == {"threads": 1}
+        assert [cell["cell"] for cell in line["cells"]] == [1, 2, 3, 4]
+        assert line["cells"][2]["line"] == "import time" and 0.5 <= line["cells"][2]["seconds"] < 5
+        assert sum(cell["seconds"] for cell in line["cells"]) <= line["seconds"]
+    assert "slowest cell" in capsys.readouterr().out
+
+
+def test_run_notebooks_stops_a_notebook_at_its_time_limit(tmp_path, capsys):
+    book = tmp_path / "book"
+    book.mkdir()
+    write_cells(book, "01-slow", ["import time\ntime.sleep(1.5)", "time.sleep(30)"])
+    write_cells(book, "02-quick", ["x = 1"])
+    output = tmp_path / "results.jsonl"
+    start = time.monotonic()
+    code = run_notebooks.main(["--profile", "quick", "--book", str(book), "--output", str(output),
+                               "--timeout", "3"])
+    assert code == 1 and time.monotonic() - start < 25
+    assert "01-slow: stopped after" in capsys.readouterr().err
+    assert [json.loads(line)["chapter"] for line in output.read_text().splitlines()] == ["02-quick"]
+
+
+def test_run_notebooks_fills_a_cache_that_the_book_build_matches(tmp_path):
+    jupyter_cache = pytest.importorskip("jupyter_cache")
+    book = tmp_path / "book"
+    book.mkdir()
+    write_cells(book, "01-figure", ["import os\nprint(os.environ.get('MPLBACKEND', '').split('.')[-1])"])
+    write_cells(book, "homework", ["print('not a chapter')"])
+    cache = tmp_path / "cache"
+    code = run_notebooks.main(["--profile", "quick", "--book", str(book), "--output", str(tmp_path / "r.jsonl"),
+                               "--cache", str(cache)])
+    assert code == 0
+    for name, shown in [("01-figure", "backend_inline\n"), ("homework", "not a chapter\n")]:
+        fresh = nbformat.read(book / f"{name}.ipynb", as_version=4)
+        _, merged = jupyter_cache.get_cache(str(cache)).merge_match_into_notebook(fresh)
+        assert merged.cells[1].outputs[0]["text"] == shown
+        assert "execution" not in merged.cells[1].metadata
 
 
 def test_run_notebooks_names_unknown_chapters(tmp_path, capsys):

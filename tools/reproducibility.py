@@ -4,9 +4,11 @@
     python tools/reproducibility.py --check   # exit 1 when the page is out of step with the results
 
 Every ``bench/results/<profile>-<device>.jsonl`` file is one run of the
-chapters: a JSON object per chapter with its wall time, the machine and the
-results the chapter recorded with ``companion.config.record``. The page shows
-each run as a column: time per chapter, then every recorded result.
+chapters: a JSON object per chapter with its wall time, its code cells' times,
+the machine and the results the chapter recorded with
+``companion.config.record``. The page shows each run as a column (a GPU run,
+``full-cuda.jsonl``, as one more): time per chapter, every recorded result,
+then each run's slowest cells per chapter.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ RESULTS = ROOT / "bench" / "results"
 PAGE = ROOT / "book" / "reproducibility.md"
 PROFILE_ORDER = {"quick": 0, "full": 1}
 DEVICE_NAMES = {"cpu": "CPU", "cuda": "GPU (CUDA)", "mps": "GPU (Apple MPS)"}
+SLOWEST_CELLS = 3  # per chapter, on the page
 
 Run = list[dict[str, object]]
 
@@ -36,8 +39,9 @@ writes one JSON line per chapter to `bench/results/`; this page is generated fro
 by `tools/reproducibility.py`, and a test fails when the two disagree.
 
 Times are wall-clock seconds of the whole notebook, kernel start included, on the machine named at the
-end; a CPU shared with other work at the time runs slower, so read them as a scale, not a benchmark.
-Results are rounded here; the JSON files hold them in full. Runs on other hardware, or with other
+end, with as many notebooks at a time and threads per kernel as it says. Times are recorded only from a
+clean run (a fresh environment, every chapter) on a quiet machine, one doing no other work: a CPU shared
+with other work runs slower. Even so, read them as a scale, not a benchmark. Results are rounded here; the JSON files hold them in full. Runs on other hardware, or with other
 versions of PyTorch, give slightly different numbers; the thresholds the chapters assert must hold.
 """
 
@@ -45,15 +49,17 @@ HOW = """## How to reproduce
 
 ```bash
 make test                                        # creates .venv; every chapter in the quick profile
-.venv/bin/python bench/run_notebooks.py --profile quick
-.venv/bin/python bench/run_notebooks.py --profile full            # tens of minutes on a CPU
+.venv/bin/python bench/run_notebooks.py --profile quick --jobs 2  # two notebooks at a time
+.venv/bin/python bench/run_notebooks.py --profile full --jobs 2   # tens of minutes on a 2-core CPU
 .venv/bin/python bench/run_notebooks.py --profile full 07-cnn     # one chapter
 ```
 
 Each run replaces its chapters' lines in `bench/results/<profile>-<device>.jsonl` and writes this page
 anew. On a machine with an NVIDIA GPU, `COMPANION_REQUIRE_GPU=1` makes a run fail rather than fall
 back to the CPU; the GPU workflow (`.github/workflows/gpu.yml`) runs the full profile that way and
-keeps the executed notebooks and the JSON as artifacts.
+keeps the executed notebooks and the JSON as artifacts. On a GPU machine that holds Python and torch but
+no network, `bash bench/gpu_run.sh` does the same from wheels carried in `.whl/`
+(`bash bench/gpu_wheels.sh` fetches them beforehand) and writes `bench/results/full-cuda.jsonl`.
 """
 
 
@@ -128,6 +134,32 @@ def results(runs: Mapping[str, Run]) -> str:
     return table(["chapter", "result"] + [label(run) for run in runs.values()], rows, text_columns=2)
 
 
+def slowest_cells(runs: Mapping[str, Run], count: int = SLOWEST_CELLS) -> str:
+    """For each run that timed its cells, a table of each chapter's ``count`` slowest code cells."""
+    parts = []
+    for run in runs.values():
+        rows = []
+        for line in sorted(run, key=lambda line: str(line["chapter"])):
+            cells = sorted(line.get("cells") or [], key=lambda cell: -float(cell["seconds"]))  # type: ignore[union-attr]
+            for cell in cells[:count]:
+                share = float(cell["seconds"]) / float(line["seconds"])  # type: ignore[arg-type]
+                first = str(cell["line"]).replace("|", "\\|").replace("`", "'")
+                rows.append([str(line["chapter"]), str(cell["cell"]), f"`{first}`",
+                             f"{float(cell['seconds']):,.1f} s", f"{share:.0%}"])
+        if rows:
+            heading = f"### {label(run)}\n\n"
+            parts.append(heading + table(["chapter", "code cell", "first line", "time", "of the chapter"], rows, 3))
+    return "\n\n".join(parts)
+
+
+def kernels(first: Mapping[str, object]) -> str:
+    """How a run shared the cores: notebooks at a time and threads per kernel, where it recorded them."""
+    if "jobs" not in first:
+        return "—"
+    threads = "thread" if first["threads"] == 1 else "threads"
+    return f"{first['jobs']} × {first['threads']} {threads}"
+
+
 def machines(runs: Mapping[str, Run]) -> str:
     rows = []
     for run in runs.values():
@@ -135,20 +167,25 @@ def machines(runs: Mapping[str, Run]) -> str:
         dates = sorted({str(line["date"]) for line in run})
         when = dates[0] if len(dates) == 1 else f"{dates[0]} to {dates[-1]}"
         rows.append([
-            label(run), str(first["device_name"]), str(first["cpu_cores"]),
+            label(run), str(first["device_name"]), str(first["cpu_cores"]), kernels(first),
             str(first["torch"]), str(first["python"]), when,
         ])
-    return table(["run", "device", "CPU cores", "torch", "Python", "date"], rows, text_columns=6)
+    head = ["run", "device", "CPU cores", "notebooks at a time × threads", "torch", "Python", "date"]
+    return table(head, rows, text_columns=len(head))
 
 
 def page(runs: Mapping[str, Run]) -> str:
     """The whole page for ``runs`` (as :func:`load` returns them)."""
     if not runs:
         return HEAD + "\nNo run has been recorded yet.\n\n" + HOW
+    cells = slowest_cells(runs)
+    slowest = [f"## Slowest cells\n\nThe {SLOWEST_CELLS} code cells of each chapter that took longest, "
+               "numbered among the chapter's code cells, with the first line of each.\n\n" + cells]
     return "\n\n".join([
         HEAD.rstrip(),
         "## Time per chapter\n\n" + times(runs),
         "## Results\n\n" + results(runs),
+        *(slowest if cells else []),
         "## Machines and versions\n\n" + machines(runs),
         HOW.rstrip(),
     ]) + "\n"

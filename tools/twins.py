@@ -17,8 +17,10 @@ from collections import Counter
 from pathlib import Path
 
 import jupytext
+import yaml
 
 BOOK = Path(__file__).resolve().parent.parent / "book"
+TOC = BOOK.parent / "_toc.yml"
 
 
 def chapters(book: Path = BOOK) -> list[Path]:
@@ -29,6 +31,37 @@ def chapters(book: Path = BOOK) -> list[Path]:
 def notebooks(book: Path = BOOK) -> list[Path]:
     """Every MyST notebook in ``book/`` (the chapters and pages such as ``homework.md``), in order."""
     return sorted(p for p in book.glob("*.md") if p.read_text(encoding="utf-8").startswith("---\njupytext:"))
+
+
+def toc_files(toc: dict | Path = TOC) -> list[str]:
+    """Every ``file`` a table of contents names (``_toc.yml`` by default), its root first, in order.
+
+    ``toc`` is the file, or its contents as a dict; the names are as written there, e.g. ``book/04-mnist``.
+    """
+    if isinstance(toc, Path):
+        toc = yaml.safe_load(toc.read_text(encoding="utf-8"))
+    found = [toc["root"]]
+
+    def walk(node: object) -> None:
+        if isinstance(node, dict):
+            if "file" in node:
+                found.append(node["file"])
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    walk({key: value for key, value in toc.items() if key != "root"})
+    return found
+
+
+def in_book(sources: list[Path], book: Path = BOOK, toc: Path = TOC) -> list[Path]:
+    """Those of ``sources`` that the table of contents lists (all of them when ``book`` has no ``_toc.yml`` beside it)."""
+    if book.resolve() != BOOK or not toc.is_file():
+        return sources
+    listed = set(toc_files(toc))
+    return [source for source in sources if f"{book.name}/{source.stem}" in listed]
 
 
 def twin_path(source: Path) -> Path:

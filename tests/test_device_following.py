@@ -1,0 +1,87 @@
+"""Every tensor the package creates follows its inputs' device: checked on the CPU with the ``meta`` device.
+
+A tensor on ``meta`` has a shape and a dtype but no values, and PyTorch refuses to mix it with a CPU
+tensor in one operation ("Tensor on device cpu is not on the expected device meta"), just as it refuses
+to mix a CPU tensor with a CUDA one. So a model moved to ``meta`` that runs forward and backward on
+``meta`` inputs creates no stray CPU tensor on the way (a mask, a position table, a zero state): on a
+GPU it would not either. What reads values (``.item()``, sampling) cannot run on ``meta`` and is left
+to the GPU run (``bench/gpu_run.sh``).
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from companion import attention, conv, data, recurrent, train
+from companion.models import CNN, MLP, CharLSTM, GPTConfig, RNNClassifier, TinyGPT
+
+META = torch.device("meta")
+
+
+def forward_backward_on_meta(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``model`` moved to ``meta`` runs forward and backward on ``x`` moved there; the output, on ``meta``."""
+    model = model.to(META)
+    out = model(x.to(META))
+    out = out[0] if isinstance(out, tuple) else out
+    assert out.device == META
+    out.float().sum().backward()
+    assert all(p.grad is not None and p.grad.device == META for p in model.parameters() if p.requires_grad)
+    return out
+
+
+def ids(batch: int, length: int, vocab: int) -> torch.Tensor:
+    return torch.randint(vocab, (batch, length))
+
+
+@pytest.mark.parametrize(
+    "model, x",
+    [
+        (MLP([784, 32, 10], dropout=0.1, batchnorm=True), torch.randn(4, 784)),
+        (CNN(), torch.randn(4, 1, 28, 28)),
+        (RNNClassifier(kind="lstm"), torch.randn(4, 28, 28)),
+        (RNNClassifier(kind="gru"), torch.randn(4, 28, 28)),
+        (RNNClassifier(kind="rnn"), torch.randn(4, 28, 28)),
+        (CharLSTM(65, embed_dim=8, hidden=16), ids(4, 12, 65)),
+        (TinyGPT(GPTConfig(65, context=16, dim=32, heads=4, layers=2, dropout=0.1)), ids(4, 16, 65)),
+        (TinyGPT(GPTConfig(65, context=16, dim=32, heads=4, layers=2, attention="torch")), ids(4, 16, 65)),
+        (TinyGPT(GPTConfig(65, context=16, dim=32, heads=4, layers=2, positions="sinusoidal")), ids(4, 9, 65)),
+        (recurrent.LSTM(6, 8, num_layers=2), torch.randn(3, 5, 6)),
+        (recurrent.GRU(6, 8), torch.randn(3, 5, 6)),
+        (recurrent.RNN(6, 8), torch.randn(3, 5, 6)),
+        (attention.MultiHeadAttention(16, 4), torch.randn(2, 5, 16)),
+        (attention.LayerNorm(16), torch.randn(2, 5, 16)),
+    ],
+    ids=lambda value: type(value).__name__ if isinstance(value, nn.Module) else "",
+)
+def test_models_run_forward_and_backward_on_their_own_device(model, x, monkeypatch):
+    if hasattr(model, "_check_ids"):  # it reads the ids' values (each within the vocabulary): not on meta
+        monkeypatch.setattr(model, "_check_ids", lambda ids: None)
+    forward_backward_on_meta(model, x)
+
+
+def test_attention_and_its_masks_follow_the_scores_device():
+    q, k, v = (torch.randn(2, 5, 8, device=META) for _ in range(3))
+    assert attention.scaled_dot_product_attention(q, k, v, causal=True).device == META
+    assert attention.causal_mask(5, device=META).device == META
+    assert attention.sinusoidal_positional_encoding(7, 16, device=META).device == META
+
+
+def test_from_scratch_convolution_and_pooling_follow_the_images_device():
+    x, w, b = torch.randn(2, 3, 8, 8, device=META), torch.randn(4, 3, 3, 3, device=META), torch.zeros(4, device=META)
+    assert conv.conv2d(x, w, b, padding=1).device == META
+    assert conv.max_pool2d(x, 2).device == META and conv.avg_pool2d(x, 2).device == META
+
+
+def test_batches_stay_on_the_data_s_device_with_a_cpu_generator():
+    X, y = torch.randn(10, 3, device=META), torch.zeros(10, dtype=torch.int64, device=META)
+    for shuffle in (True, False):
+        got = list(data.batches(X, y, 4, shuffle=shuffle, generator=torch.Generator().manual_seed(0)))
+        assert [tuple(xb.shape) for xb, _ in got] == [(4, 3), (4, 3), (2, 3)]
+        assert all(xb.device == META and yb.device == META for xb, yb in got)
+
+
+def test_predict_returns_outputs_on_the_model_s_device():
+    model = MLP([3, 4, 2]).to(META)
+    assert train.predict(model, torch.randn(5, 3), batch_size=2).device == META
