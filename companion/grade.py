@@ -179,7 +179,8 @@ RESULTS = ("passed", "failed", "raised", "missing")
 """The values of a :class:`Grade`'s ``result`` (the check passed or failed, the cell raised, no cell called it)."""
 CSV_COLUMNS = ("student", "chapter", "number", "check", "result", "message")
 """The columns of the CSV file that :func:`write_csv` writes, one per field of :class:`Grade`."""
-_INSTALL_LINE = re.compile(r"^(\s*)[%!].*\b(?:pip3?|conda|mamba)\s+install\b.*$", re.M)  # %pip, !pip, !python -m pip
+# %pip, !pip, !python -m pip, with the lines a trailing backslash continues it onto
+_INSTALL_LINE = re.compile(r"^(\s*)[%!].*\b(?:pip3?|conda|mamba)\s+install\b(?:.*\\\n)*.*$", re.M)
 
 
 class GradeError(ValueError):

@@ -228,3 +228,85 @@ def roc(
     ax.grid(alpha=0.3)
     fig.tight_layout()
     return fig
+
+
+# --- Diagrams of ideas: boxes and arrows ---------------------------------------------------------
+
+
+def diagram(
+    width: float, height: float, panels: int = 1, xlim: tuple[float, float] = (0, 10), ylim: tuple[float, float] = (0, 10)
+) -> tuple[Figure, list]:
+    """An empty canvas for a drawing: ``panels`` side by side, no axes, equal units in x and y.
+
+    Args:
+        width, height: the figure's size in inches.
+        panels: how many drawings side by side.
+        xlim, ylim: the coordinates each panel spans; :func:`box` and :func:`arrow` draw in them.
+
+    Returns:
+        the figure and the list of its ``panels`` axes (``matplotlib.axes.Axes``).
+    """
+    if not isinstance(panels, int) or panels < 1:
+        raise ValueError(f"panels must be a positive integer; got {panels!r}")
+    if xlim[1] <= xlim[0] or ylim[1] <= ylim[0]:
+        raise ValueError(f"xlim and ylim must be increasing pairs; got {xlim} and {ylim}")
+    fig = _new_figure(width, height)
+    axes = fig.subplots(1, panels, squeeze=False)[0].tolist()
+    for ax in axes:
+        ax.set(xlim=xlim, ylim=ylim, aspect="equal")
+        ax.axis("off")
+    return fig, axes
+
+
+def box(
+    ax,
+    center: tuple[float, float],
+    text: str,
+    size: tuple[float, float] = (2.0, 0.8),
+    color: str = "white",
+    fontsize: float = 9,
+):
+    """A rounded box of ``size = (width, height)`` centred at ``center``, with ``text`` in its middle.
+
+    Returns:
+        the box, a ``matplotlib.patches.FancyBboxPatch`` whose ``get_x()``, ``get_y()``,
+        ``get_width()`` and ``get_height()`` give its lower-left corner and size.
+    """
+    from matplotlib.patches import FancyBboxPatch
+
+    (x, y), (w, h) = center, size
+    if w <= 0 or h <= 0:
+        raise ValueError(f"a box needs a positive width and height; got {size}")
+    patch = FancyBboxPatch(
+        (x - w / 2, y - h / 2), w, h, boxstyle="round,pad=0,rounding_size=0.1", facecolor=color, edgecolor="black"
+    )
+    ax.add_patch(patch)
+    ax.text(x, y, text, ha="center", va="center", fontsize=fontsize)
+    return patch
+
+
+def arrow(
+    ax,
+    start: tuple[float, float],
+    end: tuple[float, float],
+    text: str = "",
+    color: str = "black",
+    width: float = 1.2,
+    both: bool = False,
+    fontsize: float = 8,
+):
+    """An arrow from ``start`` to ``end`` (both ends when ``both``), of line ``width`` points,
+    with ``text`` written beside its middle.
+
+    Returns:
+        the arrow, a ``matplotlib.text.Annotation``.
+    """
+    if width <= 0:
+        raise ValueError(f"an arrow needs a positive width; got {width}")
+    style = "<|-|>" if both else "-|>"
+    props = dict(arrowstyle=style, color=color, lw=width, shrinkA=0, shrinkB=0, mutation_scale=8 + 2 * width)
+    note = ax.annotate("", xy=end, xytext=start, arrowprops=props)
+    if text:
+        middle = ((start[0] + end[0]) / 2, (start[1] + end[1]) / 2)
+        ax.annotate(text, middle, xytext=(4, 0), textcoords="offset points", fontsize=fontsize, va="center", color=color)
+    return note

@@ -279,6 +279,10 @@ def test_every_erratum_states_the_claim_the_correction_and_where_it_runs(heading
         assert part in body, f"{heading}: missing {part}"
     where = body.split("**Where it runs.**")[1]
     assert re.search(r"\]\(\d\d-[\w-]+\.md#[\w-]+\)", where), f"{heading}: no link to a chapter section"
+    sources = re.findall(r"^\*\*Source\.\*\* (.+)$", body, re.M)
+    assert sources in (["From the source articles."], ["A common misconception."]), (
+        f"{heading}: one line **Source.** saying 'From the source articles.' or 'A common misconception.'"
+    )
 
 
 # Each item the errata page must cover: words that its entry must contain, and the chapter it links to.
@@ -298,6 +302,14 @@ REQUIRED = {
     "the MLP is not single-layer": (["single-layer networks such as the MLP", "perceptron", "XOR"],
                                     "01-neurons.md"),
     "a doubled softmax": (["softmax twice", "1.46"], "04-mnist.md"),
+    "the article's vectors, quoted as they are": (["[0.8, 0.5, \\dots, 0.2]", "rotation"], "09-transformer.md"),
+    "invented keyword arguments": (["keyword arguments", "TypeError"], "09-transformer.md"),
+    "deep networks before 2006": (["2006", "backpropagation"], "01-neurons.md"),
+    "RMSprop has no momentum": (["RMSprop is a momentum-based optimizer", "squared"], "05-optimizers.md"),
+    "no 80 % of image recognition": (["80 %", "test set"], "07-cnn.md"),
+    "transfer is the usual start": (["Transferring a model is hard", "fine-tune"], "10-scale.md"),
+    "bf16 activations are measured": (["activations", "bf16", "16 bytes"], "10-scale.md"),
+    "references that do not exist": (["Radford", "Hochreiter", "Vinyals", "Show, Attend and Tell"], "09-transformer.md"),
 }
 
 

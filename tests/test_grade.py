@@ -214,7 +214,7 @@ def test_the_time_limit_stops_a_notebook_and_its_unrun_answers_count_as_raised(f
 def test_prepared_copy_drops_solutions_outputs_and_install_lines(folder):
     notebook = grade.read(folder / "book" / "01-toy.ipynb")
     notebook.cells[1].outputs = [nbformat.v4.new_output("stream", text="old")]
-    install = 'if True:\n    %pip install x\n!pip install "y z"\n!{sys.executable} -m pip install z'
+    install = 'if True:\n    %pip install x \\\n        "y z"\n!pip install "y z"\n!{sys.executable} -m pip install z'
     notebook.cells.insert(0, new_code_cell(install))
     ready = grade.prepared(notebook)
     assert not any("solution" in c.metadata.get("tags", []) for c in ready.cells)

@@ -164,3 +164,37 @@ def test_roc_of_a_binary_score_draws_one_curve():
     fig = plot.roc(torch.tensor([0.1, 0.4, 0.35, 0.8]), torch.tensor([0, 0, 1, 1]))
     lines = fig.axes[0].get_lines()
     assert len(lines) == 2 and lines[0].get_label() == "positive class (AUC 0.7500)"
+
+
+def test_diagram_gives_empty_panels_of_the_asked_coordinates():
+    fig, axes = plot.diagram(6, 2, panels=3, xlim=(0, 4), ylim=(0, 2))
+    assert isinstance(fig, Figure) and len(axes) == 3 == len(fig.axes)
+    assert all(ax.get_xlim() == (0, 4) and ax.get_ylim() == (0, 2) and not ax.axison for ax in axes)
+    with pytest.raises(ValueError, match="panels"):
+        plot.diagram(6, 2, panels=0)
+    with pytest.raises(ValueError, match="increasing"):
+        plot.diagram(6, 2, xlim=(1, 0))
+
+
+def test_box_is_centred_on_its_point_and_holds_its_text():
+    _, (ax,) = plot.diagram(4, 4)
+    patch = plot.box(ax, (5, 3), "attention", size=(2, 1), color="tab:blue")
+    assert (patch.get_x(), patch.get_y(), patch.get_width(), patch.get_height()) == (4, 2.5, 2, 1)
+    assert patch.get_facecolor() == to_rgba("tab:blue")
+    assert [t.get_text() for t in ax.texts] == ["attention"] and ax.texts[0].get_position() == (5, 3)
+    with pytest.raises(ValueError, match="positive"):
+        plot.box(ax, (0, 0), "x", size=(0, 1))
+
+
+def test_arrow_runs_from_start_to_end_with_its_label_beside_the_middle():
+    _, (ax,) = plot.diagram(4, 4)
+    note = plot.arrow(ax, (1, 1), (3, 5), text="all-reduce", both=True)
+    assert note.xy == (3, 5) and note.xyann == (1, 1)
+    assert type(note.arrow_patch.get_arrowstyle()).__name__ == "CurveFilledAB"  # a head at each end
+    label = ax.texts[-1]
+    assert label.get_text() == "all-reduce" and label.xy == (2, 3)
+    one_way = plot.arrow(ax, (0, 0), (1, 0))
+    assert type(one_way.arrow_patch.get_arrowstyle()).__name__ == "CurveFilledB"
+    assert ax.texts[-1] is one_way  # no label: only the arrow
+    with pytest.raises(ValueError, match="positive"):
+        plot.arrow(ax, (0, 0), (1, 1), width=0)
