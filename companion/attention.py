@@ -406,9 +406,11 @@ class MultiHeadAttention(nn.Module):
             if causal and offset:  # top-left alignment would be wrong: shift the causal mask
                 if mask is not None:
                     _check_mask(mask, torch.Size((B, h, L, offset + L)))
-                mask = _with_causal(mask, causal_mask(L, offset + L, x.device, offset)) if L > 1 or mask is not None else None
+                if L > 1 or mask is not None:  # (one new query may see every key)
+                    mask = _with_causal(mask, causal_mask(L, offset + L, x.device, offset))
                 causal = False
         S = k.shape[2]
+        k, v = repeat_kv(k, h // g), repeat_kv(v, h // g)  # [B, h, S, d]: query head i reads k/v head i // (h/g)
         if self.backend == "torch":
             if return_weights:
                 raise ValueError("return_weights needs backend='scratch' (torch's fused attention returns no weights)")
@@ -417,9 +419,8 @@ class MultiHeadAttention(nn.Module):
                 mask = mask.to(x.device) if mask.dtype == torch.bool else mask.to(x.device, q.dtype)
                 if causal:
                     mask, causal = _with_causal(mask, causal_mask(L, S, x.device)), False
-            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal, enable_gqa=g != h)
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal)
         else:
-            k, v = repeat_kv(k, h // g), repeat_kv(v, h // g)
             out, weights = scaled_dot_product_attention(q, k, v, mask, causal, return_weights=True)
         out = self.dropout(self.out_proj(out.transpose(1, 2).reshape(B, L, self.dim)))
         return (out, weights) if return_weights else out
