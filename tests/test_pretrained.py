@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
 
 import pytest
@@ -14,14 +13,19 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from companion import pretrained
+from companion import config, pretrained
 from companion.models import TinyGPT
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
 transformers = pytest.importorskip("transformers")
 safetensors_torch = pytest.importorskip("safetensors.torch")
 
 VOCAB = 100
+
+
+@pytest.fixture(autouse=True)
+def offline(monkeypatch):
+    """No test here reaches the network: transformers builds its models locally, downloads go to a local server."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
 
 
 # --------------------------------------------------------------------------------------------
@@ -267,6 +271,13 @@ def test_offline_names_what_to_put_where(online, monkeypatch):
     assert str(online.parent / "gpt2") in message
     with pytest.raises(ValueError, match="hub name"):
         pretrained.download("not a name")
+
+
+def test_the_cache_folder_is_companion_cache_or_the_home_cache(monkeypatch, tmp_path):
+    monkeypatch.setenv("COMPANION_CACHE", str(tmp_path))
+    assert config.cache_dir() == tmp_path
+    monkeypatch.delenv("COMPANION_CACHE")
+    assert config.cache_dir() == Path.home() / ".cache" / "companion"
 
 
 def test_a_repository_without_safetensors_is_refused(file_server, online):
