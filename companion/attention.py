@@ -396,6 +396,8 @@ class MultiHeadAttention(nn.Module):
         """
         B, L, _ = _check_tokens(x, self.dim, "MultiHeadAttention").shape
         h, g, d = self.heads, self.kv_heads, self.head_dim
+        if isinstance(mask, torch.Tensor):
+            mask = mask.to(x.device)
         # [B, L, (h + 2g)·d] → [B, h + 2g, L, d] → q [B, h, L, d], k and v [B, g, L, d]
         q, k, v = self.in_proj(x).view(B, L, h + 2 * g, d).transpose(1, 2).split([h, g, g], dim=1)
         if rope is not None:
@@ -416,7 +418,7 @@ class MultiHeadAttention(nn.Module):
                 raise ValueError("return_weights needs backend='scratch' (torch's fused attention returns no weights)")
             if mask is not None:
                 _check_mask(mask, torch.Size((B, h, L, S)))
-                mask = mask.to(x.device) if mask.dtype == torch.bool else mask.to(x.device, q.dtype)
+                mask = mask if mask.dtype == torch.bool else mask.to(q.dtype)
                 if causal:
                     mask, causal = _with_causal(mask, causal_mask(L, S, x.device)), False
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal)
