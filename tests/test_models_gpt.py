@@ -11,7 +11,7 @@ from torch.nn import functional as F
 
 from companion import scale
 from companion.models import GPTConfig, TinyGPT, count_parameters
-from companion.models.base import sample_next
+from companion.models.base import sample_next, sampling_probabilities
 from companion.models.gpt import kv_cache_bytes, parameter_counts
 
 SMALL = dict(vocab_size=11, context=12, dim=16, heads=4, layers=2)
@@ -325,6 +325,20 @@ def test_top_p_samples_only_from_the_nucleus():
         assert torch.equal(a, sample_next(logits.repeat(50, 1), 1.0, None, torch.Generator().manual_seed(1)))
     assert torch.equal(sample_next(logits, 1.0, None, gen, top_p=1e-6), logits.argmax(-1, keepdim=True))
     assert torch.equal(sample_next(logits, 0, None, gen, top_p=0.5), logits.argmax(-1, keepdim=True))
+
+
+def test_the_sampling_distribution():
+    p = torch.tensor([[0.5, 0.3, 0.15, 0.05]], dtype=torch.float64)
+    logits = p.log()
+    torch.testing.assert_close(sampling_probabilities(logits, 1.0), p)
+    nucleus = torch.tensor([[0.625, 0.375, 0, 0]], dtype=torch.float64)  # 0.5 and 0.3 of 0.8
+    torch.testing.assert_close(sampling_probabilities(logits, 1.0, top_p=0.7), nucleus)
+    top3 = torch.cat([p[:, :3] / 0.95, torch.zeros(1, 1, dtype=torch.float64)], dim=1)
+    torch.testing.assert_close(sampling_probabilities(logits, 1.0, top_k=3), top3)
+    torch.testing.assert_close(sampling_probabilities(logits, 2.0), p.sqrt() / p.sqrt().sum())  # flatter
+    one_hot = torch.tensor([[1.0, 0, 0, 0]], dtype=torch.float64)
+    for kwargs in ({"temperature": 0}, {"temperature": 1.0, "top_k": 1}, {"temperature": 5.0, "top_p": 0.2}):
+        torch.testing.assert_close(sampling_probabilities(logits, **kwargs), one_hot)
 
 
 def test_temperature_zero_is_greedy_and_bad_sampling_arguments_are_refused():

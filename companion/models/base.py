@@ -46,24 +46,20 @@ def check_sampling(n: int, temperature: float, top_k: int | None, top_p: float |
         raise ValueError(f"top_p must be a probability in (0, 1] or None; got {top_p!r}")
 
 
-def sample_next(
-    logits: torch.Tensor,
-    temperature: float,
-    top_k: int | None,
-    generator: torch.Generator | None,
-    top_p: float | None = None,
+def sampling_probabilities(
+    logits: torch.Tensor, temperature: float, top_k: int | None = None, top_p: float | None = None
 ) -> torch.Tensor:
-    """The next token of each row: ``int64 [B, 1]`` drawn from ``softmax(logits / temperature)``.
+    """The distribution :func:`sample_next` draws the next token from, ``[B, V]`` (each row sums to 1).
 
-    ``logits``: ``[B, V]``. ``temperature=0`` takes the most likely token. Otherwise
-    the distribution is cut, in this order, to the ``top_k`` largest logits, then to
-    the **nucleus** of ``top_p``: the most likely tokens, taken in order of
-    probability, until their probabilities add up to ``top_p`` (the token that crosses
-    ``top_p`` is kept, so at least one always is). What is cut gets probability 0;
-    the rest is renormalised.
+    ``softmax(logits / temperature)``, cut, in this order, to the ``top_k`` largest
+    logits, then to the **nucleus** of ``top_p``: the most likely tokens, taken in
+    order of probability, until their probabilities add up to ``top_p`` (the token
+    that crosses ``top_p`` is kept, so at least one always is). What is cut gets
+    probability 0; the rest is renormalised. ``temperature=0``: all the probability on
+    the most likely token. ``logits``: ``[B, V]``.
     """
     if temperature == 0:
-        return logits.argmax(dim=-1, keepdim=True)
+        return torch.zeros_like(logits).scatter(-1, logits.argmax(dim=-1, keepdim=True), 1.0)
     logits = logits / temperature
     if top_k is not None and top_k < logits.shape[-1]:
         kth = logits.topk(top_k, dim=-1).values[:, -1:]
@@ -73,4 +69,20 @@ def sample_next(
         before = probs.cumsum(dim=-1) - probs  # the probability of the more likely tokens
         cut = torch.zeros_like(logits, dtype=torch.bool).scatter(-1, order, before >= top_p)
         logits = logits.masked_fill(cut, float("-inf"))
-    return torch.multinomial(torch.softmax(logits, dim=-1), 1, generator=generator)
+    return torch.softmax(logits, dim=-1)
+
+
+def sample_next(
+    logits: torch.Tensor,
+    temperature: float,
+    top_k: int | None,
+    generator: torch.Generator | None,
+    top_p: float | None = None,
+) -> torch.Tensor:
+    """The next token of each row, ``int64 [B, 1]``, drawn from :func:`sampling_probabilities` of ``logits [B, V]``.
+
+    ``temperature=0`` takes the most likely token (no random draw).
+    """
+    if temperature == 0:
+        return logits.argmax(dim=-1, keepdim=True)
+    return torch.multinomial(sampling_probabilities(logits, temperature, top_k, top_p), 1, generator=generator)
