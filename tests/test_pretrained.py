@@ -182,6 +182,22 @@ def rewrite(folder: Path, change) -> None:
     safetensors_torch.save_file(tensors, str(folder / "model.safetensors"))
 
 
+def test_the_layout_of_the_hubs_gpt2_file(tmp_path):
+    """The hub's "gpt2" stores a bare GPT2Model: names without "transformer.", and each block's causal mask."""
+    theirs = saved(lambda: gpt2(), tmp_path)
+
+    def bare(tensors: dict) -> None:
+        for name in list(tensors):
+            tensors[name.removeprefix("transformer.")] = tensors.pop(name)
+        for i in range(2):
+            tensors[f"h.{i}.attn.bias"] = torch.ones(1, 1, 64, 64).tril()
+
+    rewrite(tmp_path, bare)
+    ids = torch.randint(0, VOCAB, (2, 16), generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        torch.testing.assert_close(pretrained.load_pretrained(tmp_path)(ids), theirs(ids).logits, rtol=0, atol=1e-5)
+
+
 def test_wrong_checkpoints_name_the_tensor(tmp_path):
     saved(lambda: llama(), tmp_path)
     rewrite(tmp_path, lambda t: t.pop("model.layers.1.self_attn.k_proj.weight"))
