@@ -47,6 +47,7 @@ __all__ = [
     "download",
     "load_hf_tensors",
     "load_pretrained",
+    "read_checkpoint_tensors",
     "read_safetensors",
     "weight_map",
 ]
@@ -54,7 +55,9 @@ __all__ = [
 HUB = "https://huggingface.co"
 """The Hugging Face hub; ``HF_ENDPOINT`` replaces it (a mirror)."""
 FILES = ("config.json", "model.safetensors")
-"""The files of a checkpoint that :func:`load_pretrained` reads."""
+"""The files of a checkpoint that :func:`load_pretrained` reads (and downloads)."""
+SHARD_INDEX = "model.safetensors.index.json"
+"""The list of a large checkpoint's shards, which a local folder may hold instead of ``model.safetensors``."""
 
 SAFETENSORS_DTYPES: dict[str, torch.dtype] = {
     "F64": torch.float64,
@@ -393,7 +396,7 @@ def load_pretrained(
     """A :class:`TinyGPT` with the weights of a GPT-2 or Llama checkpoint, in evaluation mode.
 
     Args:
-        name_or_path: a folder with ``config.json`` and ``model.safetensors``, or a hub
+        name_or_path: a folder with ``config.json`` and ``model.safetensors`` (or its shards), or a hub
             repository (``"gpt2"``, ``"owner/name"``), fetched by :func:`download`.
         context: the longest window the model will read (default: the checkpoint's).
         attention: ``"torch"`` (fused kernels) or ``"scratch"`` (the course's own).
@@ -408,10 +411,25 @@ def load_pretrained(
         folder = download(name_or_path, endpoint=endpoint)
     else:
         raise ValueError(f"{name_or_path!s} is neither a folder nor a hub repository name such as 'gpt2'")
-    missing = [name for name in FILES if not (folder / name).is_file()]
-    if missing:
+    hf = json.loads((folder / "config.json").read_text(encoding="utf-8")) if (folder / "config.json").is_file() else None
+    if hf is None or not ((folder / FILES[1]).is_file() or (folder / SHARD_INDEX).is_file()):
+        missing = [name for name in FILES if not (folder / name).is_file()]
         raise PretrainedUnavailableError(f"{folder} needs {' and '.join(FILES)}; {', '.join(missing)} missing")
-    hf = json.loads((folder / "config.json").read_text(encoding="utf-8"))
     model = TinyGPT(config_from_hf(hf, context=context, attention=attention))
-    load_hf_tensors(model, read_safetensors(folder / "model.safetensors"), hf["model_type"])
+    load_hf_tensors(model, read_checkpoint_tensors(folder), hf["model_type"])
     return model.to(device=device, dtype=dtype).eval()
+
+
+def read_checkpoint_tensors(folder: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
+    """All tensors of a checkpoint folder: ``model.safetensors``, or the shards that
+    ``model.safetensors.index.json`` lists (``{"weight_map": {tensor: shard file}}``) for a large model."""
+    folder = Path(folder)
+    if (folder / FILES[1]).is_file():
+        return read_safetensors(folder / FILES[1])
+    index = json.loads((folder / SHARD_INDEX).read_text(encoding="utf-8"))
+    tensors: dict[str, torch.Tensor] = {}
+    for shard in sorted(set(index["weight_map"].values())):
+        tensors.update(read_safetensors(folder / shard))
+    if tensors.keys() != index["weight_map"].keys():
+        raise ValueError(f"{folder}: the shards' tensors differ from those {SHARD_INDEX} lists")
+    return tensors

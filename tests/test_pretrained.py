@@ -198,6 +198,17 @@ def test_the_layout_of_the_hubs_gpt2_file(tmp_path):
         torch.testing.assert_close(pretrained.load_pretrained(tmp_path)(ids), theirs(ids).logits, rtol=0, atol=1e-5)
 
 
+def test_a_checkpoint_in_shards(tmp_path):
+    theirs = llama()
+    theirs.save_pretrained(tmp_path, max_shard_size="20KB")
+    assert not (tmp_path / "model.safetensors").exists()
+    assert len(json.loads((tmp_path / pretrained.SHARD_INDEX).read_text())["weight_map"]) > 10
+    assert len(list(tmp_path.glob("model-*.safetensors"))) > 1
+    ids = torch.randint(0, VOCAB, (2, 16), generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        torch.testing.assert_close(pretrained.load_pretrained(tmp_path)(ids), theirs(ids).logits, rtol=0, atol=1e-5)
+
+
 def test_wrong_checkpoints_name_the_tensor(tmp_path):
     saved(lambda: llama(), tmp_path)
     rewrite(tmp_path, lambda t: t.pop("model.layers.1.self_attn.k_proj.weight"))
