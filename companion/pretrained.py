@@ -411,10 +411,10 @@ def load_pretrained(
         folder = download(name_or_path, endpoint=endpoint)
     else:
         raise ValueError(f"{name_or_path!s} is neither a folder nor a hub repository name such as 'gpt2'")
-    hf = json.loads((folder / "config.json").read_text(encoding="utf-8")) if (folder / "config.json").is_file() else None
-    if hf is None or not ((folder / FILES[1]).is_file() or (folder / SHARD_INDEX).is_file()):
+    if not (folder / FILES[0]).is_file() or not ((folder / FILES[1]).is_file() or (folder / SHARD_INDEX).is_file()):
         missing = [name for name in FILES if not (folder / name).is_file()]
         raise PretrainedUnavailableError(f"{folder} needs {' and '.join(FILES)}; {', '.join(missing)} missing")
+    hf = json.loads((folder / FILES[0]).read_text(encoding="utf-8"))
     model = TinyGPT(config_from_hf(hf, context=context, attention=attention))
     load_hf_tensors(model, read_checkpoint_tensors(folder), hf["model_type"])
     return model.to(device=device, dtype=dtype).eval()
