@@ -1,6 +1,9 @@
-"""What the chapters' models share: parameter counts and input checks."""
+"""What the chapters' models share: parameter counts, input checks, and finding sub-modules by name."""
 
 from __future__ import annotations
+
+from collections.abc import Sequence
+from fnmatch import fnmatchcase
 
 import torch
 from torch import nn
@@ -55,3 +58,40 @@ def sample_next(
         kth = logits.topk(top_k, dim=-1).values[:, -1:]
         logits = logits.masked_fill(logits < kth, float("-inf"))
     return torch.multinomial(torch.softmax(logits, dim=-1), 1, generator=generator)
+
+
+def select_modules(model: nn.Module, patterns: str | Sequence[str]) -> dict[str, nn.Module]:
+    """The sub-modules of ``model`` whose qualified names match ``patterns``, by name in model order.
+
+    A pattern is a shell-style glob (``*`` matches any run of characters, dots
+    included) that matches a name either whole or as its last dotted parts:
+    ``"out_proj"`` matches ``"blocks.0.attn.out_proj"``, ``"blocks.*.mlp.0"``
+    matches the first layer of every block's MLP, ``"head"`` only a module named
+    ``head`` (at any depth), never ``"heads"``.
+
+    Args:
+        model: any ``torch.nn.Module``.
+        patterns: one pattern or a sequence of them.
+
+    Raises:
+        ValueError: a pattern matches no module (the message lists the names there are).
+    """
+    if isinstance(patterns, str):
+        patterns = [patterns]
+    if not isinstance(patterns, Sequence) or not patterns or not all(isinstance(p, str) and p for p in patterns):
+        raise TypeError(f"patterns must be a non-empty str or a sequence of them; got {patterns!r}")
+    named = [(name, module) for name, module in model.named_modules() if name]
+    chosen: dict[str, nn.Module] = {}
+    for pattern in patterns:
+        found = {n: m for n, m in named if fnmatchcase(n, pattern) or fnmatchcase(n, f"*.{pattern}")}
+        if not found:
+            raise ValueError(f"no module of the model is named like {pattern!r}; its modules are {[n for n, _ in named]}")
+        chosen |= found
+    return {name: chosen[name] for name, _ in named if name in chosen}
+
+
+def replace_module(model: nn.Module, name: str, new: nn.Module) -> None:
+    """Put ``new`` where the sub-module called ``name`` (e.g. ``"blocks.0.attn.out_proj"``) was."""
+    parent_name, _, child = name.rpartition(".")
+    parent = model.get_submodule(parent_name) if parent_name else model
+    setattr(parent, child, new)
