@@ -26,6 +26,7 @@ __all__ = [
     "models",
     "optim",
     "plot",
+    "preference",
     "recurrent",
     "scale",
     "train",
