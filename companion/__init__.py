@@ -21,6 +21,7 @@ __all__ = [
     "data",
     "distributed",
     "grade",
+    "instruct",
     "lora",
     "metrics",
     "models",
