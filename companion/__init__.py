@@ -28,6 +28,7 @@ __all__ = [
     "optim",
     "plot",
     "preference",
+    "quantize",
     "recurrent",
     "scale",
     "train",

@@ -29,6 +29,10 @@ from torch import nn
 from torch.nn import functional as F
 
 from companion.models.base import _check_dropout, replace_module, select_modules
+from companion.quantize import QuantLinear
+
+ADAPTABLE = (nn.Linear, QuantLinear)
+"""The layers :func:`wrap` puts a LoRA update on: ``nn.Linear``, and the quantized :class:`~companion.quantize.QuantLinear`."""
 
 
 def _positive_int(name: str, value: object) -> int:
@@ -48,8 +52,9 @@ class LoRALinear(nn.Module):
 
     Args:
         base: the layer to adapt: an ``nn.Linear``, or any module mapping
-            ``[..., in_features] → [..., out_features]`` that has those two attributes
-            (a quantized layer, for QLoRA's idea). Its parameters are frozen.
+            ``[..., in_features] → [..., out_features]`` that has those two attributes,
+            such as a :class:`~companion.quantize.QuantLinear` (QLoRA's idea: only an
+            ``nn.Linear`` can be merged). Its parameters are frozen.
         r: the rank of the update, ``>= 1``.
         alpha: the update is scaled by ``alpha / r``, so that changing ``r`` does
             not change how far one learning-rate step moves the output; None means
@@ -114,13 +119,12 @@ class LoRALinear(nn.Module):
         return y + self.scaling * update
 
     def _base_weight(self, action: str) -> torch.Tensor:
-        weight = getattr(self.base, "weight", None)
-        if not isinstance(weight, torch.Tensor) or not weight.dtype.is_floating_point:
+        if not isinstance(self.base, nn.Linear):
             raise TypeError(
-                f"cannot {action} a LoRA update into a {type(self.base).__name__}: it needs a floating-point "
-                "weight (a quantized base keeps its update beside it)"
+                f"cannot {action} a LoRA update into a {type(self.base).__name__}: only an nn.Linear's "
+                "floating-point weight can take it (a quantized base keeps its update beside it)"
             )
-        return weight
+        return self.base.weight
 
     @torch.no_grad()
     def merge(self) -> None:
@@ -158,8 +162,8 @@ def lora_layers(model: nn.Module) -> dict[str, LoRALinear]:
     return {name: m for name, m in model.named_modules() if isinstance(m, LoRALinear)}
 
 
-def _targets(model: nn.Module, targets: str | Sequence[str]) -> dict[str, nn.Linear]:
-    """The ``nn.Linear`` layers that ``targets`` name; each pattern must name at least one."""
+def _targets(model: nn.Module, targets: str | Sequence[str]) -> dict[str, nn.Module]:
+    """The :data:`ADAPTABLE` layers that ``targets`` name; each pattern must name at least one."""
     patterns = [targets] if isinstance(targets, str) else targets
     chosen = select_modules(model, patterns)
     adapted = [f"{name}." for name in lora_layers(model)]
@@ -168,10 +172,10 @@ def _targets(model: nn.Module, targets: str | Sequence[str]) -> dict[str, nn.Lin
         raise ValueError(f"the layers {again} already carry LoRA updates; wrap each layer once")
     for pattern in patterns:
         found = select_modules(model, pattern)
-        if not any(isinstance(m, nn.Linear) for m in found.values()):
+        if not any(isinstance(m, ADAPTABLE) for m in found.values()):
             kinds = {name: type(m).__name__ for name, m in found.items()}
-            raise TypeError(f"LoRA adapts nn.Linear layers; the pattern {pattern!r} names none, only {kinds}")
-    return {name: m for name, m in chosen.items() if isinstance(m, nn.Linear)}
+            raise TypeError(f"LoRA adapts nn.Linear (or QuantLinear) layers; the pattern {pattern!r} names none, only {kinds}")
+    return {name: m for name, m in chosen.items() if isinstance(m, ADAPTABLE)}
 
 
 def wrap(
@@ -182,7 +186,7 @@ def wrap(
     dropout: float = 0.0,
     trainable: str | Sequence[str] = (),
 ) -> nn.Module:
-    """Put a LoRA update on the ``nn.Linear`` layers named by ``targets`` and freeze everything else.
+    """Put a LoRA update on the linear layers named by ``targets`` and freeze everything else.
 
     The model is changed in place (and returned): each target becomes a
     :class:`LoRALinear` around the original layer, every parameter stops
@@ -194,7 +198,7 @@ def wrap(
         targets: name patterns of the layers to adapt, matched as by
             :func:`~companion.models.base.select_modules`: ``["in_proj", "out_proj"]``
             adapts every attention projection of a TinyGPT, ``"mlp.*"`` its MLPs (of the
-            modules a pattern matches, the ``nn.Linear`` ones are adapted).
+            modules a pattern matches, the ``nn.Linear`` and ``QuantLinear`` ones are adapted).
         r: the rank.
         alpha: the scale numerator; None means ``alpha = r`` (a scale of 1).
         dropout: dropout on the low-rank path's input.
@@ -205,7 +209,7 @@ def wrap(
 
     Raises:
         ValueError: a pattern matches nothing, or a target is adapted already.
-        TypeError: a pattern matches no ``nn.Linear`` layer, only other modules.
+        TypeError: a pattern matches no linear layer, only other modules.
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module; got {type(model).__name__}")
