@@ -144,6 +144,23 @@ class Example:
     rejected: str
 
 
+def fit_words(text: str, shortest: int = 3, longest: int = 8) -> tuple[str, ...]:
+    """The distinct words of ``text`` that suit every word task, in order of first appearance.
+
+    A word suits when it is lower-case letters only, ``shortest`` to ``longest``
+    long, not a palindrome, and its first letter differs from its last (so every
+    task's rejected answer differs from its right one). The 70 :data:`WORDS`
+    teach the tasks' format; thousands of words from Tiny Shakespeare let a
+    model learn to copy, reverse and capitalise words it has not been trained on.
+    """
+    if not isinstance(text, str):
+        raise TypeError(f"fit_words takes a str; got {type(text).__name__}")
+    found = dict.fromkeys(
+        w for w in text.split() if w.isascii() and w.isalpha() and w.islower() and shortest <= len(w) <= longest
+    )
+    return tuple(w for w in found if w != w[::-1] and w[0] != w[-1])
+
+
 def _items(task: Task, words: Sequence[str], rng: random.Random) -> list[tuple[str, ...]]:
     """The task's items in a random order; a pair of numbers comes in a random order of its two."""
     if task.items == "word":
@@ -171,8 +188,9 @@ def instruction_splits(
 
     Args:
         tasks: names from :data:`TASKS`; None means all of them.
-        words: the items of the word tasks (any non-empty strings: e.g. Tang-poem
-            characters for ``reverse``, ``repeat`` and ``first_letter``).
+        words: the items of the word tasks: :data:`WORDS`, the words of a text
+            chosen by :func:`fit_words`, or any non-empty strings whose right and
+            wrong answers differ (e.g. Tang poets' names for ``reverse`` and ``repeat``).
         held_out: the fraction of items held out, in ``(0, 1)``; at least one item is.
         max_items: the most items a task uses (``larger`` has 210 pairs, the word
             tasks one item per word); None means all.
@@ -211,6 +229,12 @@ def instruction_splits(
                 for item in chosen
                 for t in templates
             ]
+    same = next((e for examples in splits.values() for e in examples if e.answer == e.rejected), None)
+    if same is not None:
+        raise ValueError(
+            f"the {same.task} task cannot tell a right answer from a wrong one for {same.prompt!r} "
+            f"(both are {same.answer!r}): choose words as fit_words does"
+        )
     return splits
 
 

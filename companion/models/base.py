@@ -22,12 +22,17 @@ def _check_dropout(dropout: float) -> float:
     return float(dropout)
 
 
-def _check_input(x: torch.Tensor, model: str, expected: str, ok: bool) -> None:
+def _check_input(x: torch.Tensor, model: str, expected: str, ok: bool, dtype: torch.dtype | None = None) -> None:
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"{model} takes a torch tensor; got {type(x).__name__}")
     if not x.dtype.is_floating_point:
         raise TypeError(
             f"{model} takes floating-point inputs; got dtype {x.dtype} (for 0-255 images use x.float() / 255)"
+        )
+    if dtype is not None and x.dtype != dtype:
+        raise TypeError(
+            f"{model}'s weights are {dtype} but the input is {x.dtype}: convert the input (x.to({dtype})) "
+            f"or the model (model.to({x.dtype}))"
         )
     if not ok:
         raise ValueError(f"{model} expects inputs of shape {expected}; got {tuple(x.shape)}")
