@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import dataclasses
 import random
+import re
 from itertools import combinations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -147,7 +148,8 @@ class Example:
 def fit_words(text: str, shortest: int = 3, longest: int = 8) -> tuple[str, ...]:
     """The distinct words of ``text`` that suit every word task, in order of first appearance.
 
-    A word suits when it is lower-case letters only, ``shortest`` to ``longest``
+    Words are runs of ASCII letters (``"king's,"`` holds ``"king"``); one suits
+    when it is lower-case only, ``shortest`` to ``longest``
     long, not a palindrome, and its first letter differs from its last (so every
     task's rejected answer differs from its right one). The 70 :data:`WORDS`
     teach the tasks' format; thousands of words from Tiny Shakespeare let a
@@ -155,9 +157,7 @@ def fit_words(text: str, shortest: int = 3, longest: int = 8) -> tuple[str, ...]
     """
     if not isinstance(text, str):
         raise TypeError(f"fit_words takes a str; got {type(text).__name__}")
-    found = dict.fromkeys(
-        w for w in text.split() if w.isascii() and w.isalpha() and w.islower() and shortest <= len(w) <= longest
-    )
+    found = dict.fromkeys(w for w in re.findall(r"[A-Za-z]+", text) if w.islower() and shortest <= len(w) <= longest)
     return tuple(w for w in found if w != w[::-1] and w[0] != w[-1])
 
 

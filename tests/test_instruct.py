@@ -292,8 +292,8 @@ def test_with_special_tokens_appends_ids_after_the_tokenizers_own():
 
 def test_fit_words_picks_words_that_suit_every_task():
     text = "Noon came. the king, the king's fool saw a level road and sees stars; dagger DAGGER otter kingdoms"
-    assert instruct.fit_words(text) == ("came", "the", "fool", "saw", "road", "and", "dagger", "otter", "kingdoms")
-    assert instruct.fit_words(text, shortest=4, longest=5) == ("came", "fool", "road", "otter")
+    assert instruct.fit_words(text) == ("came", "the", "king", "fool", "saw", "road", "and", "dagger", "otter", "kingdoms")
+    assert instruct.fit_words(text, shortest=4, longest=5) == ("came", "king", "fool", "road", "otter")
     splits = instruct.instruction_splits(["reverse", "uppercase", "first_letter", "repeat"], words=instruct.fit_words(text))
     assert all(e.answer != e.rejected for split in splits.values() for e in split)
 
