@@ -498,7 +498,7 @@ def _train_epoch(
         loss = loss_fn(outputs, yb)
         if not isinstance(loss, torch.Tensor) or loss.ndim != 0:
             raise ValueError(f"loss_fn must return one number (the batch mean) as a tensor; got {loss!r:.80}")
-        if device.type == "cpu" and not torch.isfinite(loss):  # a free read here: stop before the step
+        if _reads_are_free(device) and not torch.isfinite(loss):  # stop before the step spoils the weights
             _diverged(f"batch {step} of {progress.title}", f"{float(loss.detach())}")
         loss.backward()
         optimizer.step()
@@ -515,6 +515,11 @@ def _train_epoch(
     if not math.isfinite(values["loss"]):  # on a GPU, a batch's non-finite loss shows in the epoch's sum
         _diverged(f"a batch of {progress.title}", "NaN or infinite")
     return values
+
+
+def _reads_are_free(device: torch.device) -> bool:
+    """Whether reading a number back costs nothing: on the CPU, where nothing runs ahead of Python."""
+    return device.type == "cpu"
 
 
 def _diverged(where: str, loss: str) -> None:

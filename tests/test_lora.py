@@ -224,3 +224,18 @@ def test_bad_calls_get_clear_errors():
         lora.wrap(model, ["in_proj"], r=2)
     with pytest.raises(TypeError, match="torch.nn.Module"):
         lora.wrap("model", ["in_proj"])
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_on_a_gpu_a_fresh_wrap_changes_nothing_and_merging_changes_outputs_by_at_most_1e_6():
+    model = tiny_gpt(7).cuda()
+    ids = torch.randint(0, 11, (4, 8), device="cuda")
+    before = model(ids)
+    lora.wrap(model, ["in_proj", "out_proj", "mlp.*"], r=4)
+    assert torch.equal(model(ids), before)
+    for layer in lora.lora_layers(model).values():
+        nn.init.normal_(layer.lora_B, std=0.05)
+    with torch.no_grad():
+        unmerged = model(ids)
+        merged = lora.merge(model)(ids)
+    torch.testing.assert_close(merged, unmerged, rtol=0, atol=1e-6)

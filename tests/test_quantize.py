@@ -173,3 +173,12 @@ def test_lora_trains_on_a_frozen_quantized_base():
     assert all(torch.equal(after[name], b) for name, b in codes.items())
     with pytest.raises(TypeError, match="cannot merge a LoRA update into a QuantLinear"):
         lora.merge(model)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("bits", [4, 8])
+def test_a_gpu_stores_the_same_codes_and_scales_as_the_cpu(bits):
+    weight = torch.randn(300, 70, generator=torch.Generator().manual_seed(bits))
+    on_cpu, on_gpu = quantize.quantize(weight, bits), quantize.quantize(weight.cuda(), bits)
+    assert torch.equal(on_gpu.packed.cpu(), on_cpu.packed) and torch.equal(on_gpu.scales.cpu(), on_cpu.scales)
+    assert torch.equal(quantize.dequantize(on_gpu).cpu(), quantize.dequantize(on_cpu))

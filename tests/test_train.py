@@ -420,3 +420,31 @@ def test_numpy_integers_count_as_ints():
     import numpy as np
 
     assert len(bad_fit(epochs=np.int64(2), batch_size=np.int32(8))) == 2
+
+
+def stop_on_the_third_batch(device: torch.device) -> str:
+    """Train with a loss that is NaN on the third batch; the message of the error that stops training."""
+    calls = []
+
+    def turns_nan(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        calls.append(1)
+        loss = F.cross_entropy(outputs, targets)
+        return loss * float("nan") if len(calls) == 3 else loss
+
+    X, y = blobs(64, 5)
+    model = new_model()
+    with pytest.raises(FloatingPointError) as error:
+        train.fit(model, torch.optim.SGD(model.parameters(), lr=0.1), turns_nan, (X, y), epochs=2, batch_size=16,
+                  device=device, progress=False)  # fmt: skip
+    return str(error.value)
+
+
+def test_where_reading_back_is_not_free_the_epochs_sum_shows_a_nan_loss(monkeypatch):
+    """On a GPU, fit reads no loss per batch; a NaN loss turns the epoch's sum NaN, read when the epoch ends."""
+    monkeypatch.setattr(train, "_reads_are_free", lambda device: False)
+    assert "the loss of a batch of epoch 1/2 is NaN or infinite" in stop_on_the_third_batch(CPU)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_on_a_gpu_a_nan_loss_stops_training_when_its_epoch_ends():
+    assert "the loss of a batch of epoch 1/2 is NaN or infinite" in stop_on_the_third_batch(torch.device("cuda"))
