@@ -56,9 +56,9 @@ class LoRALinear(nn.Module):
             such as a :class:`~companion.quantize.QuantLinear` (QLoRA's idea: only an
             ``nn.Linear`` can be merged). Its parameters are frozen.
         r: the rank of the update, ``>= 1``.
-        alpha: the update is scaled by ``alpha / r``, so that changing ``r`` does
-            not change how far one learning-rate step moves the output; None means
-            ``alpha = r`` (a scale of 1).
+        alpha: the update is scaled by ``alpha / r``; keeping ``alpha`` fixed while
+            ``r`` changes spares retuning the learning rate (Hu et al. 2021). The
+            default, 8, is ``peft``'s.
         dropout: dropout on the input of the low-rank path only (training mode only).
 
     Attributes:
@@ -68,14 +68,14 @@ class LoRALinear(nn.Module):
         merged: True while the update is folded into ``base.weight`` (see :meth:`merge`).
     """
 
-    def __init__(self, base: nn.Module, r: int, alpha: float | None = None, dropout: float = 0.0) -> None:
+    def __init__(self, base: nn.Module, r: int, alpha: float = 8.0, dropout: float = 0.0) -> None:
         super().__init__()
         if not isinstance(base, nn.Module) or not all(hasattr(base, a) for a in ("in_features", "out_features")):
             raise TypeError(f"LoRALinear adapts an nn.Linear (or a module with in_features and out_features); got {base!r}")
         if isinstance(base, LoRALinear):
             raise TypeError("this layer already carries a LoRA update; wrap each layer once")
         self.r = _positive_int("r", r)
-        self.alpha = float(self.r) if alpha is None else _positive_number("alpha", alpha)
+        self.alpha = _positive_number("alpha", alpha)
         self.scaling = self.alpha / self.r
         self.base = base.requires_grad_(False)
         floats = [t for t in (*base.parameters(), *base.buffers()) if t.dtype.is_floating_point]
@@ -182,7 +182,7 @@ def wrap(
     model: nn.Module,
     targets: str | Sequence[str],
     r: int = 8,
-    alpha: float | None = None,
+    alpha: float = 8.0,
     dropout: float = 0.0,
     trainable: str | Sequence[str] = (),
 ) -> nn.Module:
@@ -200,7 +200,7 @@ def wrap(
             adapts every attention projection of a TinyGPT, ``"mlp.*"`` its MLPs (of the
             modules a pattern matches, the ``nn.Linear`` and ``QuantLinear`` ones are adapted).
         r: the rank.
-        alpha: the scale numerator; None means ``alpha = r`` (a scale of 1).
+        alpha: the update is scaled by ``alpha / r`` (see :class:`LoRALinear`).
         dropout: dropout on the low-rank path's input.
         trainable: name patterns of modules that keep training in full.
 

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import copy
+import inspect
 import math
 
 import pytest
@@ -41,9 +42,12 @@ def tiny_gpt(seed: int = 0, dtype: torch.dtype = torch.float32) -> TinyGPT:
     return TinyGPT(GPTConfig(vocab_size=11, context=8, dim=16, heads=2, layers=2)).to(dtype)
 
 
-def peft_twin(model: nn.Module, ours: nn.Module, targets: list[str], r: int, alpha: float) -> nn.Module:
+def peft_twin(
+    model: nn.Module, ours: nn.Module, targets: list[str], r: int, alpha: float, dropout: float = 0.0
+) -> nn.Module:
     """peft's LoRA on a copy of ``model`` (taken before wrapping), with our A and B copied across."""
-    theirs = peft.get_peft_model(copy.deepcopy(model), peft.LoraConfig(r=r, lora_alpha=alpha, target_modules=targets))
+    config = peft.LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=targets)
+    theirs = peft.get_peft_model(copy.deepcopy(model), config)
     for name, layer in lora.lora_layers(ours).items():
         twin = theirs.base_model.model.get_submodule(name)
         with torch.no_grad():
@@ -59,6 +63,7 @@ net_cases = st.tuples(
     st.sampled_from([1.0, 2.0, 16.0, 0.5]),  # alpha
     st.sampled_from([["embed", "out"], ["mid"], ["embed", "mid", "out"]]),  # targets
     st.integers(1, 5),  # batch
+    st.sampled_from([0.0, 0.3]),  # dropout on the low-rank path
     st.integers(0, 2**31 - 1),  # seed
 )
 
@@ -66,16 +71,19 @@ net_cases = st.tuples(
 @fast
 @given(net_cases)
 def test_outputs_and_gradients_equal_peft(case):
-    sizes, classes, r, alpha, targets, batch, seed = case
+    sizes, classes, r, alpha, targets, batch, dropout, seed = case
     torch.manual_seed(seed)
     model = Net(sizes, classes).to(F64)
-    ours = lora.wrap(copy.deepcopy(model), targets, r=r, alpha=alpha)
+    ours = lora.wrap(copy.deepcopy(model), targets, r=r, alpha=alpha, dropout=dropout).train()
     for layer in lora.lora_layers(ours).values():
         nn.init.normal_(layer.lora_B)  # a trained-looking update, not the zero start
-    theirs = peft_twin(model, ours, targets, r, alpha)
+    theirs = peft_twin(model, ours, targets, r, alpha, dropout).train()
     x = torch.randn(batch, sizes[0], dtype=F64)
     x_ours, x_theirs = x.clone().requires_grad_(), x.clone().requires_grad_()
-    y_ours, y_theirs = ours(x_ours), theirs(x_theirs)
+    torch.manual_seed(seed)  # the same dropout masks, drawn layer by layer in the same order
+    y_ours = ours(x_ours)
+    torch.manual_seed(seed)
+    y_theirs = theirs(x_theirs)
     torch.testing.assert_close(y_ours, y_theirs, **TOL)
     weights = torch.randn(y_ours.shape, dtype=F64)
     (y_ours * weights).sum().backward()
@@ -104,6 +112,13 @@ def test_tiny_gpt_equals_peft_in_value_and_gradient():
         twin = theirs.base_model.model.get_submodule(name)
         torch.testing.assert_close(layer.lora_A.grad, twin.lora_A["default"].weight.grad, **TOL)
         torch.testing.assert_close(layer.lora_B.grad, twin.lora_B["default"].weight.grad, **TOL)
+
+
+def test_the_defaults_are_pefts():
+    defaults = inspect.signature(lora.wrap).parameters
+    config = peft.LoraConfig()
+    assert (defaults["r"].default, defaults["alpha"].default, defaults["dropout"].default) == (
+        config.r, config.lora_alpha, config.lora_dropout)  # fmt: skip
 
 
 def test_a_starts_as_peft_starts_it_and_b_at_zero():
