@@ -70,7 +70,10 @@ class Task:
     Attributes:
         name: e.g. ``"reverse"``.
         templates: phrasings of the prompt with ``{x}`` (and ``{y}`` for a pair) in them;
-            :func:`instruction_splits` holds the last one out of training.
+            :func:`instruction_splits` holds the last one out of training. It is made of
+            pieces of the others ("reverse {x}, please" after "reverse the word {x}" and
+            "{x} backwards, please"), so a model that learned the instruction, not the
+            phrasing, can answer it.
         answer: the right answer to an item.
         wrong: a plausible wrong answer to an item (the rejected answer of a preference pair).
         items: ``"word"``, ``"number"`` (all but the last of :data:`NUMBERS`) or ``"pair"`` (two different
@@ -108,18 +111,22 @@ def _smaller(item: tuple[str, ...]) -> str:
 TASKS: dict[str, Task] = {
     task.name: task
     for task in [
-        Task("reverse", ("reverse the word {x}", "spell {x} backwards", "write {x} back to front"),
+        Task("reverse", ("reverse the word {x}", "spell {x} backwards", "{x} backwards, please",
+                         "reverse {x}, please"),
              lambda w: w[0][::-1], lambda w: w[0]),
-        Task("uppercase", ("uppercase {x}", "write {x} in capitals", "shout the word {x}"),
+        Task("uppercase", ("uppercase {x}", "write the word {x} in capitals", "{x} in capitals, please",
+                           "uppercase the word {x}"),
              lambda w: w[0].upper(), lambda w: w[0]),
         Task("first_letter", ("what is the first letter of {x}?", "{x} starts with which letter?",
-                              "name the first letter of {x}"),
+                              "first letter of the word {x}, please", "which letter does {x} start with?"),
              lambda w: w[0][0], lambda w: w[0][-1]),
-        Task("repeat", ("say {x} twice", "repeat {x} two times", "echo {x} twice"),
+        Task("repeat", ("say {x} twice", "repeat the word {x} twice", "{x} twice, please", "say the word {x} twice"),
              lambda w: f"{w[0]} {w[0]}", lambda w: w[0]),
-        Task("next_number", ("what comes after {x}?", "which number follows {x}?", "count on by one from {x}"),
+        Task("next_number", ("what comes after {x}?", "which number follows {x}?", "the number after {x}, please",
+                             "what number comes after {x}?"),
              _after, _before_or_two_after, items="number"),
-        Task("larger", ("which is larger, {x} or {y}?", "{x} or {y}: which is more?", "name the bigger of {x} and {y}"),
+        Task("larger", ("which is larger, {x} or {y}?", "{x} or {y}: which is more?",
+                        "the larger of {x} and {y}, please", "which is more, {x} or {y}?"),
              _larger, _smaller, items="pair"),
     ]
 }  # fmt: skip

@@ -92,9 +92,9 @@ def test_the_splits_hold_out_items_and_templates():
     assert not {item(e) for e in new_items if e.task != "first_letter"} & seen
     assert not {e.prompt for e in new_items} & {e.prompt for e in train}
     assert {e.task for e in new_items} == set(instruct.TASKS)
-    for name in instruct.TASKS:
-        counts = [sum(e.task == name for e in split) for split in (train, new_items)]
-        assert counts[1] / 2 == max(1, round(0.2 * (counts[0] + counts[1]) / 2))
+    for name, task in instruct.TASKS.items():
+        counts = [sum(e.task == name for e in split) / (len(task.templates) - 1) for split in (train, new_items)]
+        assert counts[1] == max(1, round(0.2 * (counts[0] + counts[1])))
 
 
 def test_every_example_is_right_and_written_in_tiny_shakespeares_characters():
@@ -112,7 +112,7 @@ def test_the_splits_repeat_with_the_seed_and_change_with_it():
 def test_other_words_and_a_subset_of_tasks():
     splits = instruct.instruction_splits(["reverse", "repeat"], words=["李白", "杜甫", "王維", "白居易"], held_out=0.25)
     assert {e.task for e in splits["train"]} == {"reverse", "repeat"}
-    assert len(splits["new_items"]) == 2 * 2 * 1
+    assert len(splits["new_items"]) == 2 * 3 * 1
     assert any(e.answer == "易居白" for s in splits.values() for e in s)
 
 
