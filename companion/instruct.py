@@ -52,7 +52,8 @@ WORDS: tuple[str, ...] = tuple(
     "king queen lord lady duke prince crown sword ghost night love death heart blood grace tears storm witch fool "
     "knave rogue castle dagger poison letter friend enemy sorrow mercy virtue gentle noble sweet fair brave proud "
     "father mother daughter brother sister cousin nurse rome venice verona tower heaven moon rose lion horse wine "
-    "bread gold silver ring dream fortune hamlet romeo juliet iago portia cassio plague lear macbeth banquo horatio".split()
+    "bread gold silver ring dream fortune hamlet romeo juliet iago portia cassio plague lear macbeth banquo "
+    "horatio".split()
 )
 """Seventy words of Shakespeare's plays: lower-case, 3 to 8 letters, no palindrome, first letter ≠ last."""
 
@@ -390,7 +391,7 @@ class ChatTemplate:
         return answer_mask(ids, self.assistant_id, self.end_id)
 
     def conversation_mask(self, ids: torch.Tensor) -> torch.Tensor:
-        """``bool [B, T]``: every token of each conversation up to its end token — prompt, answer, end — not the padding."""
+        """``bool [B, T]``: each conversation's tokens up to its end token (prompt, answer, end), not the padding."""
         return answer_mask(ids, self.user_id, self.end_id) | (ids == self.user_id)
 
 
@@ -421,7 +422,9 @@ def _context(model: nn.Module) -> int | None:
 
 
 @torch.no_grad()
-def generate_answers(model: nn.Module, chat: ChatTemplate, prompts: Sequence[str], max_new_tokens: int = 24) -> list[str]:
+def generate_answers(
+    model: nn.Module, chat: ChatTemplate, prompts: Sequence[str], max_new_tokens: int = 24
+) -> list[str]:
     """The model's answer to each prompt: greedy decoding until the end token (or ``max_new_tokens``).
 
     Prompts of the same length run as one batch. The model reads at most its
@@ -501,7 +504,9 @@ def resize_token_embeddings(
         raise ValueError(f"vocab_size must be an int >= the current {old}; got {vocab_size!r}")
     out = model.get_submodule(head) if head is not None else None
     if out is not None and (not isinstance(out, nn.Linear) or out.out_features != old):
-        raise TypeError(f"{head!r} must be an nn.Linear with {old} outputs (resize before wrapping with LoRA); got {out!r}")
+        raise TypeError(
+            f"{head!r} must be an nn.Linear with {old} outputs (resize before wrapping with LoRA); got {out!r}"
+        )
     tied = out is not None and out.weight is table.weight
     new_table = nn.Embedding(vocab_size, table.embedding_dim, device=table.weight.device, dtype=table.weight.dtype)
     _grow(new_table.weight, table.weight)

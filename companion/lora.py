@@ -32,7 +32,7 @@ from companion.models.base import _check_dropout, replace_module, select_modules
 from companion.quantize import QuantLinear
 
 ADAPTABLE = (nn.Linear, QuantLinear)
-"""The layers :func:`wrap` puts a LoRA update on: ``nn.Linear``, and the quantized :class:`~companion.quantize.QuantLinear`."""
+"""The layers :func:`wrap` adapts: ``nn.Linear`` and the quantized :class:`~companion.quantize.QuantLinear`."""
 
 
 def _positive_int(name: str, value: object) -> int:
@@ -71,7 +71,9 @@ class LoRALinear(nn.Module):
     def __init__(self, base: nn.Module, r: int, alpha: float = 8.0, dropout: float = 0.0) -> None:
         super().__init__()
         if not isinstance(base, nn.Module) or not all(hasattr(base, a) for a in ("in_features", "out_features")):
-            raise TypeError(f"LoRALinear adapts an nn.Linear (or a module with in_features and out_features); got {base!r}")
+            raise TypeError(
+                f"LoRALinear adapts an nn.Linear (or a module with in_features and out_features); got {base!r}"
+            )
         if isinstance(base, LoRALinear):
             raise TypeError("this layer already carries a LoRA update; wrap each layer once")
         self.r = _positive_int("r", r)
@@ -174,7 +176,9 @@ def _targets(model: nn.Module, targets: str | Sequence[str]) -> dict[str, nn.Mod
         found = select_modules(model, pattern)
         if not any(isinstance(m, ADAPTABLE) for m in found.values()):
             kinds = {name: type(m).__name__ for name, m in found.items()}
-            raise TypeError(f"LoRA adapts nn.Linear (or QuantLinear) layers; the pattern {pattern!r} names none, only {kinds}")
+            raise TypeError(
+                f"LoRA adapts nn.Linear (or QuantLinear) layers; the pattern {pattern!r} names none, only {kinds}"
+            )
     return {name: m for name, m in chosen.items() if isinstance(m, ADAPTABLE)}
 
 
@@ -267,7 +271,9 @@ def unmerge(model: nn.Module) -> nn.Module:
     layers = _each_layer(model)
     unmerged = [name for name, layer in layers.items() if not layer.merged]
     if unmerged:
-        raise RuntimeError(f"the LoRA layers {unmerged} are not merged: there is no update in their weights to take out")
+        raise RuntimeError(
+            f"the LoRA layers {unmerged} are not merged: there is no update in their weights to take out"
+        )
     for layer in layers.values():
         layer.unmerge()
     return model

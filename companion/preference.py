@@ -126,7 +126,8 @@ def dpo_loss(
         if not isinstance(value, torch.Tensor) or not value.dtype.is_floating_point or value.ndim != 1:
             raise TypeError(f"{name} must be a float tensor [B] of log-probabilities; got {_describe(value)}")
         if value.shape != policy_chosen.shape:
-            raise ValueError(f"the four log-probabilities need the same shape [B]; got {[tuple(v.shape) for v in logps]}")
+            shapes = [tuple(v.shape) for v in logps]
+            raise ValueError(f"the four log-probabilities need the same shape [B]; got {shapes}")
     if isinstance(beta, bool) or not isinstance(beta, (int, float)) or not 0 < beta < math.inf:
         raise ValueError(f"beta must be a positive finite number; got {beta!r}")
     chosen_rewards = beta * (policy_chosen - ref_chosen)
@@ -152,7 +153,7 @@ def reward_margin(chosen_rewards: torch.Tensor, rejected_rewards: torch.Tensor) 
 
 
 def preference_accuracy(chosen_rewards: torch.Tensor, rejected_rewards: torch.Tensor) -> float:
-    """The fraction of pairs ``[B]`` whose preferred answer has the larger reward (``r_w > r_l``; a tie counts as wrong).
+    """The fraction of pairs ``[B]`` whose preferred answer has the larger reward: ``r_w > r_l`` (a tie is wrong).
 
     With rewards from :func:`dpo_loss` it is 0 for a policy equal to its
     reference (all rewards 0); pass log-probabilities instead to ask how often a

@@ -90,7 +90,8 @@ def select_modules(model: nn.Module, patterns: str | Sequence[str]) -> dict[str,
     for pattern in patterns:
         found = {n: m for n, m in named if fnmatchcase(n, pattern) or fnmatchcase(n, f"*.{pattern}")}
         if not found:
-            raise ValueError(f"no module of the model is named like {pattern!r}; its modules are {[n for n, _ in named]}")
+            names = [n for n, _ in named]
+            raise ValueError(f"no module of the model is named like {pattern!r}; its modules are {names}")
         chosen |= found
     return {name: chosen[name] for name, _ in named if name in chosen}
 
