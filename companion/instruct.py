@@ -359,8 +359,9 @@ class ChatTemplate:
 
     @property
     def vocab_size(self) -> int:
-        """The number of ids the model must know: one more than the largest id in use."""
-        return max(len(self.tokenizer), self.user_id + 1, self.assistant_id + 1, self.end_id + 1)
+        """The number of ids the model must know: the tokenizer's (``len`` or ``vocab_size``), special tokens included."""
+        known = len(self.tokenizer) if hasattr(self.tokenizer, "__len__") else getattr(self.tokenizer, "vocab_size", 0)
+        return max(known, self.user_id + 1, self.assistant_id + 1, self.end_id + 1)
 
     def render(self, prompt: str, answer: str | None = None) -> str:
         """The conversation as text; without ``answer``, the prompt the model continues."""

@@ -144,6 +144,25 @@ def test_the_template_renders_and_encodes_the_same_conversation(tokenizer):
     assert ChatTemplate(tokenizer).end_id == chat.end_id, "adding the tokens again keeps their ids"
 
 
+def test_the_vocabulary_size_is_read_from_vocab_size_when_the_tokenizer_has_no_len():
+    class Sized:
+        vocab_size = 300
+
+        def __init__(self) -> None:
+            self.inner = ByteTokenizer()
+
+        def encode(self, text: str) -> list[int]:
+            return self.inner.encode(text)
+
+        def decode(self, ids: list[int]) -> str:
+            return self.inner.decode(ids)
+
+        def add_special_tokens(self, tokens: list[str]) -> list[int]:
+            return self.inner.add_special_tokens(tokens)
+
+    assert ChatTemplate(Sized()).vocab_size == 300
+
+
 def test_a_batch_masks_the_answer_and_its_end_token_only():
     chat = char_chat()
     examples = instruct.instruction_splits()["train"][::50]
