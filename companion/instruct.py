@@ -359,7 +359,7 @@ class ChatTemplate:
 
     @property
     def vocab_size(self) -> int:
-        """The number of ids the model must know: the tokenizer's (``len`` or ``vocab_size``), special tokens included."""
+        """The number of ids the model must know: the tokenizer's (its len or vocab_size), special ones included."""
         known = len(self.tokenizer) if hasattr(self.tokenizer, "__len__") else getattr(self.tokenizer, "vocab_size", 0)
         return max(known, self.user_id + 1, self.assistant_id + 1, self.end_id + 1)
 
