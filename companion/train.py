@@ -329,15 +329,13 @@ def _check_outputs(model: nn.Module, loss_fn: object, pairs: dict[str, Pair]) ->
     class_index = _is_loss(loss_fn, _CLASS_INDEX_LOSSES, (F.cross_entropy, F.nll_loss))
     if not (elementwise or class_index):
         return
-    X, y = pairs["train"]
-    outputs = predict(model, X[:2])
+    outputs = predict(model, pairs["train"][0][:2])
     for name, (_, targets) in pairs.items():
         if elementwise and outputs.shape[1:] != targets.shape[1:]:
             raise ValueError(
                 f"{name}: {_loss_name(loss_fn)} compares outputs and targets element by element, but the model's "
-                f"outputs are [N, {', '.join(map(str, outputs.shape[1:]))}] and the targets [N"
-                f"{''.join(f', {n}' for n in targets.shape[1:])}]: they would broadcast to a wrong shape "
-                "(e.g. [N, N]); reshape the targets (y.unsqueeze(1)) or the outputs to match"
+                f"outputs are {_rows(outputs.shape)} and the targets {_rows(targets.shape)}: they would broadcast "
+                "to a wrong shape (e.g. [N, N]); reshape the targets (y.unsqueeze(1)) or the outputs to match"
             )
         if class_index and outputs.ndim >= 2 and not targets.dtype.is_floating_point:
             classes, ignore = outputs.shape[1], getattr(loss_fn, "ignore_index", -100)
@@ -347,6 +345,11 @@ def _check_outputs(model: nn.Module, loss_fn: object, pairs: dict[str, Pair]) ->
                     f"{name}: {_loss_name(loss_fn)} needs labels in 0 … {classes - 1} for a model with {classes} "
                     f"outputs; got labels from {int(labels.min())} to {int(labels.max())}"
                 )
+
+
+def _rows(shape: torch.Size) -> str:
+    """A shape with its first axis, the rows, written ``N``: ``[N, 1]``."""
+    return "[" + ", ".join(["N", *map(str, shape[1:])]) + "]"
 
 
 def _named_metrics(metrics: Metrics) -> dict[str, Metric]:

@@ -355,6 +355,8 @@ X_BAD, Y_BAD = blobs(20, 14)
         ({"loss_fn": F.cross_entropy, "train": (X_BAD, Y_BAD * 2)}, ValueError, "cross_entropy needs labels in 0 … 2"),
         ({"loss_fn": nn.MSELoss(), "model": mlp([2, 1]), "train": (X_BAD, Y_BAD.float())},
          ValueError, r"outputs are \[N, 1\] and the targets \[N\]"),
+        ({"loss_fn": nn.HuberLoss(), "model": nn.Sequential(mlp([2, 1]), nn.Flatten(0)), "train": (X_BAD, torch.zeros(20, 1))},
+         ValueError, r"HuberLoss compares.*outputs are \[N\] and the targets \[N, 1\]"),
         ({"loss_fn": F.l1_loss, "model": mlp([2, 3]), "train": (X_BAD, torch.zeros(20, 2))},
          ValueError, r"l1_loss compares.*\[N, 3\] and the targets \[N, 2\]"),
         ({"device": "cuda:0" if not torch.cuda.is_available() else "mps"}, ValueError, "is not available on this machine"),
