@@ -7,7 +7,7 @@ block, one scale ``s = max|w| / q_max`` (``q_max = 2^(b−1) − 1``: 7 for 4 bi
 
 .. math::
 
-    q_i = \\operatorname{round}(w_i / s) \\in \\{-q_\\max, …, q_\\max\\},
+    q_i = \\operatorname{round}(w_i / s) \\in \\{-q_{\\max}, …, q_{\\max}\\},
     \\qquad \\hat w_i = s\\, q_i, \\qquad |w_i - \\hat w_i| \\le s / 2.
 
 A block's largest weight is kept exactly (up to float rounding); one outlier
