@@ -114,6 +114,17 @@ def dequantize(q: QuantizedTensor, dtype: torch.dtype = torch.float32) -> torch.
     return (values * q.scales[:, None]).flatten()[: q.numel()].view(q.shape).to(dtype)
 
 
+def quantization_error(weight: torch.Tensor, bits: int = 4, group_size: int = 64) -> float:
+    """The relative error of storing ``weight`` in ``bits`` bits: ``‖w − ŵ‖ / ‖w‖`` (Frobenius norms).
+
+    About ``step / (√12 · rms(w))`` when rounding errors spread evenly over a
+    step; 0 for a tensor of zeros.
+    """
+    restored = dequantize(quantize(weight, bits, group_size), torch.float64)
+    norm = weight.detach().double().norm()
+    return float((weight.detach().double() - restored).norm() / norm) if norm > 0 else 0.0
+
+
 class QuantLinear(nn.Module):
     """A linear layer whose weight is stored quantized and dequantized at every call: ``y = x ŵᵀ + b``.
 

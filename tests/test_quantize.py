@@ -109,6 +109,14 @@ def test_the_mean_error_is_a_quarter_step_and_eight_bits_err_far_less_than_four(
     assert errors[4] == pytest.approx(quantized[4].scales.mean().item() / 4, rel=0.05)
     assert errors[8] == pytest.approx(quantized[8].scales.mean().item() / 4, rel=0.05)
     assert errors[8] < errors[4] / 10
+    for bits, q in quantized.items():
+        restored = quantize.dequantize(q)
+        relative = quantize.quantization_error(weight, bits)
+        assert relative == pytest.approx(((weight - restored).norm() / weight.norm()).item(), rel=1e-5)
+        # an even spread over ±step/2 has a root mean square of step/√12
+        expected = (q.scales.square().mean().sqrt() / math.sqrt(12) / weight.square().mean().sqrt()).item()
+        assert relative == pytest.approx(expected, rel=0.05)
+    assert quantize.quantization_error(torch.zeros(64)) == 0.0
 
 
 def test_quant_linear_computes_with_the_dequantized_weight():
