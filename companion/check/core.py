@@ -1,57 +1,77 @@
-"""The core of the self-checks: run a student's function, compare it with a reference, explain.
+"""The engine of the self-checks: produce a student's outputs, judge them against a reference, explain.
 
-Every check returns a :class:`CheckResult`, which is truthy when the answer is
-right and displays as a short report in a notebook::
+Every check of the course is a :class:`CheckSpec` in :data:`SPECS`, declared by its topic module:
+the reference, the cases, the known mistakes, the forbidden operations and the hint. A check runs
+in two halves that share nothing but plain data:
 
-    >>> from companion import check
+* :func:`produce` runs where the student's code runs. It applies the student's function to cases
+  drawn from a seed (the operations the exercise forbids raise while it runs), or takes the
+  student's values as they are, and returns numbers, strings, lists and NumPy arrays only.
+* :func:`judge` recomputes the reference on the same cases and says ✅ or ❌, and how the answer
+  differs (an error and the student's own line, a shape, a dtype, a sign, a factor, a known
+  mistake) but never the expected answer. The method is the check's hint, shown on request.
+
+``check.<name>(...)`` is ``judge(name, seed, produce(name, args, seed))`` with a fresh seed, so a
+self-check and a grader that judges saved outputs (:func:`save_produced`, :func:`load_produced`)
+never disagree::
+
     >>> check.neuron_forward(my_neuron)       # doctest: +SKIP
-    ✅ neuron_forward: 5 of 5 cases match the reference.
-
-A wrong answer gets the first case that fails and how it fails (an error and
-the student's own line that raised it, a shape, a sign, a factor, how far off)
-but never the expected answer of a numeric exercise, and never the method: that
-is the check's hint, shown only on request with :func:`hint`. The topic modules
-of this package hold the checks of each chapter; they build on :func:`compare`
-and :func:`value`.
+    ✅ neuron_forward: 8 of 8 cases match the reference.
 """
 
 from __future__ import annotations
 
-import contextlib
+import functools
 import importlib
+import json
 import math
+import re
+import secrets
+import sys
 import textwrap
 import traceback
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
+import zipfile
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
+from types import CodeType
 from typing import Any
 
 import numpy as np
 import torch
+from torch.overrides import TorchFunctionMode
 
 __all__ = [
+    "SPECS",
     "CheckResult",
+    "CheckSpec",
     "ForbiddenCallError",
     "Hint",
     "PLACEHOLDER_MESSAGE",
     "compare",
     "explain_difference",
-    "forbidding",
     "hint",
-    "not_a_function",
+    "judge",
+    "load_produced",
+    "produce",
     "register_hint",
+    "save_produced",
     "value",
 ]
 
+FORMAT = "companion.check/1"
+PLACEHOLDER_MESSAGE = "the placeholder `...` is still there: replace it with your answer."
+"""The message of a check whose answer is still the placeholder ``...``."""
+NONE_MESSAGE = "the function returned None (is a `return` missing, or is the placeholder `...` still there?)"
 _HINTS: dict[str, str] = {}
 _LIBRARY_DIRS = tuple(
     str(Path(module.__file__).resolve().parent) for module in (np, torch) if module.__file__
 ) + (str(Path(__file__).resolve().parent.parent),)
+_MAX_BYTES = 1 << 28  # what load_produced accepts: 256 MiB of arrays
 
 
 def register_hint(name: str, text: str) -> None:
-    """Record the hint that :func:`hint` shows for the check ``name`` (topic modules call this)."""
+    """Record the hint that :func:`hint` shows for the check ``name``."""
     _HINTS[name] = text
 
 
@@ -65,16 +85,11 @@ class Hint:
     def __str__(self) -> str:
         return _fit(f"💡 {self.name}: {self.text}")
 
-    def __repr__(self) -> str:
-        return str(self)
+    __repr__ = __str__
 
 
 def hint(name: str) -> Hint:
-    """The hint of the check ``name``: how to approach the exercise, for when a student is stuck.
-
-    >>> check.hint("neuron_forward")       # doctest: +SKIP
-    💡 neuron_forward: weighted sum x·w, plus the bias b, then ReLU ...
-    """
+    """The hint of the check ``name``: a way to approach the exercise, for when a student is stuck."""
     if name not in _HINTS:
         known = ", ".join(sorted(_HINTS)) or "none"
         raise ValueError(f"no check named {name!r} has a hint; checks with hints: {known}")
@@ -83,7 +98,7 @@ def hint(name: str) -> Hint:
 
 @dataclass(frozen=True)
 class CheckResult:
-    """The outcome of a self-check: ``passed`` and a message that explains it.
+    """The outcome of a check: ``passed`` and a message that explains it; truthy when passed.
 
     A failed result whose check has a hint ends by saying how to ask for it.
     """
@@ -102,78 +117,158 @@ class CheckResult:
             text += f'\nStuck? check.hint("{key}") gives a hint.'
         return _fit(text)
 
-    def __repr__(self) -> str:
-        return str(self)
+    __repr__ = __str__
 
 
 def _fit(text: str, width: int = 80) -> str:
-    """``text`` with each of its lines wrapped to ``width`` columns, so it fits a book's code cell."""
+    """``text`` with each line wrapped to ``width`` columns, so that it fits a book's code cell."""
     return "\n".join(
         textwrap.fill(line, width, subsequent_indent="   ", break_on_hyphens=False) if len(line) > width else line
         for line in text.splitlines()
     )
 
 
-PLACEHOLDER_MESSAGE = "the placeholder `...` is still there: replace it with your answer."
-"""The message of a check whose student function still returns the placeholder ``...``."""
-
-
 class ForbiddenCallError(RuntimeError):
     """Raised when a student's function calls what its exercise asks to do without."""
 
 
-def _as_array(value: Any) -> np.ndarray | None:
-    """``value`` as a float64 NumPy array, or None when it is not numeric."""
-    if isinstance(value, torch.Tensor):
-        return value.detach().cpu().double().numpy()
-    if isinstance(value, bool):
-        return None
-    try:
-        array = np.asarray(value, dtype=np.float64)
-    except (TypeError, ValueError):
-        return None
-    return array
+Case = tuple[str, tuple]
 
 
-def explain_difference(expected: Any, got: Any, rtol: float = 1e-6, atol: float = 1e-8) -> str | None:
-    """None when ``got`` matches ``expected`` (numbers, arrays or tensors to ``rtol``/``atol``), else why not.
+@dataclass(frozen=True)
+class CheckSpec:
+    """What one check declares; the engine does the rest.
 
-    Match means ``|got - expected| <= atol + rtol * |expected|`` element-wise, with equal shapes.
+    ``reference(*case)`` gives the expected output of a case (a value check: ``reference(*question)``).
+    ``cases(generator)`` lists ``(description, args)``; a value check has none: its first ``answers``
+    arguments are the student's answers and the rest the question. ``mistakes`` maps what a student
+    is told to a variant of the reference that makes that mistake; it is named when the answer matches
+    it on every case. ``diagnose(case, expected, got)`` may add a sentence of its own. ``forbidden``:
+    dotted names that raise while the student's function runs (the reference is always among them).
+    ``apply(student, *case)`` runs the student on a case (default ``student(*case)``); ``prepare``
+    turns the question into plain data where the student's code runs; ``view(case, output)``
+    compares a derived quantity instead of the raw output (the step instead of the new θ).
     """
-    want, have = _as_array(expected), _as_array(got)
-    if want is None:
-        return None if got == expected else f"expected {expected!r}, got {got!r}"
-    if have is None:
-        return f"expected a number or an array, got {type(got).__name__}"
-    if want.shape != have.shape:
-        return f"expected shape {want.shape}, got shape {have.shape}"
-    if not np.all(np.isfinite(have)) and np.all(np.isfinite(want)):
-        return f"the result contains NaN or infinity: {have}"
-    close = np.isclose(have, want, rtol=rtol, atol=atol)
-    if close.all():
-        return None
-    if want.ndim == 0:
-        return f"expected {want.item():.6g}, got {have.item():.6g}"
-    where = np.unravel_index(np.argmax(np.abs(have - want) * ~close), want.shape)
-    return (
-        f"{int((~close).sum())} of {want.size} entries differ; the largest difference is at index "
-        f"{tuple(int(i) for i in where)}: expected {want[where]:.6g}, got {have[where]:.6g}"
-    )
+
+    name: str
+    reference: Callable[..., Any]
+    cases: Callable[[torch.Generator], list[Case]] | None = None
+    answers: int = 0
+    labels: tuple[str, ...] = ()
+    mistakes: Mapping[str, Callable[..., Any]] = field(default_factory=dict)
+    diagnose: Callable[[tuple, Any, Any], str] | None = None
+    forbidden: tuple[str, ...] = ()
+    apply: Callable[..., Any] | None = None
+    prepare: Callable[..., tuple] | None = None
+    block_reference: bool = True
+    view: Callable[[tuple, Any], Any] | None = None
+    rtol: float = 1e-6
+    atol: float = 1e-8
+    passed: str = ""
+    hint: str = ""
 
 
-def _describe(args: Sequence[Any]) -> str:
-    parts = []
-    for arg in args:
-        if isinstance(arg, torch.Tensor) and arg.numel() > 6:
-            parts.append(f"tensor of shape {tuple(arg.shape)}")
-        else:
-            parts.append(repr(arg))
-    return ", ".join(parts)
+SPECS: dict[str, CheckSpec] = {}
+"""Every check of the course by its public name, ``check.<name>``."""
 
 
-def _fresh(args: Sequence[Any]) -> list[Any]:
-    """``args`` with every tensor cloned, so a function that modifies its input spoils nothing."""
-    return [arg.clone() if isinstance(arg, torch.Tensor) else arg for arg in args]
+def define(spec: CheckSpec) -> CheckSpec:
+    """Register ``spec`` in :data:`SPECS` (and its hint); topic modules call this once per check."""
+    SPECS[spec.name] = spec
+    if spec.hint:
+        register_hint(spec.name, spec.hint)
+    return spec
+
+
+def run(name: str, *args: Any) -> CheckResult:
+    """The self-check ``check.<name>(*args)``: produce and judge on one fresh seed."""
+    return _self_check(SPECS[name], args)
+
+
+def _self_check(spec: CheckSpec, args: tuple) -> CheckResult:
+    seed = secrets.randbits(31)
+    return _judge(spec, seed, _produce(spec, args, seed))
+
+
+# --- the student's half: run, block, record -----------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Raised:
+    """An error the student's code raised: its type, message and the student's own line."""
+
+    type: str
+    message: str
+    line: str = ""
+
+
+@dataclass(frozen=True)
+class Opaque:
+    """An object that is neither a number, a string, a tensor nor a container: only its type travels."""
+
+    type: str
+
+
+class Wrong(Exception):
+    """Raised by a spec's ``apply`` when the student's output cannot be compared; says why."""
+
+
+def _resolve(dotted: str) -> Any:
+    """The object a dotted name stands for (``"torch.Tensor.softmax"``), or None when it does not exist."""
+    parts = dotted.split(".")
+    for cut in range(len(parts), 0, -1):
+        try:
+            obj = importlib.import_module(".".join(parts[:cut]))
+        except ImportError:
+            continue
+        try:
+            return functools.reduce(getattr, parts[cut:], obj)
+        except AttributeError:
+            return None
+    return None
+
+
+def _code(obj: Any) -> CodeType | None:
+    while isinstance(obj, functools.partial):
+        obj = obj.func
+    return getattr(getattr(obj, "__func__", obj), "__code__", None)
+
+
+class _Blocker(TorchFunctionMode):
+    """Within ``with``, the forbidden operations raise :class:`ForbiddenCallError` and are recorded,
+    however the student's code reached them: torch calls through this torch function mode, Python
+    functions (the course's own, captured or not) by their code object through a profile hook."""
+
+    def __init__(self, forbidden: Sequence[str], extra: Sequence[Any] = ()) -> None:
+        super().__init__()
+        named = [(name, _resolve(name)) for name in forbidden] + [("the check's own reference", o) for o in extra]
+        self.objects = {id(obj): (obj, name) for name, obj in named if obj is not None}
+        self.codes = {code: name for name, obj in named if (code := _code(obj)) is not None}
+        self.blocked: list[str] = []
+
+    def _block(self, name: str) -> None:
+        if name not in self.blocked:
+            self.blocked.append(name)
+        raise ForbiddenCallError(f"this exercise asks you to do without {name}")
+
+    def __torch_function__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
+        if id(func) in self.objects:
+            self._block(self.objects[id(func)][1])
+        return func(*args, **(kwargs or {}))
+
+    def _profile(self, frame: Any, event: str, arg: Any) -> None:
+        if event == "call" and frame.f_code in self.codes:
+            self._block(self.codes[frame.f_code])
+
+    def __enter__(self) -> _Blocker:
+        self._saved = sys.getprofile()
+        super().__enter__()
+        sys.setprofile(self._profile)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        sys.setprofile(self._saved)
+        super().__exit__(*exc)
 
 
 def _student_line(err: BaseException) -> str:
@@ -184,99 +279,290 @@ def _student_line(err: BaseException) -> str:
     ]  # fmt: skip
     if not frames:
         return ""
-    frame = frames[-1]
-    source = f": {frame.line.strip()}" if frame.line else ""
-    return f" (your line {frame.lineno}{source})"
+    source = f": {frames[-1].line.strip()}" if frames[-1].line else ""
+    return f" (your line {frames[-1].lineno}{source})"
 
 
-@contextlib.contextmanager
-def forbidding(names: Iterable[str]) -> Iterator[None]:
-    """Within the block, each dotted name (``"torch.nn.functional.cross_entropy"``) raises
-    :class:`ForbiddenCallError`; on exit every one is restored, also after an error."""
-    saved = []
-    try:
-        for dotted in names:
-            owner_name, _, attr = dotted.rpartition(".")
+def _fresh(args: Sequence[Any]) -> tuple:
+    """``args`` with every tensor (also in a list) cloned, so that a function that modifies its input spoils nothing."""
+    def copy(a: Any) -> Any:
+        if isinstance(a, torch.Tensor):
+            return a.clone()
+        return [copy(b) for b in a] if isinstance(a, list) else a
+
+    return tuple(copy(a) for a in args)
+
+
+def _encode(obj: Any, arrays: dict[str, np.ndarray], depth: int = 0) -> Any:
+    """``obj`` as JSON-able data; tensors and arrays go to ``arrays`` and are referred to by key."""
+    if obj is None or isinstance(obj, (bool, int, float, str)) and not isinstance(obj, np.generic):
+        return obj[:200] if isinstance(obj, str) else obj
+    if isinstance(obj, np.generic) and obj.dtype.kind in "biuf":
+        return obj.item()
+    if obj is Ellipsis:
+        return {"$": "ellipsis"}
+    if isinstance(obj, (Raised, Wrong)):
+        return {"$": "raised", **vars(obj)} if isinstance(obj, Raised) else {"$": "wrong", "message": str(obj)}
+    if isinstance(obj, torch.Tensor) and obj.layout == torch.strided and not obj.is_complex():
+        t = obj.detach().cpu().resolve_neg()
+        key = f"a{len(arrays)}"
+        arrays[key] = (t.float() if t.dtype == torch.bfloat16 else t).numpy().copy()
+        return {"$": "tensor", "key": key, "dtype": str(obj.dtype).removeprefix("torch."), "grad": obj.requires_grad}
+    if isinstance(obj, np.ndarray) and obj.dtype.kind in "biuf":
+        key = f"a{len(arrays)}"
+        arrays[key] = obj.copy()
+        return {"$": "ndarray", "key": key}
+    if isinstance(obj, (tuple, list)) and depth < 4 and len(obj) <= 10_000:
+        return {"$": type(obj).__name__ if type(obj) in (tuple, list) else "tuple",
+                "items": [_encode(o, arrays, depth + 1) for o in obj]}  # fmt: skip
+    if isinstance(obj, dict) and depth < 4 and len(obj) <= 1000 and all(isinstance(k, str) for k in obj):
+        return {"$": "dict", "items": {k: _encode(v, arrays, depth + 1) for k, v in obj.items()}}
+    return {"$": "object", "type": "function" if callable(obj) else type(obj).__name__}
+
+
+def _produce(spec: CheckSpec, args: tuple, seed: int) -> dict:
+    arrays: dict[str, np.ndarray] = {}
+    cases = None
+    if spec.answers:
+        question = args[spec.answers:]
+        args = (*args[: spec.answers], *(spec.prepare(*question) if spec.prepare else question))
+    elif len(args) == 1 and callable(args[0]):
+        cases = []
+        for _, case in spec.cases(torch.Generator().manual_seed(seed)):
+            blocker = _Blocker(spec.forbidden, (spec.reference,) if spec.block_reference else ())
             try:
-                owner = importlib.import_module(owner_name)
-            except ModuleNotFoundError:
-                module_name, _, class_name = owner_name.rpartition(".")
-                owner = getattr(importlib.import_module(module_name), class_name)
-            had_own = attr in vars(owner)
-            saved.append((owner, attr, had_own, vars(owner).get(attr)))
-
-            def refuse(*args: Any, _name: str = dotted, **kwargs: Any) -> Any:
-                raise ForbiddenCallError(f"this exercise asks you to do without {_name}")
-
-            setattr(owner, attr, refuse)
-        yield
-    finally:
-        for owner, attr, had_own, original in reversed(saved):
-            if had_own:
-                setattr(owner, attr, original)
-            else:
-                delattr(owner, attr)
+                with blocker:
+                    out = (spec.apply or _call)(args[0], *_fresh(case))
+            except Wrong as err:
+                out = err
+            except Exception as err:  # the student's code may fail in any way: record it, don't crash
+                out = Raised(type(err).__name__, str(err)[:300], _student_line(err))
+            cases.append({"out": _encode(out, arrays), "blocked": blocker.blocked})
+            if isinstance(out, (Raised, Wrong)) or blocker.blocked:
+                break
+    data = {"format": FORMAT, "check": spec.name, "seed": seed, "args": [_encode(a, arrays) for a in args]}
+    return {**data, "cases": cases, **arrays}
 
 
-def _run(
-    student: Callable[..., Any], args: Sequence[Any], forbidden: Iterable[str] = ()
-) -> tuple[Any, str | None]:
-    """``(student(*args), None)`` on fresh copies of the tensors, or ``(None, "raised …")`` if it raises.
+def _call(student: Callable[..., Any], *case: Any) -> Any:
+    return student(*case)
 
-    The message names the student's own line that raised. ``forbidden``: dotted names that
-    raise while the student's function runs (see :func:`forbidding`).
+
+def produce(name: str, args: tuple, seed: int) -> dict:
+    """The student's half of the check ``name``: run the student's function(s) in ``args`` on the cases
+    of ``seed`` (forbidden operations blocked), or take the answers in ``args`` as they are.
+
+    Returns plain data: ``format``, ``check``, ``seed``, ``args`` (each argument encoded; a function
+    as its type only), ``cases`` (one record per case run, ``{"out": ..., "blocked": [names]}``,
+    stopping at the first error or blocked call; None for a value check or a non-function) and the
+    NumPy arrays the records refer to, under keys ``a0``, ``a1``, … No object of the student's survives.
     """
+    return _produce(_spec(name), tuple(args), seed)
+
+
+def _spec(name: str) -> CheckSpec:
+    if name not in SPECS:
+        raise ValueError(f"no check named {name!r}; the checks: {', '.join(sorted(SPECS))}")
+    return SPECS[name]
+
+
+# --- plain data on disk -----------------------------------------------------------------------
+
+
+def save_produced(path: str | Path, produced: dict) -> None:
+    """Write ``produced`` to ``path``: one ``.npz`` file, the arrays as arrays and the rest as JSON."""
+    arrays = {k: v for k, v in produced.items() if isinstance(v, np.ndarray)}
+    rest = json.dumps({k: v for k, v in produced.items() if k not in arrays})
+    with open(path, "wb") as file:
+        np.savez(file, __json__=np.array(rest), **arrays)
+
+
+def load_produced(path: str | Path) -> dict:
+    """Read what :func:`save_produced` wrote, without pickle; ValueError for anything malformed."""
     try:
-        with forbidding(forbidden):
-            return student(*_fresh(args)), None
-    except Exception as err:  # the student's code may fail in any way: report it, don't crash
-        return None, f"raised {type(err).__name__}: {err}{_student_line(err)}"
+        with zipfile.ZipFile(path) as archive:
+            if sum(info.file_size for info in archive.infolist()) > _MAX_BYTES:
+                raise ValueError(f"{path}: larger than {_MAX_BYTES} bytes")
+        with np.load(path, allow_pickle=False) as npz:
+            loaded = {k: npz[k] for k in npz.files}
+    except (OSError, zipfile.BadZipFile, EOFError) as err:
+        raise ValueError(f"{path}: not a file of produced outputs ({err})") from err
+    text = loaded.pop("__json__", None)
+    if text is None or text.dtype.kind != "U" or text.shape != ():
+        raise ValueError(f"{path}: no JSON part")
+    try:
+        data = json.loads(str(text))
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path}: malformed JSON ({err})") from err
+    if not isinstance(data, dict) or any(not re.fullmatch(r"a\d+", k) for k in loaded):
+        raise ValueError(f"{path}: malformed produced outputs")
+    if any(a.dtype.kind not in "biuf" for a in loaded.values()):
+        raise ValueError(f"{path}: arrays must be numeric")
+    produced = {**data, **loaded}
+    _spec(str(produced.get("check")))
+    _unpack(produced)  # raises ValueError on anything malformed
+    return produced
 
 
-def not_a_function(name: str, student: Any) -> CheckResult | None:
-    """A failed result when ``student`` is the placeholder ``...`` or not callable, else None."""
-    if student is Ellipsis:
-        return CheckResult(name, False, PLACEHOLDER_MESSAGE)
-    if not callable(student):
-        return CheckResult(name, False, f"expected a function, got {type(student).__name__}")
-    return None
+def _decode(obj: Any, arrays: Mapping[str, Any]) -> Any:
+    if obj is None or isinstance(obj, (bool, int, float, str)):
+        return obj
+    if isinstance(obj, dict) and isinstance(obj.get("$"), str):
+        tag, items = obj["$"], obj.get("items")
+        if tag == "ellipsis":
+            return Ellipsis
+        if tag == "raised":
+            return Raised(str(obj.get("type")), str(obj.get("message")), str(obj.get("line", "")))
+        if tag == "wrong":
+            return Wrong(str(obj.get("message")))
+        if tag == "object":
+            return Opaque(str(obj.get("type")))
+        if tag in ("tensor", "ndarray") and isinstance(arrays.get(obj.get("key")), np.ndarray):
+            array = arrays[obj["key"]]
+            if tag == "ndarray":
+                return array
+            dtype = getattr(torch, str(obj.get("dtype")), None)
+            if not isinstance(dtype, torch.dtype):
+                raise ValueError(f"unknown dtype {obj.get('dtype')!r}")
+            tensor = torch.from_numpy(np.array(array)).to(dtype)
+            return tensor.requires_grad_() if obj.get("grad") and dtype.is_floating_point else tensor
+        if tag in ("tuple", "list") and isinstance(items, list):
+            return (tuple if tag == "tuple" else list)(_decode(o, arrays) for o in items)
+        if tag == "dict" and isinstance(items, dict):
+            return {str(k): _decode(v, arrays) for k, v in items.items()}
+    raise ValueError(f"malformed produced value: {str(obj)[:80]}")
 
 
-def compare(
-    name: str,
-    student: Callable[..., Any],
-    reference: Callable[..., Any],
-    cases: Iterable[Sequence[Any]],
-    rtol: float = 1e-6,
-    atol: float = 1e-8,
-    forbidden: Iterable[str] = (),
-) -> CheckResult:
-    """Call ``student(*case)`` and ``reference(*case)`` on every case and compare the results.
+def _unpack(produced: dict) -> tuple[list, list | None]:
+    """The decoded arguments and case records ``(output, blocked)`` of ``produced``; ValueError if malformed."""
+    if not isinstance(produced, dict) or produced.get("format") != FORMAT:
+        raise ValueError("not produced outputs of companion.check")
+    args, cases = produced.get("args"), produced.get("cases")
+    if not isinstance(args, list) or not (cases is None or isinstance(cases, list)):
+        raise ValueError("malformed produced outputs: args and cases")
+    records = None
+    if cases is not None:
+        records = []
+        for record in cases:
+            blocked = record.get("blocked") if isinstance(record, dict) else None
+            if not isinstance(blocked, list) or not all(isinstance(b, str) for b in blocked):
+                raise ValueError("malformed produced outputs: a case record")
+            records.append((_decode(record.get("out"), produced), blocked))
+    return [_decode(a, produced) for a in args], records
 
-    Stops at the first case that raises or differs, and says which case it
-    was and how the result differs. Tensors in a case are cloned for each
-    call, so a function that modifies its input cannot spoil the reference.
-    ``forbidden``: dotted names the student's function may not call.
+
+# --- the grader's half: compare and explain ---------------------------------------------------
+
+
+def judge(name: str, seed: int, produced: dict) -> CheckResult:
+    """The verdict of the check ``name`` on ``produced`` (from :func:`produce` with the same ``seed``).
+
+    Recomputes the reference on the cases of ``seed``; trusts nothing of ``produced`` but its data.
     """
-    refused = not_a_function(name, student)
-    if refused is not None:
-        return refused
-    cases = [tuple(case) for case in cases]
-    forbidden = tuple(forbidden)
-    for number, case in enumerate(cases, start=1):
-        expected = reference(*_fresh(case))
-        got, error = _run(student, case, forbidden)
-        if error is not None:
-            return CheckResult(name, False, f"case {number} ({_describe(case)}) {error}")
-        if got is None and expected is not None:
-            return CheckResult(
-                name, False, f"case {number} ({_describe(case)}): the function returned None "
-                "(is a `return` missing, or is the placeholder `...` still there?)"
-            )
-        why = explain_difference(expected, got, rtol, atol)
+    if produced.get("check") != name or produced.get("seed") != seed:
+        raise ValueError(f"these outputs were produced for {produced.get('check')!r}, not for {name!r} with this seed")
+    return _judge(_spec(name), seed, produced)
+
+
+def _judge(spec: CheckSpec, seed: int, produced: dict) -> CheckResult:
+    args, records = _unpack(produced)
+
+    def failed(message: str) -> CheckResult:
+        return CheckResult(spec.name, False, message)
+
+    if spec.answers:
+        answers = args[: spec.answers]
+        cases: list[Case] = [("", tuple(args[spec.answers:]))]
+        records = [(answers[0] if spec.answers == 1 else tuple(answers), [])]
+        for answer in answers:
+            if answer is Ellipsis or isinstance(answer, dict) and Ellipsis in answer.values():
+                return failed(PLACEHOLDER_MESSAGE)
+            if answer is None:
+                return failed("no answer yet: the answer is None.")
+    else:
+        if records is None:
+            return failed(PLACEHOLDER_MESSAGE if args[0] is Ellipsis else f"expected a function, got {_kind(args[0])}.")
+        cases = spec.cases(torch.Generator().manual_seed(seed))
+        if not 0 < len(records) <= len(cases):
+            raise ValueError(f"{spec.name}: {len(records)} case records for {len(cases)} cases")
+    for number, ((text, case), (got, blocked)) in enumerate(zip(cases, records), start=1):
+        where = f"case {number} ({text})" if text else ""
+        if blocked:
+            return failed(f"{where or 'it'} calls {', '.join(blocked)}, which this exercise asks you to do without.")
+        if isinstance(got, Raised):
+            return failed(f"{where} raised {got.type}: {got.message}{got.line}.{_extra(spec, case, None, got)}")
+        if isinstance(got, Wrong):
+            return failed(f"{where}: {got}.")
+        expected = spec.reference(*_fresh(case))
+        why = _difference(spec, case, expected, got)
         if why is not None:
-            return CheckResult(name, False, f"case {number} ({_describe(case)}): {why}.")
-    return CheckResult(name, True, f"{len(cases)} of {len(cases)} cases match the reference.")
+            named = _named(spec, cases, records, number - 1)
+            return failed(f"{where}: {why}.{named}{_extra(spec, case, expected, got)}".removeprefix(": "))
+    if len(records) < len(cases):
+        raise ValueError(f"{spec.name}: the case records stop early without an error")
+    return CheckResult(spec.name, True, spec.passed or f"{len(cases)} of {len(cases)} cases match the reference.")
+
+
+def _difference(spec: CheckSpec, case: tuple, expected: Any, got: Any) -> str | None:
+    if spec.view is not None:
+        try:
+            expected, got = spec.view(case, expected), spec.view(case, got)
+        except Wrong as err:
+            return str(err)
+        except Exception:  # an output the view cannot take apart is compared as it is
+            pass
+    return explain_difference(expected, got, spec.rtol, spec.atol, spec.labels)
+
+
+def _extra(spec: CheckSpec, case: tuple, expected: Any, got: Any) -> str:
+    text = spec.diagnose(case, expected, got) if spec.diagnose else ""
+    return f" {text}" if text else ""
+
+
+def _named(spec: CheckSpec, cases: list[Case], records: list, failing: int) -> str:
+    """`` It looks like this mistake: …`` for the first mistake whose variant the answer matches on the
+    failing case and on every other case where both give an output, else ``""``."""
+    for text, variant in spec.mistakes.items():
+        order = [failing] + [i for i in range(len(records)) if i != failing]
+        for i in order:
+            got = records[i][0]
+            if isinstance(got, (Raised, Wrong)):
+                continue
+            try:
+                want = variant(*_fresh(cases[i][1]))
+            except Exception:  # a mistake that cannot run on this case's shapes
+                if i == failing:
+                    break
+                continue
+            if _difference(spec, cases[i][1], want, got) is not None:
+                break
+        else:
+            return f" It looks like this mistake: {text}."
+    return ""
+
+
+def _kind(obj: Any) -> str:
+    if isinstance(obj, Opaque):
+        return obj.type
+    if isinstance(obj, str):
+        return "a string (write a number without quotes)"
+    return type(obj).__name__
+
+
+def _array(x: Any) -> np.ndarray | None:
+    """``x`` as a NumPy array when it is numeric (a number, tensor, array or list of numbers), else None."""
+    if isinstance(x, torch.Tensor):
+        x = x.detach()
+        return (x.double() if x.is_floating_point() else x).numpy()
+    if x is None or isinstance(x, (bool, str, bytes)):
+        return None
+    try:
+        array = np.asarray(x)
+    except (TypeError, ValueError, RuntimeError):
+        return None
+    if array.dtype.kind not in "biuf" or array.dtype.kind == "b" and not isinstance(x, np.ndarray):
+        return None
+    return array
 
 
 def _how_far(expected: float, got: float) -> str:
@@ -297,44 +583,152 @@ def _how_far(expected: float, got: float) -> str:
     return f"it is too {'high' if ratio > 1 else 'low'}, by {size}"
 
 
-def value(name: str, answer: Any, expected: Any, rtol: float = 1e-6) -> CheckResult:
-    """Check a single answer (a number, array or tensor) against the expected one.
+def _dtype_note(expected: Any, got: Any, close_loosely: bool) -> str:
+    if not (isinstance(expected, torch.Tensor) and isinstance(got, torch.Tensor)):
+        return ""
+    if expected.dtype != torch.float64 or got.dtype not in (torch.float32, torch.float16, torch.bfloat16):
+        return ""
+    if close_loosely:
+        return (f"; the values are right only to {got.dtype} precision: keep the computation in float64, "
+                "as the inputs are (create new tensors with dtype=x.dtype)")  # fmt: skip
+    return f" (your result is {got.dtype}; the inputs are float64)"
 
-    A wrong answer is told its shape, sign, factor or how far off it is (in
-    percent bands), never the expected value. ``...`` counts as not answered yet.
+
+def explain_difference(
+    expected: Any, got: Any, rtol: float = 1e-6, atol: float = 1e-8, labels: Sequence[str] = ()
+) -> str | None:
+    """None when ``got`` matches ``expected``, else how it differs, without the expected value.
+
+    Numbers, arrays and tensors match when ``|got − expected| ≤ atol + rtol·|expected|`` entry by
+    entry with equal shapes; a tuple or list matches entry by entry (``labels`` name its entries).
+    The difference is told as a shape, a dtype, NaN, a sign, a factor or how far off in percent.
     """
-    if answer is Ellipsis:
-        return CheckResult(name, False, PLACEHOLDER_MESSAGE)
-    want, have = _as_array(expected), _as_array(answer)
+    if isinstance(expected, (tuple, list)):
+        if isinstance(got, torch.Tensor) and got.shape == (len(expected),) and labels:
+            got = tuple(got)
+        if got is None:
+            return NONE_MESSAGE
+        if not isinstance(got, (tuple, list)) or len(got) != len(expected):
+            what = f"{len(got)}" if isinstance(got, (tuple, list)) else _kind(got)
+            names = f" ({', '.join(labels)})" if labels else ""
+            return f"expected {len(expected)} results{names}, got {what}"
+        for number, (want, have) in enumerate(zip(expected, got), start=1):
+            why = explain_difference(want, have, rtol, atol)
+            if why is not None:
+                return f"{labels[number - 1] if labels else f'entry {number}'}: {why}"
+        return None
+    if got is None:
+        return NONE_MESSAGE
+    want, have = _array(expected), _array(got)
     if want is None:
-        raise TypeError(f"the expected answer must be numeric; got {type(expected).__name__}")
+        return None if got == expected else "it is not the expected answer"
     if have is None:
-        return CheckResult(name, False, f"expected a number or an array, got {type(answer).__name__}")
+        return f"expected {'a number' if want.ndim == 0 else 'a tensor'}, got {_kind(got)}"
     if want.shape != have.shape:
-        return CheckResult(name, False, f"expected shape {want.shape}, got shape {have.shape}.")
-    if not np.all(np.isfinite(have)):
-        return CheckResult(name, False, "the answer contains NaN or infinity.")
-    close = np.isclose(have, want, rtol=rtol, atol=1e-12)
+        return f"expected shape {want.shape}, got shape {have.shape}"
+    if want.dtype == bool and have.dtype != bool:
+        return f"expected a bool tensor, got dtype {getattr(got, 'dtype', have.dtype)}"
+    if want.dtype.kind in "iu" and not np.all(np.mod(have, 1) == 0):
+        return "expected a whole number" if want.ndim == 0 else "expected whole numbers"
+    if not np.all(np.isfinite(have.astype(np.float64))) and np.all(np.isfinite(want.astype(np.float64))):
+        return "the result contains NaN or infinity"
+    close = want == have if want.dtype.kind in "iub" else _close(want, have, rtol, atol)
     if close.all():
-        return CheckResult(name, True, "correct.")
+        return None
+    note = _dtype_note(expected, got, bool(_close(want, have, max(rtol, 1e-4), max(atol, 1e-6)).all()))
+    wrong = ~close
+    where = tuple(int(i) for i in np.argwhere(wrong)[0]) if want.ndim else ()
     if want.ndim == 0:
-        return CheckResult(name, False, _how_far(float(want), float(have)) + ".")
-    where = tuple(int(i) for i in np.argwhere(~close)[0])
-    return CheckResult(
-        name, False, f"{int((~close).sum())} of {want.size} entries are wrong; at index {where} "
-        f"{_how_far(float(want[where]), float(have[where]))}."
+        return _how_far(float(want), float(have)) + note
+    if want.dtype.kind == "b" or note.startswith(";"):
+        return f"{int(wrong.sum())} of {want.size} entries differ, the first at index {where}{note}"
+    w, h = want.astype(np.float64), have.astype(np.float64)
+    if np.all(w[wrong] != 0) and np.all(w != 0):
+        ratios = h / w
+        if np.allclose(ratios, ratios.flat[0], rtol=1e-6):
+            return f"every entry is off the same way: {_how_far(1.0, float(ratios.flat[0]))}{note}"
+    return (f"{int(wrong.sum())} of {want.size} entries differ; at index {where} "
+            f"{_how_far(float(w[where]), float(h[where]))}{note}")  # fmt: skip
+
+
+def _close(want: np.ndarray, have: np.ndarray, rtol: float, atol: float) -> np.ndarray:
+    w, h = want.astype(np.float64), have.astype(np.float64)
+    return np.isclose(h, w, rtol=rtol, atol=atol, equal_nan=True) | ((w == h) & np.isinf(w))
+
+
+# --- checks of one's own ------------------------------------------------------------------------
+
+
+def _describe(args: Sequence[Any]) -> str:
+    return ", ".join(
+        f"tensor of shape {tuple(a.shape)}" if isinstance(a, torch.Tensor) and a.numel() > 6 else repr(a) for a in args
     )
 
 
+def compare(
+    name: str,
+    student: Callable[..., Any],
+    reference: Callable[..., Any],
+    cases: Sequence[Sequence[Any]],
+    rtol: float = 1e-6,
+    atol: float = 1e-8,
+    forbidden: Sequence[str] = (),
+) -> CheckResult:
+    """A check of one's own: ``student(*case)`` against ``reference(*case)`` on every case.
+
+    Says which case fails first and how, never the expected value; ``forbidden``: dotted names
+    (``"torch.nn.functional.cross_entropy"``) that raise while the student's function runs.
+    """
+    fixed = [(_describe(case), tuple(case)) for case in cases]
+    spec = CheckSpec(name, reference, lambda gen: fixed, rtol=rtol, atol=atol, forbidden=tuple(forbidden),
+                     block_reference=False)  # fmt: skip
+    return _self_check(spec, (student,))
+
+
+def value(name: str, answer: Any, expected: Any, rtol: float = 1e-6) -> CheckResult:
+    """A check of one's own for a single answer (a number, array or tensor) against ``expected``.
+
+    A wrong answer is told its shape, sign, factor or how far off it is (in percent bands),
+    never the expected value; ``...`` counts as not answered yet.
+    """
+    want = _array(expected)
+    if want is None:
+        raise TypeError(f"the expected answer must be numeric; got {type(expected).__name__}")
+    spec = CheckSpec(name, lambda: want, answers=1, rtol=rtol, atol=1e-12, passed="correct.")
+    return _self_check(spec, (answer,))
+
+
+# --- transitional helpers of the topic modules that do not declare specs yet ---------------------
+
+
+def _as_array(value: Any) -> np.ndarray | None:
+    array = _array(value)
+    return None if array is None else array.astype(np.float64)
+
+
+def _run(student: Callable[..., Any], args: Sequence[Any], forbidden: Sequence[str] = ()) -> tuple[Any, str | None]:
+    try:
+        with _Blocker(forbidden):
+            return student(*_fresh(args)), None
+    except Exception as err:  # the student's code may fail in any way: report it, don't crash
+        return None, f"raised {type(err).__name__}: {err}{_student_line(err)}"
+
+
+def not_a_function(name: str, student: Any) -> CheckResult | None:
+    if student is Ellipsis:
+        return CheckResult(name, False, PLACEHOLDER_MESSAGE)
+    if not callable(student):
+        return CheckResult(name, False, f"expected a function, got {type(student).__name__}")
+    return None
+
+
 def _detached(answer: Any) -> Any:
-    """A tuple or list of numbers and tensors with every tensor detached from autograd's graph."""
     if isinstance(answer, (tuple, list)):
         return [a.detach() if isinstance(a, torch.Tensor) else a for a in answer]
     return answer
 
 
 def _named_mistake(got: Sequence[Any], variants: dict[str, Sequence[Any]], mistakes: dict[str, str]) -> str:
-    """A hint naming the mistake whose variant output ``got`` matches, else ``""``."""
     for key, variant in variants.items():
         if all(explain_difference(want, have, rtol=1e-9, atol=1e-12) is None for want, have in zip(variant, got)):
             return f" It looks like this mistake: {mistakes[key]}."
