@@ -63,7 +63,7 @@ import tempfile
 import time
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -343,6 +343,8 @@ _SANDBOX = (
 )  # fmt: skip
 """bubblewrap's options for every sandbox: a read-only system, private /dev, /proc and /tmp, new namespaces
 (no network, its own processes) and an end with the grader; :func:`sandbox_command` adds the rest."""
+_STARTUP = 120.0
+"""Seconds the runner may take to start (import PyTorch and the checks) before its first cell, at least."""
 _GRACE = 10.0
 """Seconds a cell may overrun its limit (its own alarm did not stop it) before its process is killed."""
 
@@ -460,6 +462,8 @@ class Run:
     timeouts: set[int]
     stopped: str | None = None
     seconds: float = 0.0
+    numbers: list[int] = field(default_factory=list)
+    """The number of each job cell among the submission's code cells, for messages."""
 
     def read(self, lines: Iterable[str]) -> None:
         """Take in report lines (``progress.jsonl``); malformed ones are ignored."""
@@ -517,8 +521,13 @@ def run_job(task: dict[str, Any], work: Path, settings: Settings, hidden: Sequen
 
 
 def _watch(process: subprocess.Popen, run: Run, progress: Path, settings: Settings, started: float) -> str | None:
-    """Wait for ``process``, reading its report; kill it at a time limit, and return why, else None."""
-    seen, offset, since = None, 0, started
+    """Wait for ``process``, reading its report; kill it at a time limit, and return why, else None.
+
+    The notebook's clock starts with its first cell; the runner's own start
+    (Python, PyTorch and the checks) gets the notebook's time or
+    :data:`_STARTUP` seconds, whichever is longer.
+    """
+    seen, offset, since, begun = None, 0, started, None
     stopped = None
     while process.poll() is None:
         time.sleep(0.1)
@@ -526,7 +535,11 @@ def _watch(process: subprocess.Popen, run: Run, progress: Path, settings: Settin
         now, cell = time.monotonic(), run.running()
         if cell != seen:
             seen, since = cell, now
-        if now - started > settings.timeout:
+        if begun is None and run.started:
+            begun = now  # the notebook's clock starts with its first cell
+        if begun is None and now - started > max(settings.timeout, _STARTUP):
+            stopped = f"the runner did not start within {max(settings.timeout, _STARTUP):g} s"
+        elif begun is not None and now - begun > settings.timeout:
             stopped = f"the notebook's time limit of {settings.timeout:g} s was reached"
         elif cell is not None and now - since > settings.cell_timeout + _GRACE:
             stopped = f"it did not stop at the cell's time limit of {settings.cell_timeout:g} s"
@@ -535,8 +548,6 @@ def _watch(process: subprocess.Popen, run: Run, progress: Path, settings: Settin
                 os.killpg(process.pid, signal.SIGKILL)
             process.wait()
     _read_progress(run, progress, offset)
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(process.pid, signal.SIGKILL)  # anything left in its session
     return stopped
 
 
@@ -588,7 +599,7 @@ def job(notebook: nbformat.NotebookNode, chapter: Chapter | None, found: dict[st
             answer = {"check": label.split(" (")[0], "call": call or "check.missing()", "seed": seed,
                       "file": f"answers/{len(cells)}.npz"}  # fmt: skip
             where[label] = (len(cells), seed, number)
-        cells.append({"source": source, "answer": answer})
+        cells.append({"source": source, "answer": answer, "number": number})
     return {"cells": cells}, where
 
 
@@ -613,8 +624,8 @@ def outcome(run: Run, work: Path, label: str, where: tuple[int, int, int], limit
         return "raised", run.errors[cell] or "the cell produced no answer"
     if cell in run.started:
         return "raised", f"code cell {number} did not finish: {run.stopped or 'the run stopped'}"
-    last = run.running()
-    return "raised", f"not run: the run stopped{'' if last is None else ' in an earlier cell'}: {run.stopped or 'unknown'}"
+    where_stopped = f" in code cell {run.numbers[run.running()]}" if run.running() is not None else ""
+    return "raised", f"not run: the run stopped{where_stopped}: {run.stopped or 'the runner ended early'}"
 
 
 def grade(
@@ -644,6 +655,7 @@ def grade_notebook(
         task, where = job(notebook, chapter, found)
         task["limits"] = settings.limits()
         run = run_job(task, work, settings, hidden) if found else Run(set(), {}, set())
+        run.numbers = [cell["number"] for cell in task["cells"]]
         for name in expected + [name for name in found if name not in expected]:
             if name in found:
                 result, message = outcome(run, work, name, where[name], settings.cell_timeout)

@@ -189,7 +189,7 @@ class _Shell:
         return None
 
 
-def run(job: dict[str, Any], report: Any, produce: Any, save: Any) -> None:
+def run(job: dict[str, Any], report: Any, produce: Any, save: Any, bind: Any) -> None:
     """Run the job's cells in a fresh ``__main__``, reporting each to ``report`` (a text file)."""
     main = types.ModuleType("__main__")
     main.__dict__.update(__builtins__=builtins, get_ipython=_Shell)
@@ -209,7 +209,7 @@ def run(job: dict[str, Any], report: Any, produce: Any, save: Any) -> None:
             exec(compile(tree, f"<cell {index}>", "exec"), namespace)
             if answer is not None:
                 args, kwargs = _arguments(answer["call"], namespace)
-                produced = produce(answer["check"], args, answer["seed"], **kwargs)
+                produced = produce(answer["check"], bind(answer["check"], args, kwargs), answer["seed"])
                 signal.setitimer(signal.ITIMER_REAL, 0)
                 save(answer["file"], produced)
         except CellTimeout:
@@ -230,11 +230,11 @@ def main() -> None:
     missing = limit(job["limits"])
     report.write(json.dumps({"event": "limits", "missing": missing}) + "\n")
     report.flush()
-    from companion.grade_checks import produce, save_produced
+    from companion.grade_checks import bound_arguments, produce, save_produced
 
     os.makedirs("answers", exist_ok=True)
     started = time.monotonic()
-    run(job, report, produce, save_produced)
+    run(job, report, produce, save_produced, bound_arguments)
     report.write(json.dumps({"event": "end", "seconds": round(time.monotonic() - started, 3)}) + "\n")
     report.close()
 
