@@ -8,13 +8,13 @@ Both use only the chapter's ``imports`` cell and what they define themselves.
 
 Grading, for instructors::
 
-    python -m companion.grade alice.ipynb bob.ipynb submissions/ \
-        [--csv grades.csv] [--timeout 600] [--profile quick|full] [--book DIR]
+    python -m companion.grade alice.ipynb bob.ipynb submissions/ [--csv grades.csv] \
+        [--timeout 600] [--cell-timeout 300] [--memory 8] [--profile quick|full] [--book DIR] [--no-sandbox]
 
 prints, for each submission, a table of the exercises of its course chapter,
-each ``passed``, ``failed``, ``raised`` or ``missing`` with the message of its
-check; ``--csv`` writes the same as one row per student and exercise. A folder
-stands for the notebooks in it. The rules:
+each ``passed``, ``failed``, ``raised`` or ``missing`` with a message; ``--csv``
+writes the same as one row per student and exercise. A folder stands for the
+notebooks in it. The rules:
 
 - **The chapter.** A submission is a copy of a chapter's notebook (or a fresh
   notebook with the chapter's exercises). Its course chapter is the notebook of
@@ -26,21 +26,30 @@ stands for the notebooks in it. The rules:
   with a bare call of the same check, ``check.<name>(...)`` (only cells tagged
   ``exercise`` count when the submission has any; the second call of one check
   answers the second exercise that calls it, shown as ``name (2)``).
-- **The run.** The submission runs top to bottom, as "Run all" would, with
-  nbclient in a fresh kernel of this Python, in a temporary working folder
-  (nothing is written beside the submission), with ``COMPANION_PROFILE`` set
-  (``quick`` by default) and a time limit for the whole notebook. Errors do not
-  stop the run. Cells tagged ``solution`` are left out, so a grade reflects the
-  student's own cells, and ``%pip install`` lines are skipped: nothing needs
-  the network, and the installed ``companion`` is the one used.
-- **The result.** ``passed`` or ``failed`` from the ✅ or ❌ that the answer's
-  check displays; ``raised`` when the cell shows an error (or the run stopped
-  before reaching it: time limit, dead kernel); ``missing`` when no cell answers
+- **The run.** Every submission is read before any runs. Each then runs alone
+  (:func:`run_job`): its code cells, top to bottom, as a plain Python script
+  (:mod:`companion.grade_runner`; magics replaced, :func:`without_magics`;
+  ``solution`` cells left out), in a temporary folder of its own with a private
+  home, an environment reduced to what Python and the course need, resource
+  limits (memory, CPU time, file size, no new processes) and, unless
+  ``--no-sandbox``, a bubblewrap sandbox (:func:`sandbox_command`). Errors do
+  not stop the run; a cell that runs past ``--cell-timeout`` is interrupted and
+  the next one runs; the notebook gets ``--timeout`` seconds in all.
+- **The result.** At an answer cell the submission does not check itself: it
+  applies its answer to the cases of a seed the grader chose
+  (:func:`companion.check.produce`, with the arguments of the course chapter's
+  own check call) and writes the outputs as plain data; the grader reads them
+  without pickle and judges them with its own reference
+  (:func:`companion.check.judge`): ``passed`` or ``failed``. Nothing the
+  notebook prints or displays counts. ``raised`` when the cell raised, ran past
+  its time limit, or the run ended before it; ``missing`` when no cell answers
   the exercise.
+- **The CSV** is rewritten (atomically) after each submission, so it holds
+  every submission graded so far.
 
-:func:`main` returns 0 when every submission was graded, whatever the grades,
-and 1 when one could not be (a file that is not a readable notebook, or one
-with no exercise of the course).
+:func:`main` returns 0 when every submission was graded, whatever the grades;
+1 when one could not be (a file that is not a readable notebook, or one with no
+exercise of the course); 2 when there is no sandbox and no ``--no-sandbox``.
 """
 
 from __future__ import annotations
@@ -439,18 +448,22 @@ def sandbox_command(work: Path, hidden: Iterable[Path]) -> list[str]:
     needed |= {_package_root(), _data_folder()}
     needed |= {Path(p).resolve() for p in sys.path if p and Path(p).is_dir() and "site-packages" in p}
     private = [Path("/tmp"), *([home] if home != Path("/") else [])]
-    for path in sorted(p.resolve() for p in needed):
-        if path.exists() and any(path.is_relative_to(folder) for folder in private):
-            command += ["--ro-bind", str(path), str(path)]
+    shown = [p for p in sorted(p.resolve() for p in needed) if p.exists() and _within(p, private)]
+    for path in shown:
+        command += ["--ro-bind", str(path), str(path)]
     if home != Path("/"):
         command += ["--remount-ro", str(home)]
     for path in (p.resolve() for p in hidden):
-        if path.is_file() and not any(path.is_relative_to(folder) for folder in private):
+        if path.is_file() and (not _within(path, private) or _within(path, shown)):
             command += ["--ro-bind", "/dev/null", str(path)]
     command += ["--bind", str(work), str(work), "--chdir", str(work)]
     if os.geteuid() == 0:
         command += ["--cap-drop", "ALL"]
     return [*command, "--"]
+
+
+def _within(path: Path, folders: Iterable[Path]) -> bool:
+    return any(path.is_relative_to(folder) for folder in folders)
 
 
 @dataclass

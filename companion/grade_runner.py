@@ -24,7 +24,7 @@ does, in its own process.
 
 Its report is ``progress.jsonl`` in the working folder, one JSON object a line:
 ``{"cell": i, "event": "start"}`` before cell ``i``, then ``{"cell": i,
-"event": "done", "error": null | "NameError: ...", "timeout": false}``.
+"event": "done", "error": null | "NameError: ...", "timeout": false, "seconds": 0.5}``.
 Code in this process can tamper with the report and the answer files; it can
 only make its own grades worse or equal to what its own outputs earn, since the
 grader judges the outputs against its own reference with a seed it keeps.
@@ -195,16 +195,16 @@ def run(job: dict[str, Any], report: Any, produce: Any, save: Any, bind: Any) ->
     main.__dict__.update(__builtins__=builtins, get_ipython=_Shell)
     sys.modules["__main__"] = main
     namespace = main.__dict__
-    seconds = job["limits"]["cell_seconds"]
+    cell_seconds = job["limits"]["cell_seconds"]
     signal.signal(signal.SIGALRM, _alarm)
     emit = report.write
     for index, cell in enumerate(job["cells"]):
         answer = cell.get("answer")
         emit(json.dumps({"cell": index, "event": "start"}) + "\n")
         report.flush()
-        error, timeout = None, False
+        error, timeout, began = None, False, time.monotonic()
         try:
-            signal.setitimer(signal.ITIMER_REAL, seconds)
+            signal.setitimer(signal.ITIMER_REAL, cell_seconds)
             tree, _ = _split(cell["source"], answer is not None)
             exec(compile(tree, f"<cell {index}>", "exec"), namespace)
             if answer is not None:
@@ -218,7 +218,8 @@ def run(job: dict[str, Any], report: Any, produce: Any, save: Any, bind: Any) ->
             error = _describe(err)
         finally:
             signal.setitimer(signal.ITIMER_REAL, 0)
-        emit(json.dumps({"cell": index, "event": "done", "error": error, "timeout": timeout}) + "\n")
+        seconds_taken = round(time.monotonic() - began, 3)
+        emit(json.dumps({"cell": index, "event": "done", "error": error, "timeout": timeout, "seconds": seconds_taken}) + "\n")
         report.flush()
 
 

@@ -329,3 +329,63 @@ def test_the_csv_gains_each_submission_as_soon_as_it_is_graded(place):
     rows = read_csv(place / "grades.csv")
     assert results(rows, "a-first") == ["passed", "passed", "passed"]
     assert [p.name for p in place.iterdir() if p.name.startswith("grades")] == ["grades.csv"]
+
+
+# --- Chapter 7 end to end --------------------------------------------------------------------------
+
+
+def homework(answers: dict[str, str]) -> nbformat.NotebookNode:
+    """Chapter 7 as handed out (no solution cells), its exercise cells replaced by ``answers``."""
+    notebook = grade.read(CHAPTER)
+    notebook.cells = [cell for cell in notebook.cells if "solution" not in grade.tags(cell)]
+    for cell in notebook.cells:
+        if "exercise" in grade.tags(cell) and grade.check_name(cell.source) in answers:
+            cell.source = answers[grade.check_name(cell.source)]
+    return notebook
+
+
+@needs_sandbox
+@pytest.mark.slow
+def test_chapter_7_right_wrong_looping_broken_and_malicious_submissions(place, monkeypatch):
+    loop = "def my_max_pool2d(x, k):\n    while True:\n        pass\n\n\ncheck.max_pool2d(my_max_pool2d)"
+    broken = "def my_output_size(n, k, p, s):\n    return (n + 2p - k) // s + 1\n\n\ncheck.conv_output_size(my_output_size)"
+    malicious = (
+        WRONG_CONV + "import os\nimport signal\nimport companion.check.conv\nfrom companion.check.core import CheckResult\n"
+        'fake = lambda *args: CheckResult("conv2d_forward", True, "fine")\n'
+        "check.conv2d_forward = companion.check.conv.conv2d_forward = fake\n"
+        'print("✅ conv2d_forward: 6 of 6 cases match the reference.")\n'
+        f'open("{place}/grades.csv", "w").write("student\\nmallory")\n'
+        "os.kill(os.getppid(), signal.SIGKILL)\n\n"
+        "check.conv2d_forward(my_conv2d)"
+    )
+    kinds = {
+        "a-right": ({**RIGHT}, ["passed", "passed", "passed"]),
+        "b-wrong": ({"conv2d_forward": WRONG_CONV + "check.conv2d_forward(my_conv2d)"}, ["passed", "failed", "passed"]),
+        "c-loop": ({"max_pool2d": loop}, ["passed", "passed", "raised"]),
+        "d-broken": ({"conv_output_size": broken}, ["raised", "passed", "passed"]),
+        "e-malicious": ({"conv2d_forward": malicious}, ["passed", "failed", "passed"]),
+    }
+    for name, (answers, _) in kinds.items():
+        submit(place, name, homework({**RIGHT, **answers}))
+    seconds: dict[str, float] = {}
+    grade_notebook = grade.grade_notebook
+
+    def timed(notebook, student, *args, **kwargs):
+        started = time.monotonic()
+        try:
+            return grade_notebook(notebook, student, *args, **kwargs)
+        finally:
+            seconds[Path(student).stem] = time.monotonic() - started
+
+    monkeypatch.setattr(grade, "grade_notebook", timed)
+    code, out, err, rows = main("submissions", "--cell-timeout", "40", "--timeout", "600", cwd=place)
+    print("seconds per notebook:", {name: round(s, 1) for name, s in seconds.items()})
+    assert code == 0, err
+    assert list(rows[0]) == list(grade.CSV_COLUMNS) and len(rows) == 15
+    for name, (_, expected) in kinds.items():
+        assert results(rows, name) == expected, (name, [r["message"] for r in rows if name in r["student"]])
+    assert {row["chapter"] for row in rows} == {TITLE}
+    assert [row["number"] for row in rows] == ["1", "2", "3"] * 5
+    stopped = next(r for r in rows if "c-loop" in r["student"] and r["result"] == "raised")["message"]
+    assert "time limit of 40 s" in stopped and "code cell" in stopped
+    assert "SyntaxError" in next(r for r in rows if "d-broken" in r["student"] and r["result"] == "raised")["message"]
