@@ -340,3 +340,18 @@ def test_homework_page_is_a_myst_notebook_whose_code_fits_the_page():
     long = [line for cell in code for line in cell.splitlines() if len(line) > 80]
     assert not long, f"homework.md: code lines over 80 characters: {long}"
     assert "python -m companion.grade" in page.read_text(encoding="utf-8")
+
+
+def test_homework_snippet_strips_every_solution_and_written_answer(tmp_path):
+    page = (ROOT / "book" / "homework.md").read_text(encoding="utf-8")
+    snippet = next(block for block in re.findall(r"```python\n(.*?)```", page, re.S) if "nbformat.write" in block)
+    (tmp_path / "book").symlink_to(ROOT / "book")
+    subprocess.run([sys.executable, "-c", snippet], cwd=tmp_path, check=True, timeout=120)
+    written = next(tmp_path.glob("homework-*.ipynb"))
+    chapter = grade.read(ROOT / "book" / f"{written.stem.split('-')[1]}-cnn.ipynb")
+    copy = grade.read(written)
+    assert "<details" in "".join(cell.source for cell in chapter.cells)  # there was a written answer
+    assert not [cell for cell in copy.cells if "solution" in cell.metadata.get("tags", [])]
+    assert not [cell for cell in copy.cells if "<details" in cell.source.lower() or "_solution" in cell.source]
+    assert len(grade.exercises(copy, "copy")) == len(grade.exercises(chapter, "chapter"))
+    assert grade.title(copy) == grade.title(chapter)
