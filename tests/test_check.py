@@ -187,7 +187,7 @@ def test_stable_softmax_passes_the_shifted_version_and_catches_overflow():
 )
 def test_stable_softmax_forbids_torchs_softmax(student):
     result = check.stable_softmax(student)
-    assert not result and "softmax, which this exercise asks you to do without" in result.message
+    assert not result and "asks you to do without torch." in result.message and "softmax" in result.message
     assert torch.allclose(torch.zeros(2, 3).softmax(dim=-1), torch.full((2, 3), 1 / 3))  # restored
 
 
@@ -240,7 +240,7 @@ def test_forbidden_functions_raise_inside_the_student_function_only():
     forbidden = ("torch.nn.functional.cross_entropy", "torch.Tensor.log_softmax")
     for student in (uses_cross_entropy, uses_method):
         result = check.compare("ce", student, F.cross_entropy, case, forbidden=forbidden)
-        assert not result and "which this exercise asks you to do without" in result.message
+        assert not result and "this exercise asks you to do without" in result.message
     # restored afterwards, also for a method that lives on a base class
     assert "log_softmax" not in vars(torch.Tensor)
     assert torch.isfinite(F.cross_entropy(*case[0])) and torch.randn(2, 3).log_softmax(1).shape == (2, 3)
@@ -310,7 +310,7 @@ def test_produce_records_errors_and_blocked_calls_by_name():
 
     record = check.produce("stable_softmax", (swallows,), seed=0)["cases"]
     assert record[-1]["blocked"] == ["torch.softmax"]
-    assert "calls torch.softmax" in check.judge("stable_softmax", 0, check.produce("stable_softmax", (swallows,), 0)).message
+    assert "do without torch.softmax" in check.judge("stable_softmax", 0, check.produce("stable_softmax", (swallows,), 0)).message
 
 
 def test_load_produced_rejects_malformed_files(tmp_path):

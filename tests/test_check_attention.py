@@ -40,11 +40,11 @@ def test_causal_mask():
     assert check.causal_mask(lambda n: torch.arange(n)[None, :] <= torch.arange(n)[:, None])
     assert not check.causal_mask(...)
     upper = check.causal_mask(lambda n: torch.ones(n, n, dtype=torch.bool).triu())
-    assert not upper and "transposed" in upper.message and "case n=2" in upper.message
+    assert not upper and "transposed" in upper.message and "case 2 (n=2)" in upper.message
     inverted = check.causal_mask(lambda n: torch.ones(n, n, dtype=torch.bool).triu(1))
     assert not inverted and "swapped" in inverted.message
     strict = check.causal_mask(lambda n: torch.ones(n, n, dtype=torch.bool).tril(-1))
-    assert not strict and "diagonal" in strict.message and "case n=1" in strict.message
+    assert not strict and "diagonal" in strict.message and "case 1 (n=1)" in strict.message
     as_float = check.causal_mask(lambda n: torch.ones(n, n).tril())
     assert not as_float and "bool" in as_float.message
     crashes = check.causal_mask(lambda n: torch.ones(n, n, dtype=torch.bool).tril()[:, :1].expand(n, n + 1))
@@ -115,6 +115,21 @@ def test_transformer_block_parameters():
         result = check.transformer_block_parameters(wrong, d)
         assert not result and words in result.message and str(right) not in result.message
     assert check.transformer_block_parameters(600, 8, mlp_ratio=2)  # 4d² + 4d + 2·2d² + 2d + d + 4d
+
+
+def test_the_courses_own_attention_is_off_limits():
+    from companion import attention
+
+    mask = check.causal_mask(lambda n: attention.causal_mask(n))
+    assert not mask and "do without companion.attention.causal_mask" in mask.message
+    sdpa = check.attention_weights(lambda q, k: attention.scaled_dot_product_attention(q, k, k))
+    assert not sdpa and "do without" in sdpa.message
+
+    def captured(x, w_q, w_k, w_v, sdpa=F.scaled_dot_product_attention):  # PyTorch's, captured before the check
+        return sdpa(x @ w_q, x @ w_k, x @ w_v, is_causal=True)
+
+    result = check.attention_head(captured)
+    assert not result and "do without torch.nn.functional.scaled_dot_product_attention" in result.message
 
 
 def test_messages_never_give_the_expected_mask_or_method_away():

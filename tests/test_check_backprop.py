@@ -40,7 +40,7 @@ def test_softplus_accepts_a_stable_rule_and_tries_large_inputs() -> None:
 def test_softplus_fails_a_rule_that_overflows(overflowing) -> None:
     assert check.value_operation(overflowing, torch.nn.functional.softplus, "softplus")  # moderate inputs only
     result = check.softplus(overflowing)
-    assert not result and result.message.startswith("at x = 800 it raised OverflowError"), result.message
+    assert not result and result.message.startswith("case 8 (x = 800) raised OverflowError"), result.message
     assert "overflows a float" in result.message
 
 
@@ -50,9 +50,9 @@ def test_softplus_fails_a_rule_that_overflows(overflowing) -> None:
         (lambda v: Value(math.log1p(math.exp(v.data))), "does not depend on the input in the graph"),
         (
             lambda v: Value(math.log1p(math.exp(v.data)), parents=(v,), local_grads=(math.exp(v.data),)),
-            "at x = -2 the value is right but the gradient is wrong: it is too high, by 10–50 %",
+            "case 1 (x = -2): the gradient: it is too high, by 10–50 %",
         ),
-        (lambda v: Value(math.exp(v.data), parents=(v,), local_grads=(math.exp(v.data),)), "the value is wrong"),
+        (lambda v: Value(math.exp(v.data), parents=(v,), local_grads=(math.exp(v.data),)), "the value: it is"),
         (lambda v: math.log1p(math.exp(v.data)), "expected a Value, got float"),
         (lambda v: v.log(), "raised ValueError: log needs a positive input"),
         (lambda v: None, "returned None"),
@@ -96,7 +96,7 @@ def test_linear_backward_accepts_the_matrix_rules() -> None:
     [
         (lambda x, W, b, g: (g @ W, x.T @ g, g.sum(0)), r"grad_W: expected shape \(2, 3\), got shape \(3, 2\)"),
         (lambda x, W, b, g: (g @ W, g.T @ x, g.mean(0)), r"case 2 .*grad_b: .*divided by B"),
-        (lambda x, W, b, g: (g @ W, g.T @ x), "expected three gradients"),
+        (lambda x, W, b, g: (g @ W, g.T @ x), "expected 3 results"),
         (lambda x, W, b, g: (-g @ W, g.T @ x, g.sum(0)), r"grad_x: every entry .* the sign is wrong"),
         (lambda x, W, b, g: None, "returned None"),
     ],
@@ -104,7 +104,7 @@ def test_linear_backward_accepts_the_matrix_rules() -> None:
 def test_linear_backward_explains_wrong_rules(wrong, message) -> None:
     result = check.linear_backward(wrong)
     assert not result and re.search(message, result.message), result.message
-    assert "expected -" not in result.message and not re.search(r"expected \d", result.message)
+    assert "expected -" not in result.message and not re.search(r"expected \d(?! results)", result.message)
 
 
 def central_difference(f, x, eps):
@@ -156,7 +156,7 @@ def test_numerical_gradient_refuses_autograd() -> None:
 
     for cheat in (with_autograd, with_backward):
         result = check.numerical_gradient(cheat)
-        assert not result and "ForbiddenCallError" in result.message
+        assert not result and "do without" in result.message
     x = torch.ones(2, requires_grad=True)
     (x * x).sum().backward()  # restored afterwards
     assert x.grad.tolist() == [2.0, 2.0]

@@ -18,7 +18,10 @@ def floats_in(text: str) -> set[str]:
 
 def test_output_size_passes_the_formula_and_the_package():
     assert check.conv_output_size(lambda n, k, p, s: (n + 2 * p - k) // s + 1)
-    assert check.conv_output_size(conv.output_size)
+    package = check.conv_output_size(conv.output_size)
+    assert not package and "do without companion.conv.output_size" in package.message
+    captured = check.conv_output_size(lambda n, k, p, s, size=conv.output_size: size(n, k, p, s))
+    assert not captured and "do without companion.conv.output_size" in captured.message
     assert check.conv_output_size(lambda n, k, p, s: torch.tensor((n + 2 * p - k) // s + 1))
 
 
@@ -28,14 +31,14 @@ def test_output_size_names_the_common_mistakes():
         "the padding counts once": lambda n, k, p, s: (n + p - k) // s + 1,
         "the division rounds up": lambda n, k, p, s: -(-(n + 2 * p - k) // s) + 1,
         "the value is right but it is a float": lambda n, k, p, s: float((n + 2 * p - k) // s + 1),
-        "expected an int, got the float": lambda n, k, p, s: (n + 2 * p - k) / s + 1,
+        "but it is a float": lambda n, k, p, s: (n + 2 * p - k) / s + 1,
     }
     for words, answer in wrong.items():
         result = check.conv_output_size(answer)
         assert not result and words in result.message, result.message
     off = check.conv_output_size(lambda n, k, p, s: (n + 2 * p - k) // s + 3)
-    assert not off and off.message == "case 1 (n = 28, k = 3, p = 0, s = 1): the answer is 2 too large."
-    assert "26" not in off.message
+    assert not off and off.message == "case 1 (n = 28, k = 3, p = 0, s = 1): it is too high, by 1–10 %."
+    assert "26" not in off.message and "2 too large" not in off.message
     crash = check.conv_output_size(lambda n, k, p, s: n.shape)
     assert not crash and "raised AttributeError" in crash.message
     assert check.conv_output_size(...).message == check.PLACEHOLDER_MESSAGE
@@ -56,9 +59,16 @@ def loops(x, weight, bias):
 
 def test_conv2d_forward_passes_loops_im2col_and_the_package():
     assert check.conv2d_forward(loops)
-    assert check.conv2d_forward(check.reference_conv2d)
+    assert check.conv2d_forward(im2col)
     result = check.conv2d_forward(lambda x, w, b: conv.conv2d(x, w, b))
     assert not result and "companion.conv.conv2d" in result.message  # the package's own is off limits too
+    private = check.conv2d_forward(check.conv._conv2d)
+    assert not private and "do without the check's own reference" in private.message
+
+
+def im2col(x, weight, bias):
+    windows = x.unfold(2, weight.shape[2], 1).unfold(3, weight.shape[3], 1)  # [N, C, OH, OW, kh, kw]
+    return torch.einsum("ncijpq,ocpq->noij", windows, weight) + bias[:, None, None]
 
 
 def test_conv2d_forward_refuses_the_library():
@@ -68,6 +78,12 @@ def test_conv2d_forward_refuses_the_library():
         lambda x, w, b: torch.nn.Conv2d(w.shape[1], w.shape[0], w.shape[2:], dtype=x.dtype)(x)
     )
     assert not layer and "do without" in layer.message
+    for shortcut in (
+        lambda x, w, b, conv2d=F.conv2d: conv2d(x, w, b),  # captured before the check ran
+        lambda x, w, b: torch.convolution(x, w, b, [1, 1], [0, 0], [1, 1], False, [0, 0], 1),
+    ):
+        result = check.conv2d_forward(shortcut)
+        assert not result and "do without torch." in result.message
     assert F.conv2d(torch.ones(1, 1, 2, 2), torch.ones(1, 1, 1, 1)).sum() == 4  # restored afterwards
 
 
@@ -79,9 +95,9 @@ def test_conv2d_forward_names_the_common_mistakes():
     per_channel = check.conv2d_forward(lambda x, w, b: loops(x, w, b * x.shape[1]))
     assert not per_channel and "once per input channel" in per_channel.message
     short = check.conv2d_forward(lambda x, w, b: loops(x, w, b)[..., :-1, :-1])
-    assert not short and "expected shape (1, 1, 3, 3)" in short.message and "got (1, 1, 2, 2)" in short.message
+    assert not short and "expected shape (1, 1, 3, 3), got shape (1, 1, 2, 2)" in short.message
     unsummed = check.conv2d_forward(lambda x, w, b: loops(x[:, :1], w[:, :1], b))
-    assert not unsummed and "case 3" in unsummed.message and "entries differ; the first is at" in unsummed.message
+    assert not unsummed and "case 3" in unsummed.message and "entries differ; at index" in unsummed.message
     for result in (no_bias, per_channel, unsummed):
         assert not floats_in(result.message), result.message
     assert check.conv2d_forward(...).message == check.PLACEHOLDER_MESSAGE
@@ -99,7 +115,7 @@ def pool_loops(x, k):
 
 def test_max_pool2d_passes_loops_and_unfold_and_refuses_the_library():
     assert check.max_pool2d(pool_loops)
-    assert check.max_pool2d(check.reference_max_pool2d)
+    assert check.max_pool2d(lambda x, k: x.unfold(2, k, k).unfold(3, k, k).amax(dim=(-2, -1)))
     library = check.max_pool2d(lambda x, k: F.max_pool2d(x, k))
     assert not library and "do without torch.nn.functional.max_pool2d" in library.message
     module = check.max_pool2d(lambda x, k: torch.nn.MaxPool2d(k)(x))

@@ -145,7 +145,7 @@ def test_quadratic_gradients_forbids_autograd() -> None:
 
     for student in (with_backward, with_grad):
         result = check.quadratic_gradients(student)
-        assert not result and "ForbiddenCallError" in result.message and "do without torch." in result.message
+        assert not result and "do without torch." in result.message
     # autograd works again afterwards
     t = torch.tensor(2.0, requires_grad=True)
     (t**2).backward()
@@ -174,10 +174,10 @@ def test_largest_stable_learning_rate_accepts_the_limit_and_an_experiment() -> N
 @pytest.mark.parametrize(
     ("answer", "message"),
     [
-        (0.31, "diverges.*too high, by 1–10 %"),
-        (0.6, "diverges.*too high, by more than 50 %"),
-        (0.1, "converges, but so do larger rates.*too low, by more than 50 %"),
-        (0.2, "converges, but so do larger rates.*too low, by 10–50 %"),
+        (0.31, "too high, by 1–10 %.*diverges"),
+        (0.6, "too high, by more than 50 %.*diverges"),
+        (0.1, "too low, by more than 50 %.*converges, but so do larger rates"),
+        (0.2, "too low, by 10–50 %.*converges, but so do larger rates"),
         (0.0, "a learning rate is positive"),
     ],
 )
@@ -193,7 +193,8 @@ def test_largest_stable_learning_rate_never_gives_the_limit_or_the_curvature(ans
 
 @pytest.mark.parametrize(
     ("answer", "message"),
-    [("0.29", "expected a finite number"), (float("nan"), "expected a finite number"), (..., "placeholder")],
+    [("0.29", "expected a number, got a string"), (float("nan"), "NaN or infinity"), (None, "no answer yet"),
+     (..., "placeholder")],
 )
 def test_largest_stable_learning_rate_explains_non_numbers(answer, message) -> None:
     result = check.largest_stable_learning_rate(answer)

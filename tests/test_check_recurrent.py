@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import re
+import types
 
 import pytest
 import torch
@@ -23,10 +24,13 @@ def numbers_in(message: str) -> set[str]:
     return set(re.findall(r"-?\d+\.\d{3,}", message))
 
 
-def with_mistake(reference, mistake, single=False):
-    if single:
-        return lambda *args: reference(*args, mistake=mistake)[0]
-    return lambda *args: reference(*args, mistake=mistake)
+def copy_of(reference):
+    """A student's function with the code of a check's reference (which the check itself blocks)."""
+    return types.FunctionType(reference.__code__.replace(co_name="student"), reference.__globals__)
+
+
+def with_mistake(reference, mistake):
+    return lambda *args: copy_of(reference)(*args, mistake=mistake)
 
 
 # --- rnn_step ----------------------------------------------------------------------------------
@@ -55,7 +59,7 @@ def test_rnn_step_passes_correct_solutions(solution):
 
 @pytest.mark.parametrize("mistake", check.RNN_STEP_MISTAKES)
 def test_rnn_step_names_each_common_mistake(mistake):
-    result = check.rnn_step(with_mistake(rec._rnn_step, mistake, single=True))
+    result = check.rnn_step(with_mistake(rec._rnn_step, mistake))
     assert not result
     assert f"It looks like this mistake: {check.RNN_STEP_MISTAKES[mistake]}." in result.message, result.message
     assert not numbers_in(result.message)
@@ -112,7 +116,7 @@ def test_lstm_step_names_each_common_mistake(mistake):
 
 def test_lstm_step_explains_other_failures():
     only_h = check.lstm_step(lambda *args: lstm_step_by_hand(*args)[0])
-    assert not only_h and "expected a tuple of 2 results (h_new, c_new), got Tensor" in only_h.message
+    assert not only_h and "expected 2 results (h_new, c_new), got Tensor" in only_h.message
     stale_c = check.lstm_step(lambda x, h, c, *w: (lstm_step_by_hand(x, h, c, *w)[0], c))
     assert not stale_c and "c_new:" in stale_c.message and "looks like" not in stale_c.message
     assert not check.lstm_step(lambda *args: None)
@@ -158,11 +162,11 @@ def test_clip_grad_norm_explains_other_failures():
     )
     assert not divides_by_zero
     no_norm = check.clip_grad_norm(lambda grads, m: clip_by_hand(grads, m)[0])
-    assert not no_norm and "expected a pair (clipped gradients, total norm)" in no_norm.message
+    assert not no_norm and "expected 2 results (the clipped gradients, the total norm)" in no_norm.message
     wrong_norm = check.clip_grad_norm(lambda grads, m: (clip_by_hand(grads, m)[0], 1.0))
     assert not wrong_norm and "the total norm:" in wrong_norm.message
     flat = check.clip_grad_norm(lambda grads, m: (torch.cat([g.flatten() for g in grads]), 1.0))
-    assert not flat and "must be a list of" in flat.message
+    assert not flat and "the clipped gradients: expected 1 result, got Tensor" in flat.message
 
 
 # --- gru_step ----------------------------------------------------------------------------------
@@ -182,7 +186,12 @@ def gru_step_by_companion(x, h, W_ih, W_hh, b_ih, b_hh):
     return recurrent.gru_cell(x, h, W_ih, W_hh, b_ih, b_hh)
 
 
-@pytest.mark.parametrize("solution", [gru_step_by_torch, gru_step_by_companion])
+def test_gru_step_refuses_the_courses_own_cell():
+    result = check.gru_step(gru_step_by_companion)
+    assert not result and "do without companion.recurrent.gru_cell" in result.message
+
+
+@pytest.mark.parametrize("solution", [gru_step_by_torch])
 def test_gru_step_passes_correct_solutions(solution):
     result = check.gru_step(solution)
     assert result, result.message
@@ -190,7 +199,7 @@ def test_gru_step_passes_correct_solutions(solution):
 
 @pytest.mark.parametrize("mistake", check.GRU_STEP_MISTAKES)
 def test_gru_step_names_each_common_mistake(mistake):
-    result = check.gru_step(with_mistake(rec._gru_step, mistake, single=True))
+    result = check.gru_step(with_mistake(rec._gru_step, mistake))
     assert not result
     assert f"It looks like this mistake: {check.GRU_STEP_MISTAKES[mistake]}." in result.message, result.message
     assert not numbers_in(result.message)
@@ -249,7 +258,7 @@ def test_ngram_losses_pass_correct_solutions(checker, solution):
 )
 def test_ngram_losses_name_each_common_mistake(checker, order, mistakes):
     for mistake, text in mistakes.items():
-        result = checker(lambda train, val, V, m=mistake: rec._ngram(train, val, V, order, mistake=m)[0])
+        result = checker(lambda train, val, V, m=mistake: copy_of(rec._ngram)(train, val, V, order, mistake=m))
         assert not result, mistake
         assert f"It looks like this mistake: {text}." in result.message, (mistake, result.message)
         assert not numbers_in(result.message)
@@ -262,3 +271,15 @@ def test_ngram_losses_explain_other_failures():
     assert not check.bigram_loss(lambda *args: None)
     assert not check.trigram_loss(bigram_by_loops)  # the bigram is not the trigram
     assert "index_put_" in str(check.hint("trigram_loss"))
+
+
+def test_trigram_counts_that_do_not_add_up_repeats_are_named():
+    def indexed_increment(train, val, V):
+        counts = torch.ones(V, V, V)
+        counts[train[:-2], train[1:-1], train[2:]] += 1  # a repeated triple is counted once
+        probs = counts / counts.sum(-1, keepdim=True)
+        return -probs[val[:-2], val[1:-1], val[2:]].log().mean()
+
+    result = check.trigram_loss(indexed_increment)
+    assert not result and "repeated triples must add up" in result.message, result.message
+    assert "validation text" not in result.message

@@ -5,6 +5,7 @@ how, never prints the expected value, and keeps the method for ``check.hint``.
 """
 
 import re
+import types
 
 import pytest
 import torch
@@ -12,6 +13,11 @@ from torch import nn
 from torch.nn import functional as F
 
 from companion import check, train
+
+shifted = types.FunctionType(check.regularization._shifted.__code__.replace(co_name="shifted"), vars(check.regularization))
+stopping = types.FunctionType(
+    check.regularization._stopping.__code__.replace(co_name="stopping"), vars(check.regularization), None, ("",)
+)
 
 
 def numbers_in(text: str) -> set[str]:
@@ -49,7 +55,7 @@ def test_l2_penalty_names_the_common_mistakes_without_the_expected_value():
         assert not result and words in result.message, result.message
         assert not numbers_in(result.message.split("): ", 1)[-1]), result.message
     no_half = check.l2_penalty(wrong["the ½ is missing"])
-    assert no_half.message.startswith("case 1 (tensors of shapes (2, 2); lam = 0.1): it is 2 times too large.")
+    assert no_half.message.startswith("case 1 (tensors of shapes (2, 2); lam = 0.1): the penalty: it is 2 times too large.")
     assert "0.2625" not in no_half.message and "0.525" not in no_half.message
 
 
@@ -79,12 +85,12 @@ def test_l1_penalty():
 
 def test_shifted_moves_pixels_and_fills_zeros():
     x = torch.arange(1.0, 10.0).reshape(1, 3, 3)
-    assert check.shifted(x, 1, 0).tolist() == [[[0, 1, 2], [0, 4, 5], [0, 7, 8]]]
-    assert check.shifted(x, 0, -1).tolist() == [[[4, 5, 6], [7, 8, 9], [0, 0, 0]]]
-    assert check.shifted(x, -1, 1).tolist() == [[[0, 0, 0], [2, 3, 0], [5, 6, 0]]]
-    assert check.shifted(x, 3, 0).sum() == 0 and torch.equal(check.shifted(x, 0, 0), x)
+    assert shifted(x, 1, 0).tolist() == [[[0, 1, 2], [0, 4, 5], [0, 7, 8]]]
+    assert shifted(x, 0, -1).tolist() == [[[4, 5, 6], [7, 8, 9], [0, 0, 0]]]
+    assert shifted(x, -1, 1).tolist() == [[[0, 0, 0], [2, 3, 0], [5, 6, 0]]]
+    assert shifted(x, 3, 0).sum() == 0 and torch.equal(shifted(x, 0, 0), x)
     wide = torch.rand(2, 4, 6)
-    assert torch.equal(check.shifted(wide, 2, 1)[:, 1:, 2:], wide[:, :-1, :-2])
+    assert torch.equal(shifted(wide, 2, 1)[:, 1:, 2:], wide[:, :-1, :-2])
 
 
 def shift_by_padding(images, dx, dy):
@@ -95,31 +101,31 @@ def shift_by_padding(images, dx, dy):
 
 
 def test_shift_images_passes_two_solutions_and_names_the_common_mistakes():
-    assert check.shift_images(check.shifted)
+    assert check.shift_images(shifted)
     assert check.shift_images(shift_by_padding)
     rolled = check.shift_images(lambda x, dx, dy: torch.roll(x, shifts=(dy, dx), dims=(1, 2)))
     assert not rolled and "case 1" in rolled.message and "wrap-around" in rolled.message
     assert "zeros_like" not in rolled.message and "zeros_like" in check.hint("shift_images").text
-    mirrored = check.shift_images(lambda x, dx, dy: check.shifted(x, -dx, -dy))
+    mirrored = check.shift_images(lambda x, dx, dy: shifted(x, -dx, -dy))
     assert not mirrored and "case 1" in mirrored.message and "opposite way" in mirrored.message
-    swapped = check.shift_images(lambda x, dx, dy: check.shifted(x, dy, dx))
+    swapped = check.shift_images(lambda x, dx, dy: shifted(x, dy, dx))
     assert not swapped and "swapped" in swapped.message
 
 
 def test_shift_images_says_which_pixels_differ():
     def forgets_negative_shifts(images, dx, dy):
-        return check.shifted(images, max(dx, 0), max(dy, 0))
+        return shifted(images, max(dx, 0), max(dy, 0))
 
     result = check.shift_images(forgets_negative_shifts)
     assert not result and result.message.startswith("case 2 (images of shape (1, 3, 3), dx = 0, dy = -1):")
-    assert "pixels differ; the first is image 0, row 0, column 0" in result.message
+    assert "entries differ; at index (0, 0, 0)" in result.message
     cropped = check.shift_images(lambda x, dx, dy: x[:, 1:, :])
-    assert not cropped and "a shift keeps the image size" in cropped.message
+    assert not cropped and "A shift keeps the image size" in cropped.message
 
     def overshoots(images, dx, dy):
         if abs(dx) >= images.shape[2]:
             return images
-        return check.shifted(images, dx, dy)
+        return shifted(images, dx, dy)
 
     whole_width = check.shift_images(overshoots)
     assert not whole_width and "dx = 28" in whole_width.message
@@ -136,7 +142,7 @@ def test_early_stopping_reference_agrees_with_companion_train(patience):
             history.append({"val_loss": loss})
             if stopper.on_epoch_end(epoch, history, nn.Linear(1, 1)):
                 break
-        assert check.early_stopping_epochs(losses, patience) == (stopper.best_epoch, len(history))
+        assert stopping(losses, patience) == (stopper.best_epoch, len(history))
 
 
 def ties_improve(losses, patience):
@@ -150,7 +156,7 @@ def ties_improve(losses, patience):
 
 
 def test_early_stopping_names_the_common_mistakes():
-    assert check.early_stopping(check.early_stopping_epochs)
+    assert check.early_stopping(stopping)
     wrong = check.early_stopping(ties_improve)
     assert not wrong and "case 4" in wrong.message and "equal to the best one counts as an improvement" in (
         wrong.message
@@ -164,7 +170,7 @@ def test_early_stopping_names_the_common_mistakes():
     assert not future and "seen the future" in future.message
 
     def from_zero(losses, patience):
-        return tuple(e - 1 for e in check.early_stopping_epochs(losses, patience))
+        return tuple(e - 1 for e in stopping(losses, patience))
 
     zero = check.early_stopping(from_zero)
     assert not zero and "counted from 0" in zero.message
@@ -172,30 +178,30 @@ def test_early_stopping_names_the_common_mistakes():
 
 def test_early_stopping_says_too_early_or_too_late_without_the_epochs():
     def one_late(losses, patience):
-        best, last = check.early_stopping_epochs(losses, patience)
+        best, last = stopping(losses, patience)
         return best, min(last + 1, len(losses))
 
     late = check.early_stopping(one_late)
     assert late.message == (
-        "case 1 (losses [0.9, 0.7, 0.6, 0.65, 0.7, 0.8], patience 2): it looks like this mistake: "
-        "training stops one epoch too late."
+        "case 1 (losses [0.9, 0.7, 0.6, 0.65, 0.7, 0.8], patience 2): last_epoch: it is too high, by 10–50 %. "
+        "It looks like this mistake: training stops one epoch too late."
     )
 
     def two_late(losses, patience):
-        best, last = check.early_stopping_epochs(losses, patience)
+        best, last = stopping(losses, patience)
         return best, last + 2
 
     result = check.early_stopping(two_late)
-    assert result.message == "case 1 (losses [0.9, 0.7, 0.6, 0.65, 0.7, 0.8], patience 2): last_epoch is too late."
+    assert result.message == "case 1 (losses [0.9, 0.7, 0.6, 0.65, 0.7, 0.8], patience 2): last_epoch: it is too high, by 10–50 %."
 
     def stops_too_soon(losses, patience):
-        best, last = check.early_stopping_epochs(losses, patience)
+        best, last = stopping(losses, patience)
         return best, max(best, last - 2)
 
     early = check.early_stopping(stops_too_soon)
-    assert not early and early.message.endswith("last_epoch is too early.")
+    assert not early and "last_epoch: it is too low" in early.message
     assert not check.early_stopping(lambda losses, patience: 3)
-    assert "expected a pair" in check.early_stopping(lambda losses, patience: 3).message
+    assert "expected 2 results (best_epoch, last_epoch), got int" in check.early_stopping(lambda losses, patience: 3).message
     assert check.early_stopping(...).message == check.PLACEHOLDER_MESSAGE
 
 

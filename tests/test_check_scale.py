@@ -9,7 +9,8 @@ from companion.check import scale as checks
 
 
 def gpt2(vocab_size, context, dim, layers):
-    return scale.gpt_parameters(vocab_size=vocab_size, context=context, dim=dim, layers=layers)
+    V, T, d, L = vocab_size, context, dim, layers
+    return V * d + T * d + L * (4 * d * d + 4 * d + 8 * d * d + 5 * d + 4 * d) + 2 * d
 
 
 def test_gpt_parameter_count_passes_the_reference():
@@ -18,7 +19,7 @@ def test_gpt_parameter_count_passes_the_reference():
 
 
 def expected_counts():
-    return [gpt2(*case.values()) for case in checks._GPT_CASES]
+    return [gpt2(*case) for _, case in check.SPECS["gpt_parameter_count"].cases(torch.Generator())]
 
 
 def assert_fails_without_answers(result, *phrases):
@@ -45,7 +46,7 @@ def test_gpt_parameter_count_names_usual_mistakes():
 
 def test_gpt_parameter_count_reports_errors_and_types():
     assert_fails_without_answers(check.gpt_parameter_count(lambda V, T, d, L: 1 / 0), "ZeroDivisionError")
-    assert_fails_without_answers(check.gpt_parameter_count(lambda V, T, d, L: "many"), "whole number")
+    assert_fails_without_answers(check.gpt_parameter_count(lambda V, T, d, L: "many"), "expected a number, got a string")
     assert_fails_without_answers(check.gpt_parameter_count(lambda V, T, d, L: None), "returned None")
     assert "returned None" in check.training_bytes(lambda n, o, m: None).message
     assert "returned None" in check.all_reduce_mean(lambda grads: None).message
@@ -53,7 +54,23 @@ def test_gpt_parameter_count_reports_errors_and_types():
 
 
 def reference_bytes(n, optimizer, mixed):
-    return scale.training_memory(n, optimizer, "mixed" if mixed else "fp32")["total"]
+    per_parameter = (2 + 2 + 4 if mixed else 4 + 4) + 4 * {"sgd": 0, "momentum": 1, "adam": 2}[optimizer]
+    return per_parameter * n
+
+
+def test_the_courses_own_counts_are_off_limits():
+    assert reference_bytes(1000, "adam", True) == scale.training_memory(1000, "adam", "mixed")["total"]
+    assert gpt2(65, 64, 32, 2) == scale.gpt_parameters(vocab_size=65, context=64, dim=32, layers=2)
+    count = check.gpt_parameter_count(lambda V, T, d, L: scale.gpt_parameters(vocab_size=V, context=T, dim=d, layers=L))
+    assert not count and "do without companion.scale.gpt_parameters" in count.message
+    memory = check.training_bytes(lambda n, o, m, f=scale.training_memory: f(n, o, "mixed" if m else "fp32")["total"])
+    assert not memory and "do without companion.scale.training_memory" in memory.message
+
+
+def test_training_bytes_names_the_one_mistake_that_fits_every_case():
+    no_gradients = check.training_bytes(lambda n, o, m: reference_bytes(n, o, m) - (2 if m else 4) * n)
+    assert not no_gradients and "gradients (one per parameter) seem to be missing" in no_gradients.message
+    assert "; or" not in no_gradients.message and "two numbers" not in no_gradients.message
 
 
 def test_training_bytes():

@@ -1,28 +1,20 @@
 """The engine of the self-checks: produce a student's outputs, judge them against a reference, explain.
 
-Every check of the course is a :class:`CheckSpec` in :data:`SPECS`, declared by its topic module:
-the reference, the cases, the known mistakes, the forbidden operations and the hint. A check runs
-in two halves that share nothing but plain data:
-
-* :func:`produce` runs where the student's code runs. It applies the student's function to cases
-  drawn from a seed (the operations the exercise forbids raise while it runs), or takes the
-  student's values as they are, and returns numbers, strings, lists and NumPy arrays only.
-* :func:`judge` recomputes the reference on the same cases and says ✅ or ❌, and how the answer
-  differs (an error and the student's own line, a shape, a dtype, a sign, a factor, a known
-  mistake) but never the expected answer. The method is the check's hint, shown on request.
-
-``check.<name>(...)`` is ``judge(name, seed, produce(name, args, seed))`` with a fresh seed, so a
-self-check and a grader that judges saved outputs (:func:`save_produced`, :func:`load_produced`)
-never disagree::
-
-    >>> check.neuron_forward(my_neuron)       # doctest: +SKIP
-    ✅ neuron_forward: 8 of 8 cases match the reference.
+Each check of the course is a :class:`CheckSpec` in :data:`SPECS`: its reference, cases, known mistakes,
+forbidden operations and hint. :func:`produce` runs where the student's code runs: it applies the
+student's function to cases drawn from a seed, with the forbidden operations blocked, or takes the
+student's values as they are, and returns plain data. :func:`judge` recomputes the reference on the
+same cases and says ✅ or ❌ and how the answer differs (an error and the student's line, a shape, a
+dtype, a sign, a factor, a known mistake), never the expected answer; the method is the hint, on
+request. ``check.<name>(...)`` is ``judge(name, seed, produce(name, args, seed))`` with a fresh seed,
+so a self-check and a grader that judges saved outputs (:func:`save_produced`) never disagree.
 """
 
 from __future__ import annotations
 
 import functools
 import importlib
+import inspect
 import json
 import math
 import re
@@ -41,23 +33,9 @@ import numpy as np
 import torch
 from torch.overrides import TorchFunctionMode
 
-__all__ = [
-    "SPECS",
-    "CheckResult",
-    "CheckSpec",
-    "ForbiddenCallError",
-    "Hint",
-    "PLACEHOLDER_MESSAGE",
-    "compare",
-    "explain_difference",
-    "hint",
-    "judge",
-    "load_produced",
-    "produce",
-    "register_hint",
-    "save_produced",
-    "value",
-]
+__all__ = ["SPECS", "CheckResult", "CheckSpec", "ForbiddenCallError", "Hint", "PLACEHOLDER_MESSAGE", "compare",
+           "explain_difference", "hint", "judge", "load_produced", "produce", "register_hint", "save_produced",
+           "value"]  # fmt: skip
 
 FORMAT = "companion.check/1"
 PLACEHOLDER_MESSAGE = "the placeholder `...` is still there: replace it with your answer."
@@ -172,17 +150,43 @@ SPECS: dict[str, CheckSpec] = {}
 """Every check of the course by its public name, ``check.<name>``."""
 
 
-def define(spec: CheckSpec) -> CheckSpec:
-    """Register ``spec`` in :data:`SPECS` (and its hint); topic modules call this once per check."""
+def define(spec: CheckSpec, *params: str, doc: str, **defaults: Any) -> Callable[..., CheckResult]:
+    """Register ``spec`` in :data:`SPECS` (and its hint) and return the public check ``check.<name>``:
+    a function of ``params`` (and of ``defaults``, with their values) documented by ``doc``."""
     SPECS[spec.name] = spec
     if spec.hint:
         register_hint(spec.name, spec.hint)
-    return spec
+    kind = inspect.Parameter.POSITIONAL_OR_KEYWORD
+    signature = inspect.Signature(
+        [inspect.Parameter(p, kind) for p in params] + [inspect.Parameter(k, kind, default=v) for k, v in defaults.items()],
+        return_annotation="CheckResult",
+    )
+
+    def check(*args: Any, **kwargs: Any) -> CheckResult:
+        bound = signature.bind(*args, **kwargs)
+        bound.apply_defaults()
+        return _self_check(spec, tuple(bound.arguments.values()))
+
+    check.__name__ = check.__qualname__ = spec.name
+    check.__doc__, check.__signature__ = doc, signature  # type: ignore[attr-defined]
+    check.__module__ = sys._getframe(1).f_globals["__name__"]
+    return check
 
 
-def run(name: str, *args: Any) -> CheckResult:
-    """The self-check ``check.<name>(*args)``: produce and judge on one fresh seed."""
-    return _self_check(SPECS[name], args)
+def scaled(reference: Callable[..., Any], factor: float | Callable[..., float]) -> Callable[..., Any]:
+    """A mistake: ``reference`` with every output multiplied by ``factor`` (a number or a function of the case)."""
+
+    def variant(*case: Any) -> Any:
+        f = factor(*case) if callable(factor) else factor
+        out = reference(*case)
+        return type(out)(o * f for o in out) if isinstance(out, (tuple, list)) else out * f
+
+    return variant
+
+
+def keyed(reference: Callable[..., Any], mistakes: Mapping[str, str]) -> dict[str, Callable[..., Any]]:
+    """Mistakes made by ``reference(*case, mistake=key)``, told by ``mistakes[key]``."""
+    return {text: functools.partial(reference, mistake=key) for key, text in mistakes.items()}
 
 
 def _self_check(spec: CheckSpec, args: tuple) -> CheckResult:
@@ -215,17 +219,14 @@ class Wrong(Exception):
 
 def _resolve(dotted: str) -> Any:
     """The object a dotted name stands for (``"torch.Tensor.softmax"``), or None when it does not exist."""
-    parts = dotted.split(".")
-    for cut in range(len(parts), 0, -1):
+    module, _, rest = dotted.partition(".")
+    obj = importlib.import_module(module)
+    for part in rest.split("."):
         try:
-            obj = importlib.import_module(".".join(parts[:cut]))
-        except ImportError:
-            continue
-        try:
-            return functools.reduce(getattr, parts[cut:], obj)
-        except AttributeError:
+            obj = getattr(obj, part) if hasattr(obj, part) else importlib.import_module(f"{obj.__name__}.{part}")
+        except (ImportError, AttributeError):
             return None
-    return None
+    return obj
 
 
 def _code(obj: Any) -> CodeType | None:
@@ -242,8 +243,13 @@ class _Blocker(TorchFunctionMode):
     def __init__(self, forbidden: Sequence[str], extra: Sequence[Any] = ()) -> None:
         super().__init__()
         named = [(name, _resolve(name)) for name in forbidden] + [("the check's own reference", o) for o in extra]
-        self.objects = {id(obj): (obj, name) for name, obj in named if obj is not None}
-        self.codes = {code: name for name, obj in named if (code := _code(obj)) is not None}
+        self.objects: dict[int, tuple[Any, str]] = {}
+        self.codes: dict[int, tuple[CodeType, str]] = {}
+        for name, obj in named:  # the first name of an object is the one that is told
+            if obj is not None:
+                self.objects.setdefault(id(obj), (obj, name))
+            if (code := _code(obj)) is not None:
+                self.codes.setdefault(id(code), (code, name))
         self.blocked: list[str] = []
 
     def _block(self, name: str) -> None:
@@ -257,8 +263,8 @@ class _Blocker(TorchFunctionMode):
         return func(*args, **(kwargs or {}))
 
     def _profile(self, frame: Any, event: str, arg: Any) -> None:
-        if event == "call" and frame.f_code in self.codes:
-            self._block(self.codes[frame.f_code])
+        if event == "call" and id(frame.f_code) in self.codes:
+            self._block(self.codes[id(frame.f_code)][1])
 
     def __enter__(self) -> _Blocker:
         self._saved = sys.getprofile()
@@ -285,12 +291,7 @@ def _student_line(err: BaseException) -> str:
 
 def _fresh(args: Sequence[Any]) -> tuple:
     """``args`` with every tensor (also in a list) cloned, so that a function that modifies its input spoils nothing."""
-    def copy(a: Any) -> Any:
-        if isinstance(a, torch.Tensor):
-            return a.clone()
-        return [copy(b) for b in a] if isinstance(a, list) else a
-
-    return tuple(copy(a) for a in args)
+    return tuple(a.clone() if isinstance(a, torch.Tensor) else list(_fresh(a)) if isinstance(a, list) else a for a in args)
 
 
 def _encode(obj: Any, arrays: dict[str, np.ndarray], depth: int = 0) -> Any:
@@ -303,13 +304,12 @@ def _encode(obj: Any, arrays: dict[str, np.ndarray], depth: int = 0) -> Any:
         return {"$": "ellipsis"}
     if isinstance(obj, (Raised, Wrong)):
         return {"$": "raised", **vars(obj)} if isinstance(obj, Raised) else {"$": "wrong", "message": str(obj)}
+    key = f"a{len(arrays)}"
     if isinstance(obj, torch.Tensor) and obj.layout == torch.strided and not obj.is_complex():
         t = obj.detach().cpu().resolve_neg()
-        key = f"a{len(arrays)}"
         arrays[key] = (t.float() if t.dtype == torch.bfloat16 else t).numpy().copy()
-        return {"$": "tensor", "key": key, "dtype": str(obj.dtype).removeprefix("torch."), "grad": obj.requires_grad}
+        return {"$": "tensor", "key": key, "dtype": str(obj.dtype).removeprefix("torch.")}
     if isinstance(obj, np.ndarray) and obj.dtype.kind in "biuf":
-        key = f"a{len(arrays)}"
         arrays[key] = obj.copy()
         return {"$": "ndarray", "key": key}
     if isinstance(obj, (tuple, list)) and depth < 4 and len(obj) <= 10_000:
@@ -332,7 +332,7 @@ def _produce(spec: CheckSpec, args: tuple, seed: int) -> dict:
             blocker = _Blocker(spec.forbidden, (spec.reference,) if spec.block_reference else ())
             try:
                 with blocker:
-                    out = (spec.apply or _call)(args[0], *_fresh(case))
+                    out = spec.apply(args[0], *_fresh(case)) if spec.apply else args[0](*_fresh(case))
             except Wrong as err:
                 out = err
             except Exception as err:  # the student's code may fail in any way: record it, don't crash
@@ -344,19 +344,12 @@ def _produce(spec: CheckSpec, args: tuple, seed: int) -> dict:
     return {**data, "cases": cases, **arrays}
 
 
-def _call(student: Callable[..., Any], *case: Any) -> Any:
-    return student(*case)
-
-
 def produce(name: str, args: tuple, seed: int) -> dict:
-    """The student's half of the check ``name``: run the student's function(s) in ``args`` on the cases
-    of ``seed`` (forbidden operations blocked), or take the answers in ``args`` as they are.
-
-    Returns plain data: ``format``, ``check``, ``seed``, ``args`` (each argument encoded; a function
-    as its type only), ``cases`` (one record per case run, ``{"out": ..., "blocked": [names]}``,
-    stopping at the first error or blocked call; None for a value check or a non-function) and the
-    NumPy arrays the records refer to, under keys ``a0``, ``a1``, … No object of the student's survives.
-    """
+    """The student's half of the check ``name``: the student's function in ``args`` run on the cases of
+    ``seed`` (forbidden operations blocked), or the answers in ``args`` as they are, as plain data:
+    ``format``, ``check``, ``seed``, ``args`` (encoded; a function as its type only), ``cases`` (per case
+    run ``{"out": ..., "blocked": [names]}``, up to the first error or blocked call; None for a value
+    check or a non-function) and the NumPy arrays they refer to (``a0``, ``a1``, …)."""
     return _produce(_spec(name), tuple(args), seed)
 
 
@@ -390,14 +383,10 @@ def load_produced(path: str | Path) -> dict:
     text = loaded.pop("__json__", None)
     if text is None or text.dtype.kind != "U" or text.shape != ():
         raise ValueError(f"{path}: no JSON part")
-    try:
-        data = json.loads(str(text))
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{path}: malformed JSON ({err})") from err
-    if not isinstance(data, dict) or any(not re.fullmatch(r"a\d+", k) for k in loaded):
+    data = json.loads(str(text))  # a JSONDecodeError is a ValueError
+    if not isinstance(data, dict) or any(not re.fullmatch(r"a\d+", k) or a.dtype.kind not in "biuf"
+                                         for k, a in loaded.items()):  # fmt: skip
         raise ValueError(f"{path}: malformed produced outputs")
-    if any(a.dtype.kind not in "biuf" for a in loaded.values()):
-        raise ValueError(f"{path}: arrays must be numeric")
     produced = {**data, **loaded}
     _spec(str(produced.get("check")))
     _unpack(produced)  # raises ValueError on anything malformed
@@ -424,8 +413,7 @@ def _decode(obj: Any, arrays: Mapping[str, Any]) -> Any:
             dtype = getattr(torch, str(obj.get("dtype")), None)
             if not isinstance(dtype, torch.dtype):
                 raise ValueError(f"unknown dtype {obj.get('dtype')!r}")
-            tensor = torch.from_numpy(np.array(array)).to(dtype)
-            return tensor.requires_grad_() if obj.get("grad") and dtype.is_floating_point else tensor
+            return torch.from_numpy(np.array(array)).to(dtype)
         if tag in ("tuple", "list") and isinstance(items, list):
             return (tuple if tag == "tuple" else list)(_decode(o, arrays) for o in items)
         if tag == "dict" and isinstance(items, dict):
@@ -455,10 +443,8 @@ def _unpack(produced: dict) -> tuple[list, list | None]:
 
 
 def judge(name: str, seed: int, produced: dict) -> CheckResult:
-    """The verdict of the check ``name`` on ``produced`` (from :func:`produce` with the same ``seed``).
-
-    Recomputes the reference on the cases of ``seed``; trusts nothing of ``produced`` but its data.
-    """
+    """The verdict of the check ``name`` on ``produced`` (from :func:`produce` with the same ``seed``): the
+    reference recomputed on the cases of ``seed``; nothing of ``produced`` is trusted but its data."""
     if produced.get("check") != name or produced.get("seed") != seed:
         raise ValueError(f"these outputs were produced for {produced.get('check')!r}, not for {name!r} with this seed")
     return _judge(_spec(name), seed, produced)
@@ -488,7 +474,9 @@ def _judge(spec: CheckSpec, seed: int, produced: dict) -> CheckResult:
     for number, ((text, case), (got, blocked)) in enumerate(zip(cases, records), start=1):
         where = f"case {number} ({text})" if text else ""
         if blocked:
-            return failed(f"{where or 'it'} calls {', '.join(blocked)}, which this exercise asks you to do without.")
+            line = got.line if isinstance(got, Raised) else ""
+            return failed(f"{where}: this exercise asks you to do without {', '.join(blocked)}, and your function "
+                          f"calls it{line}.")  # fmt: skip
         if isinstance(got, Raised):
             return failed(f"{where} raised {got.type}: {got.message}{got.line}.{_extra(spec, case, None, got)}")
         if isinstance(got, Wrong):
@@ -515,8 +503,10 @@ def _difference(spec: CheckSpec, case: tuple, expected: Any, got: Any) -> str | 
 
 
 def _extra(spec: CheckSpec, case: tuple, expected: Any, got: Any) -> str:
-    text = spec.diagnose(case, expected, got) if spec.diagnose else ""
-    return f" {text}" if text else ""
+    try:
+        return f" {spec.diagnose(case, expected, got)}".rstrip() if spec.diagnose else ""
+    except Exception:  # a diagnosis that does not fit this answer's shape or type says nothing
+        return ""
 
 
 def _named(spec: CheckSpec, cases: list[Case], records: list, failing: int) -> str:
@@ -542,11 +532,8 @@ def _named(spec: CheckSpec, cases: list[Case], records: list, failing: int) -> s
 
 
 def _kind(obj: Any) -> str:
-    if isinstance(obj, Opaque):
-        return obj.type
-    if isinstance(obj, str):
-        return "a string (write a number without quotes)"
-    return type(obj).__name__
+    return obj.type if isinstance(obj, Opaque) else "a string (write a number without quotes)" if isinstance(
+        obj, str) else type(obj).__name__  # fmt: skip
 
 
 def _array(x: Any) -> np.ndarray | None:
@@ -611,7 +598,7 @@ def explain_difference(
         if not isinstance(got, (tuple, list)) or len(got) != len(expected):
             what = f"{len(got)}" if isinstance(got, (tuple, list)) else _kind(got)
             names = f" ({', '.join(labels)})" if labels else ""
-            return f"expected {len(expected)} results{names}, got {what}"
+            return f"expected {len(expected)} result{'s' * (len(expected) != 1)}{names}, got {what}"
         for number, (want, have) in enumerate(zip(expected, got), start=1):
             why = explain_difference(want, have, rtol, atol)
             if why is not None:
@@ -666,14 +653,9 @@ def _describe(args: Sequence[Any]) -> str:
 
 
 def compare(
-    name: str,
-    student: Callable[..., Any],
-    reference: Callable[..., Any],
-    cases: Sequence[Sequence[Any]],
-    rtol: float = 1e-6,
-    atol: float = 1e-8,
-    forbidden: Sequence[str] = (),
-) -> CheckResult:
+    name: str, student: Callable[..., Any], reference: Callable[..., Any], cases: Sequence[Sequence[Any]],
+    rtol: float = 1e-6, atol: float = 1e-8, forbidden: Sequence[str] = (),
+) -> CheckResult:  # fmt: skip
     """A check of one's own: ``student(*case)`` against ``reference(*case)`` on every case.
 
     Says which case fails first and how, never the expected value; ``forbidden``: dotted names
@@ -697,39 +679,3 @@ def value(name: str, answer: Any, expected: Any, rtol: float = 1e-6) -> CheckRes
     spec = CheckSpec(name, lambda: want, answers=1, rtol=rtol, atol=1e-12, passed="correct.")
     return _self_check(spec, (answer,))
 
-
-# --- transitional helpers of the topic modules that do not declare specs yet ---------------------
-
-
-def _as_array(value: Any) -> np.ndarray | None:
-    array = _array(value)
-    return None if array is None else array.astype(np.float64)
-
-
-def _run(student: Callable[..., Any], args: Sequence[Any], forbidden: Sequence[str] = ()) -> tuple[Any, str | None]:
-    try:
-        with _Blocker(forbidden):
-            return student(*_fresh(args)), None
-    except Exception as err:  # the student's code may fail in any way: report it, don't crash
-        return None, f"raised {type(err).__name__}: {err}{_student_line(err)}"
-
-
-def not_a_function(name: str, student: Any) -> CheckResult | None:
-    if student is Ellipsis:
-        return CheckResult(name, False, PLACEHOLDER_MESSAGE)
-    if not callable(student):
-        return CheckResult(name, False, f"expected a function, got {type(student).__name__}")
-    return None
-
-
-def _detached(answer: Any) -> Any:
-    if isinstance(answer, (tuple, list)):
-        return [a.detach() if isinstance(a, torch.Tensor) else a for a in answer]
-    return answer
-
-
-def _named_mistake(got: Sequence[Any], variants: dict[str, Sequence[Any]], mistakes: dict[str, str]) -> str:
-    for key, variant in variants.items():
-        if all(explain_difference(want, have, rtol=1e-9, atol=1e-12) is None for want, have in zip(variant, got)):
-            return f" It looks like this mistake: {mistakes[key]}."
-    return ""
