@@ -77,6 +77,9 @@ from pathlib import Path
 from typing import Any
 
 import nbformat
+import numpy as np
+
+from companion.grade_runner import VERDICT
 
 SOLUTION_TITLE = "# @title Solution"
 """The first line of a solution cell, which folds it in Colab; :func:`without_title` removes it."""
@@ -616,18 +619,39 @@ def job(notebook: nbformat.NotebookNode, chapter: Chapter | None, found: dict[st
     return {"cells": cells}, where
 
 
+def judged(name: str, seed: int, path: Path) -> Any:
+    """The grader's :class:`~companion.check.CheckResult` for the data a submission produced at ``path``.
+
+    :func:`companion.check.judge` for a check declared as a spec; for another
+    (``compare``, ``value``), the verdict the student's process recorded.
+    ValueError for data that is malformed or was not produced for this check and seed.
+    """
+    from companion import check
+
+    if name in check.SPECS:
+        return check.judge(name, seed, check.load_produced(path))
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            produced = json.loads(str(npz["__json__"]))
+    except (OSError, KeyError, ValueError, EOFError) as err:
+        raise ValueError(f"{path.name}: not a file of produced outputs ({err})") from err
+    if not isinstance(produced, dict) or produced.get("format") != VERDICT:
+        raise ValueError(f"{path.name}: not a recorded verdict")
+    if produced.get("check") != name or produced.get("seed") != seed:
+        raise ValueError(f"these outputs were not produced for {name!r} with this seed")
+    return check.CheckResult(str(produced.get("name"))[:100], produced.get("passed") is True, str(produced.get("message"))[:1000])
+
+
 def outcome(run: Run, work: Path, label: str, where: tuple[int, int, int], limit: float) -> tuple[str, str]:
     """``(result, message)`` of one answered exercise: the grader's judgement of the data its cell produced.
 
     ``where``: the answer's (job cell, seed, code cell number); ``limit``: the seconds a cell may run.
     """
     cell, seed, number = where
-    from companion.grade_checks import judge, load_produced
-
     answer = work / "answers" / f"{cell}.npz"
     if answer.is_file() and run.errors.get(cell, "") is None:
         try:
-            verdict = judge(label.split(" (")[0], seed, load_produced(answer))
+            verdict = judged(label.split(" (")[0], seed, answer)
         except ValueError as err:
             return "failed", f"the answer's data cannot be read: {' '.join(str(err).split())[:300]}"
         return ("passed" if verdict.passed else "failed"), " ".join(f"{verdict.name}: {verdict.message}".split())

@@ -44,6 +44,7 @@ import struct
 import sys
 import time
 import types
+from collections.abc import Callable
 from typing import Any
 
 PROGRESS = "progress.jsonl"
@@ -179,6 +180,41 @@ def _arguments(call: str, namespace: dict[str, Any]) -> tuple[tuple[Any, ...], d
     return args, {keyword.arg: value(keyword.value) for keyword in node.keywords if keyword.arg}
 
 
+VERDICT = "companion.grade verdict"
+"""The ``format`` of the data of a check that is not declared as a spec (``check.compare``, ``check.value``)."""
+
+
+def producer() -> Callable[[str, tuple, dict, int], dict]:
+    """``produce(name, args, kwargs, seed)``, bound to the checks as they are before any student's code runs.
+
+    A check declared in :data:`companion.check.SPECS` gives
+    :func:`companion.check.produce`'s data (its arguments bound to the check's
+    signature, all positional); any other check (``compare``, ``value``, whose
+    reference comes with the call) runs whole here and gives its verdict only,
+    as ``{"format": VERDICT, "check", "seed", "name", "passed", "message"}``.
+    """
+    import inspect
+
+    from companion import check
+
+    specs, produce = dict(check.SPECS), check.produce
+    checks = {name: getattr(check, name) for name in dir(check) if not name.startswith("_")}
+
+    def produced(name: str, args: tuple, kwargs: dict[str, Any], seed: int) -> dict:
+        if name in specs:
+            bound = inspect.signature(checks[name]).bind(*args, **kwargs) if kwargs else None
+            return produce(name, tuple(bound.args) if bound else args, seed)
+        if name not in checks:
+            raise AttributeError(f"companion.check has no check {name!r}")
+        result = checks[name](*args, **kwargs)
+        return {
+            "format": VERDICT, "check": name, "seed": seed,
+            "name": str(result.name), "passed": bool(result.passed), "message": str(result.message),
+        }  # fmt: skip
+
+    return produced
+
+
 class _Shell:
     """The little of IPython's ``get_ipython()`` that a converted magic may call: nothing runs."""
 
@@ -189,7 +225,7 @@ class _Shell:
         return None
 
 
-def run(job: dict[str, Any], report: Any, produce: Any, save: Any, bind: Any) -> None:
+def run(job: dict[str, Any], report: Any, produce: Callable[..., dict], save: Callable[..., None]) -> None:
     """Run the job's cells in a fresh ``__main__``, reporting each to ``report`` (a text file)."""
     main = types.ModuleType("__main__")
     main.__dict__.update(__builtins__=builtins, get_ipython=_Shell)
@@ -209,7 +245,7 @@ def run(job: dict[str, Any], report: Any, produce: Any, save: Any, bind: Any) ->
             exec(compile(tree, f"<cell {index}>", "exec"), namespace)
             if answer is not None:
                 args, kwargs = _arguments(answer["call"], namespace)
-                produced = produce(answer["check"], bind(answer["check"], args, kwargs), answer["seed"])
+                produced = produce(answer["check"], args, kwargs, answer["seed"])
                 signal.setitimer(signal.ITIMER_REAL, 0)
                 save(answer["file"], produced)
         except CellTimeout:
@@ -231,11 +267,11 @@ def main() -> None:
     missing = limit(job["limits"])
     report.write(json.dumps({"event": "limits", "missing": missing}) + "\n")
     report.flush()
-    from companion.grade_checks import bound_arguments, produce, save_produced
+    from companion.check import save_produced
 
     os.makedirs("answers", exist_ok=True)
     started = time.monotonic()
-    run(job, report, produce, save_produced, bound_arguments)
+    run(job, report, producer(), save_produced)
     report.write(json.dumps({"event": "end", "seconds": round(time.monotonic() - started, 3)}) + "\n")
     report.close()
 

@@ -250,7 +250,7 @@ def test_answers_and_chapters_are_matched_by_check_name():
 
 
 def test_outcome_is_the_judgement_of_the_produced_data_or_what_stopped_the_cell(tmp_path):
-    from companion.grade_checks import produce, save_produced
+    from companion.check import produce, save_produced
 
     (tmp_path / "answers").mkdir()
     right = produce("neuron_forward", (lambda x, w, b: torch.relu(x @ w + b),), 5)
