@@ -313,17 +313,6 @@ def without_magics(source: str) -> str:
     return _MAGIC_LINE.sub(r"\1pass  # magic skipped by the grader", source)
 
 
-def prepared(notebook: nbformat.NotebookNode) -> nbformat.NotebookNode:
-    """A copy of a submission ready to run: no ``solution`` cells, no outputs, magics replaced (:func:`without_magics`)."""
-    copy = nbformat.from_dict(notebook)
-    copy.cells = [c for c in copy.cells if not (c.cell_type == "code" and "solution" in tags(c))]
-    for cell in copy.cells:
-        if cell.cell_type == "code":
-            cell.outputs, cell.execution_count = [], None
-            cell.source = without_magics(cell.source)
-    return copy
-
-
 def answers(notebook: nbformat.NotebookNode) -> dict[str, int]:
     """The cells that answer exercises: check name (as :func:`numbered`) → cell index.
 
@@ -430,7 +419,8 @@ def environment(work: Path, profile: str, sandbox: bool) -> dict[str, str]:
         "COMPANION_DATA": str(_data_folder()),
         "LANG": "C.UTF-8",
     }
-    env.update({name: os.environ[name] for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "LANG") if name in os.environ})
+    passed_on = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "LANG")
+    env.update({name: os.environ[name] for name in passed_on if name in os.environ})
     return env
 
 
@@ -532,7 +522,7 @@ def run_job(task: dict[str, Any], work: Path, settings: Settings, hidden: Sequen
     report.seconds = time.monotonic() - started
     code = process.returncode
     if report.stopped is None and code != 0:
-        report.stopped = f"the process was ended by signal {-code}" if code < 0 else f"the process exited with code {code}"
+        report.stopped = f"the process ended with signal {-code}" if code < 0 else f"the process exited with code {code}"
     return report
 
 
@@ -639,7 +629,8 @@ def judged(name: str, seed: int, path: Path) -> Any:
         raise ValueError(f"{path.name}: not a recorded verdict")
     if produced.get("check") != name or produced.get("seed") != seed:
         raise ValueError(f"these outputs were not produced for {name!r} with this seed")
-    return check.CheckResult(str(produced.get("name"))[:100], produced.get("passed") is True, str(produced.get("message"))[:1000])
+    shown, message = str(produced.get("name"))[:100], str(produced.get("message"))[:1000]
+    return check.CheckResult(shown, produced.get("passed") is True, message)
 
 
 def outcome(run: Run, work: Path, label: str, where: tuple[int, int, int], limit: float) -> tuple[str, str]:

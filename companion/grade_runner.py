@@ -254,8 +254,8 @@ def run(job: dict[str, Any], report: Any, produce: Callable[..., dict], save: Ca
             error = _describe(err)
         finally:
             signal.setitimer(signal.ITIMER_REAL, 0)
-        seconds_taken = round(time.monotonic() - began, 3)
-        emit(json.dumps({"cell": index, "event": "done", "error": error, "timeout": timeout, "seconds": seconds_taken}) + "\n")
+        done = {"cell": index, "event": "done", "error": error, "timeout": timeout}
+        emit(json.dumps({**done, "seconds": round(time.monotonic() - began, 3)}) + "\n")
         report.flush()
 
 

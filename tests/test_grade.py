@@ -211,22 +211,29 @@ def test_the_time_limit_stops_a_notebook_and_its_unrun_answers_count_as_raised(f
             new_code_cell("check.neuron_forward(my_neuron)"),
         ]
     )
-    grades = grade.grade(write(slow, tmp_path / "slow.ipynb"), grade.course(folder / "book"), timeout=2, sandbox=SANDBOX)
+    path, chapters = write(slow, tmp_path / "slow.ipynb"), grade.course(folder / "book")
+    grades = grade.grade(path, chapters, timeout=2, sandbox=SANDBOX)
     assert (grades[0].check, grades[0].result) == ("neuron_forward", "raised")
     assert grades[0].message == "not run: the run stopped in code cell 1: the notebook's time limit of 2 s was reached"
 
 
-def test_prepared_copy_drops_solutions_outputs_and_install_lines(folder):
+def test_the_job_drops_solutions_skips_magics_and_asks_the_chapters_own_question(folder):
     notebook = grade.read(folder / "book" / "01-toy.ipynb")
-    notebook.cells[1].outputs = [nbformat.v4.new_output("stream", text="old")]
-    install = 'if True:\n    %pip install x\n!pip install "y z"\n!{sys.executable} -m pip install z'
-    notebook.cells.insert(0, new_code_cell(install))
-    ready = grade.prepared(notebook)
-    assert not any("solution" in c.metadata.get("tags", []) for c in ready.cells)
-    assert all(c.outputs == [] and c.execution_count is None for c in ready.cells if c.cell_type == "code")
-    skipped = "pass  # install line skipped by the grader"
-    assert ready.cells[0].source == f"if True:\n    {skipped}\n{skipped}\n{skipped}"
-    assert len(notebook.cells) == len(ready.cells) + 4 and notebook.cells[2].outputs  # the original is untouched
+    notebook.cells.insert(0, new_code_cell('if True:\n    %pip install x\n!pip install "y z"\n%matplotlib inline'))
+    answer = next(c for c in notebook.cells if c.source.startswith('my_sum'))
+    answer.source = answer.source.replace('285)', '14)')  # a student who made the exercise easier
+    chapter = grade.course(folder / "book")[0]
+    task, where = grade.job(notebook, chapter, grade.answers(notebook))
+    sources = [cell["source"] for cell in task["cells"]]
+    assert not [source for source in sources if "_solution" in source]
+    assert sources[0] == (
+        "if True:\n    pass  # install line skipped by the grader\n"
+        "pass  # install line skipped by the grader\npass  # magic skipped by the grader"
+    )
+    asked = {cell["answer"]["check"]: cell["answer"]["call"] for cell in task["cells"] if cell["answer"]}
+    assert asked["value"] == "check.value('sum of squares', my_sum, 285)"
+    assert [cell["number"] for cell in task["cells"]] == [1, 2, 3, 5, 7, 9]  # solution cells count, unrun
+    assert len({seed for _, seed, _ in where.values()}) == len(where) == 4
 
 
 def test_answers_and_chapters_are_matched_by_check_name():
