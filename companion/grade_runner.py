@@ -7,7 +7,7 @@ one), and sends it a job as JSON on standard input::
     {"cells": [{"source": "...", "answer": null},
                {"source": "...", "answer": {"check": "conv2d_forward",
                                             "call": "check.conv2d_forward(my_conv2d)",
-                                            "seed": 123456789, "file": "answers/2"}}],
+                                            "seed": 123456789, "file": "answers/1.npz"}}],
      "limits": {"cell_seconds": 300, "cpu_seconds": 1200, "memory_bytes": 8589934592,
                 "file_bytes": 268435456}}
 
@@ -25,9 +25,9 @@ does, in its own process.
 Its report is ``progress.jsonl`` in the working folder, one JSON object a line:
 ``{"cell": i, "event": "start"}`` before cell ``i``, then ``{"cell": i,
 "event": "done", "error": null | "NameError: ...", "timeout": false, "seconds": 0.5}``.
-Code in this process can tamper with the report and the answer files; it can
-only make its own grades worse or equal to what its own outputs earn, since the
-grader judges the outputs against its own reference with a seed it keeps.
+Code in this process can tamper with the report and the answer files: that
+changes only this submission's own outputs, which the grader judges against its
+own reference, with the seed it chose.
 """
 
 from __future__ import annotations
@@ -149,22 +149,19 @@ def _alarm(signum: int, frame: Any) -> None:
 
 def _describe(err: BaseException) -> str:
     """``"NameError: name 'x' is not defined"`` on one line; a syntax error with its line in the cell."""
-    if isinstance(err, CellTimeout):
-        return "CellTimeout"
     text = f"{type(err).__name__}: {err}"
     if isinstance(err, SyntaxError) and err.lineno:
         text = f"{type(err).__name__}: {err.msg} (line {err.lineno})"
     return " ".join(text.split())
 
 
-def _split(source: str, answered: bool) -> tuple[ast.Module, ast.Call | None]:
-    """The cell's statements to run, and (answer cells) its final bare check call, left out of them."""
+def _statements(source: str, answered: bool) -> ast.Module:
+    """The cell's statements to run: all of them, but an answer cell's final bare check call."""
     tree = ast.parse(source)
     last = tree.body[-1] if tree.body else None
     if answered and isinstance(last, ast.Expr) and isinstance(last.value, ast.Call):
         tree.body.pop()
-        return tree, last.value
-    return tree, None
+    return tree
 
 
 def _arguments(call: str, namespace: dict[str, Any]) -> tuple[tuple[Any, ...], dict[str, Any]]:
@@ -241,7 +238,7 @@ def run(job: dict[str, Any], report: Any, produce: Callable[..., dict], save: Ca
         error, timeout, began = None, False, time.monotonic()
         try:
             signal.setitimer(signal.ITIMER_REAL, cell_seconds)
-            tree, _ = _split(cell["source"], answer is not None)
+            tree = _statements(cell["source"], answer is not None)
             exec(compile(tree, f"<cell {index}>", "exec"), namespace)
             if answer is not None:
                 args, kwargs = _arguments(answer["call"], namespace)
