@@ -141,3 +141,14 @@ def test_max_pool2d_names_the_common_mistakes():
         assert not floats_in(result.message), result.message
     assert check.max_pool2d(...).message == check.PLACEHOLDER_MESSAGE
     assert "amax" in check.hint("max_pool2d").text
+
+
+def test_the_library_itself_as_the_answer_is_refused():
+    assert "do without torch.nn.functional.conv2d" in check.conv2d_forward(F.conv2d).message
+    assert "do without torch.nn.functional.max_pool2d" in check.max_pool2d(F.max_pool2d).message
+    assert "do without companion.conv.output_size" in check.conv_output_size(conv.output_size).message
+
+
+def test_a_float32_result_against_float64_inputs_is_told_its_dtype():
+    result = check.conv2d_forward(lambda x, w, b: loops(x.float(), w.float(), b.float()))
+    assert not result and "float32" in result.message and "float64" in result.message

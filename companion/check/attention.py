@@ -41,7 +41,7 @@ def _rows_sum_to_one(case: tuple, expected: Any, got: Any) -> str:
     return ""
 
 
-attention_weights = define(CheckSpec(
+@define(CheckSpec(
     "attention_weights", lambda q, k: torch.softmax(_scores(q, k) / math.sqrt(q.shape[-1]), dim=-1), _qk_cases,
     rtol=1e-5, atol=1e-6, forbidden=_FUSED, diagnose=_rows_sum_to_one,
     mistakes={
@@ -53,17 +53,19 @@ attention_weights = define(CheckSpec(
     },
     hint="scores = q @ k.transpose(-2, -1) compares every query with every key ([..., L, S]); divide them by "
     "math.sqrt(d_k), d_k = q.shape[-1], then take torch.softmax over the last dimension (the keys).",
-), "student", doc="""Check ``student(q, k)``: the scaled dot-product attention weights, softmax over the keys.
+))
+def attention_weights(student: Callable[..., Any]) -> CheckResult:
+    """Check ``student(q, k)``: the scaled dot-product attention weights, softmax over the keys.
 
     Shapes: ``q [..., L, d_k]``, ``k [..., S, d_k]`` → ``[..., L, S]``, each row summing to 1.
-    """)
+    """
 
 
 def _causal(n: int) -> torch.Tensor:
     return torch.ones(n, n, dtype=torch.bool).tril()
 
 
-causal_mask = define(CheckSpec(
+@define(CheckSpec(
     "causal_mask", _causal, lambda gen: [(f"n={n}", (n,)) for n in (1, 2, 5, 8)],
     forbidden=("companion.attention.causal_mask",), passed="4 of 4 sizes match the reference.",
     mistakes={
@@ -74,9 +76,11 @@ causal_mask = define(CheckSpec(
     hint="row i is query i and column j is key j; a token may attend to itself and to the tokens before it, "
     "never to those after it, so the True entries fill one triangle of the matrix, diagonal included "
     "(torch.tril and torch.triu keep one triangle of a matrix).",
-), "student", doc="""Check ``student(n)``: the causal mask for ``n`` tokens, a bool ``[n, n]`` tensor, True where query
+))
+def causal_mask(student: Callable[..., Any]) -> CheckResult:
+    """Check ``student(n)``: the causal mask for ``n`` tokens, a bool ``[n, n]`` tensor, True where query
     ``i`` (the row) may attend to key ``j`` (the column), the convention of the boolean ``attn_mask`` of
-    ``F.scaled_dot_product_attention``. The course's own ``attention.causal_mask`` raises while it runs.""")
+    ``F.scaled_dot_product_attention``. The course's own ``attention.causal_mask`` raises while it runs."""
 
 
 def _head(x: torch.Tensor, w_q: torch.Tensor, w_k: torch.Tensor, w_v: torch.Tensor, mistake: str = "") -> torch.Tensor:
@@ -89,7 +93,7 @@ def _head(x: torch.Tensor, w_q: torch.Tensor, w_k: torch.Tensor, w_v: torch.Tens
     return torch.softmax(scores if mistake == "unmasked" else scores.masked_fill(future, float("-inf")), dim=-1) @ v
 
 
-attention_head = define(CheckSpec(
+@define(CheckSpec(
     "attention_head", _head, rtol=1e-5, atol=1e-6, forbidden=_FUSED,
     cases=lambda gen: [
         (f"B = {b}, L = {n}, d = {d}, d_k = {dk}, d_v = {dv}", tuple(torch.randn(*s, generator=gen) for s in [
@@ -100,17 +104,20 @@ attention_head = define(CheckSpec(
         "the causal mask is missing: each token also sees the tokens after it":
             lambda *a: _head(*a, mistake="unmasked"),
         "the scores are not divided by √d_k": lambda *a: _head(*a, mistake="unscaled"),
-        "the mask is applied after the softmax (zeroed weights no longer sum to 1)": lambda *a: _head(*a, mistake="after"),
+        "the mask is applied after the softmax (zeroed weights no longer sum to 1)":
+            lambda *a: _head(*a, mistake="after"),
         "the scores are divided by √d of the model, not √d_k of the head": lambda *a: _head(*a, mistake="model scale"),
     },
     hint="project x three times (x @ w_q, x @ w_k, x @ w_v); scores = q @ kᵀ / √d_k with d_k = w_q.shape[1]; "
     "set the scores above the diagonal to -inf with masked_fill before the softmax over the last "
     "dimension; multiply the weights by v.",
-), "student", doc="""Check ``student(x, w_q, w_k, w_v)``: one causal self-attention head, without
+))
+def attention_head(student: Callable[..., Any]) -> CheckResult:
+    """Check ``student(x, w_q, w_k, w_v)``: one causal self-attention head, without
     ``F.scaled_dot_product_attention`` (it raises while the function runs).
 
     Shapes: ``x [B, L, d]``, ``w_q, w_k [d, d_k]``, ``w_v [d, d_v]`` → ``[B, L, d_v]``.
-    """)
+    """
 
 
 def _block_parameters(dim: int, mlp_ratio: int = 4) -> int:
@@ -120,7 +127,7 @@ def _block_parameters(dim: int, mlp_ratio: int = 4) -> int:
     return sum(p.numel() for p in TransformerBlock(dim, heads, mlp_ratio=mlp_ratio).parameters())
 
 
-transformer_block_parameters = define(CheckSpec(
+@define(CheckSpec(
     "transformer_block_parameters", _block_parameters, answers=1, passed="correct.",
     mistakes={
         "that counts the weight matrices only: add the biases and the layer norms' γ and β":
@@ -132,7 +139,9 @@ transformer_block_parameters = define(CheckSpec(
     },
     hint="attention: W_q, W_k, W_v and W_o are d×d, with d biases each; the MLP: d×4d plus 4d biases, "
     "4d×d plus d biases; each of the two layer norms has d scales γ and d shifts β.",
-), "answer", "dim", mlp_ratio=4, doc="""Check a count of the parameters of one :class:`companion.attention.TransformerBlock` of width
-    ``dim`` (and MLP width ``mlp_ratio · dim``); the count is made by building the block.""")
+))
+def transformer_block_parameters(answer: Any, dim: Any, mlp_ratio: Any = 4) -> CheckResult:
+    """Check a count of the parameters of one :class:`companion.attention.TransformerBlock` of width
+    ``dim`` (and MLP width ``mlp_ratio · dim``); the count is made by building the block."""
 
 

@@ -66,12 +66,14 @@ def value_operation(
     return _self_check(_operation_spec(name, torch_fn, inputs), (student,))
 
 
-softplus = define(_operation_spec("softplus", torch.nn.functional.softplus, SOFTPLUS_INPUTS, hint=(
+@define(_operation_spec("softplus", torch.nn.functional.softplus, SOFTPLUS_INPUTS, hint=(
     "d/dx ln(1 + e^x) = e^x / (1 + e^x) = 1 / (1 + e^(−x)), the sigmoid. For large |x| never evaluate "
     "e^x of a large positive x: softplus(x) = max(x, 0) + log1p(e^(−|x|)), and the sigmoid is "
-    "1 / (1 + e^(−x)) for x ≥ 0 and e^x / (1 + e^x) for x < 0 (or use Value.sigmoid's formula).")), "student", doc="""Check ``student(v: Value) -> Value``: softplus with its
-    backward rule, at moderate inputs and at ±30 and ±800, where a formula that evaluates e^x for a large x
-    overflows a float.""")
+    "1 / (1 + e^(−x)) for x ≥ 0 and e^x / (1 + e^x) for x < 0 (or use Value.sigmoid's formula).")))
+def softplus(student: Callable[..., Any]) -> CheckResult:
+    """Check ``student(v: Value) -> Value``: softplus with its
+    backward rule, at moderate inputs and at ±30 and ±800, where a formula that exponentiates a large x
+    overflows a float."""
 
 
 def _linear_backward(x: torch.Tensor, W: torch.Tensor, b: torch.Tensor, grad_y: torch.Tensor) -> tuple:
@@ -91,7 +93,7 @@ def _averaged(case: tuple, expected: Any, got: Any) -> str:
     return ""
 
 
-linear_backward = define(CheckSpec(
+@define(CheckSpec(
     "linear_backward", _linear_backward, labels=("grad_x", "grad_W", "grad_b"), diagnose=_averaged,
     rtol=1e-9, atol=1e-12, passed="3 of 3 cases match torch.autograd.",
     cases=lambda gen: [
@@ -101,12 +103,14 @@ linear_backward = define(CheckSpec(
     ],
     hint="write y_bj = Σ_i x_bi W_ji + b_j and apply the chain rule: ∂L/∂x = grad_y @ W, ∂L/∂W = grad_yᵀ @ x, "
     "∂L/∂b = grad_y summed over the batch; each gradient has the shape of its variable.",
-), "student", doc="""Check ``student(x, W, b, grad_y) -> (grad_x, grad_W, grad_b)``: the backward pass of a linear
+))
+def linear_backward(student: Callable[..., Any]) -> CheckResult:
+    """Check ``student(x, W, b, grad_y) -> (grad_x, grad_W, grad_b)``: the backward pass of a linear
     layer ``y = x Wᵀ + b``, given ∂L/∂y.
 
     Shapes: ``x [B, n_in]``, ``W [n_out, n_in]``, ``b [n_out]``, ``grad_y [B, n_out]``; each gradient
     has the shape of its variable. Compared with autograd in float64 for B = 1, batches and one output.
-    """)
+    """
 
 
 def _numerical_cases(gen: torch.Generator) -> list:
@@ -129,7 +133,7 @@ def _one_sided(f: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, eps: 
     return torch.stack([(f(x + step.reshape(x.shape)) - f(x)) / eps for step in steps]).reshape(x.shape)
 
 
-numerical_gradient = define(CheckSpec(
+@define(CheckSpec(
     "numerical_gradient", _autograd_gradient, _numerical_cases, forbidden=AUTOGRAD_FORBIDDEN, rtol=1e-7, atol=1e-9,
     mistakes={"a one-sided difference, whose error is of order ε; the exercise asks for the central difference, "
               "whose error is of order ε²": _one_sided},
@@ -137,21 +141,25 @@ numerical_gradient = define(CheckSpec(
     hint="for each flat index i: copy x, add ε to entry i for one copy and subtract it for another "
     "(x.reshape(-1) gives a flat view of a copy), and store (f(x + ε eᵢ) − f(x − ε eᵢ)) / 2ε at "
     "index i of a tensor shaped like x (grad.view(-1)[i] = ...).",
-), "student", doc="""Check ``student(f, x, eps) -> grad``: the central-difference estimate of the gradient of ``f`` at
+))
+def numerical_gradient(student: Callable[..., Any]) -> CheckResult:
+    """Check ``student(f, x, eps) -> grad``: the central-difference estimate of the gradient of ``f`` at
     ``x``, a float64 tensor of any shape (0-d too); ``grad`` has the shape of ``x``.
 
     Compared with autograd to 1e-7 at ε = 1e-5, which a one-sided difference does not reach;
     autograd raises while the function runs.
-    """)
+    """
 
 
 _PASSES = 2 * 175e9
-finite_difference_cost = define(CheckSpec(
+@define(CheckSpec(
     "finite_difference_cost", lambda: (_PASSES, _PASSES / (365.25 * 24 * 3600)), answers=2, rtol=1e-3,
     labels=("the number of forward passes", "the number of years"), passed="both numbers are right.",
     hint="a central difference evaluates the loss twice for every parameter (nudged up and nudged down); a "
     "year has 365.25 × 24 × 3600 seconds.",
-), "passes", "years", doc="""Check two numbers: the forward passes one central-difference gradient of GPT-3 takes, and how many
-    years that is at one second per pass (to 0.1 %; a year of 365 or 365.25 days both pass).""")
+))
+def finite_difference_cost(passes: Any, years: Any) -> CheckResult:
+    """Check two numbers: the forward passes one central-difference gradient of GPT-3 takes, and how many
+    years that is at one second per pass (to 0.1 %; a year of 365 or 365.25 days both pass)."""
 
 

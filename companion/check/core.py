@@ -150,27 +150,25 @@ SPECS: dict[str, CheckSpec] = {}
 """Every check of the course by its public name, ``check.<name>``."""
 
 
-def define(spec: CheckSpec, *params: str, doc: str, **defaults: Any) -> Callable[..., CheckResult]:
-    """Register ``spec`` in :data:`SPECS` (and its hint) and return the public check ``check.<name>``:
-    a function of ``params`` (and of ``defaults``, with their values) documented by ``doc``."""
+def define(spec: CheckSpec) -> Callable[[Callable[..., Any]], Callable[..., CheckResult]]:
+    """Register ``spec`` in :data:`SPECS` (and its hint); decorate the public check ``check.<name>``, a function
+    whose signature and docstring are all it holds: it becomes ``judge`` of ``produce`` on a fresh seed."""
     SPECS[spec.name] = spec
     if spec.hint:
         register_hint(spec.name, spec.hint)
-    kind = inspect.Parameter.POSITIONAL_OR_KEYWORD
-    signature = inspect.Signature(
-        [inspect.Parameter(p, kind) for p in params] + [inspect.Parameter(k, kind, default=v) for k, v in defaults.items()],
-        return_annotation="CheckResult",
-    )
 
-    def check(*args: Any, **kwargs: Any) -> CheckResult:
-        bound = signature.bind(*args, **kwargs)
-        bound.apply_defaults()
-        return _self_check(spec, tuple(bound.arguments.values()))
+    def public(template: Callable[..., Any]) -> Callable[..., CheckResult]:
+        signature = inspect.signature(template)
 
-    check.__name__ = check.__qualname__ = spec.name
-    check.__doc__, check.__signature__ = doc, signature  # type: ignore[attr-defined]
-    check.__module__ = sys._getframe(1).f_globals["__name__"]
-    return check
+        @functools.wraps(template)
+        def check(*args: Any, **kwargs: Any) -> CheckResult:
+            bound = signature.bind(*args, **kwargs)
+            bound.apply_defaults()
+            return _self_check(spec, tuple(bound.arguments.values()))
+
+        return check
+
+    return public
 
 
 def scaled(reference: Callable[..., Any], factor: float | Callable[..., float]) -> Callable[..., Any]:
@@ -291,7 +289,9 @@ def _student_line(err: BaseException) -> str:
 
 def _fresh(args: Sequence[Any]) -> tuple:
     """``args`` with every tensor (also in a list) cloned, so that a function that modifies its input spoils nothing."""
-    return tuple(a.clone() if isinstance(a, torch.Tensor) else list(_fresh(a)) if isinstance(a, list) else a for a in args)
+    return tuple(
+        a.clone() if isinstance(a, torch.Tensor) else list(_fresh(a)) if isinstance(a, list) else a for a in args
+    )
 
 
 def _encode(obj: Any, arrays: dict[str, np.ndarray], depth: int = 0) -> Any:
@@ -393,10 +393,10 @@ def load_produced(path: str | Path) -> dict:
     return produced
 
 
-def _decode(obj: Any, arrays: Mapping[str, Any]) -> Any:
+def _decode(obj: Any, arrays: Mapping[str, Any], depth: int = 0) -> Any:
     if obj is None or isinstance(obj, (bool, int, float, str)):
         return obj
-    if isinstance(obj, dict) and isinstance(obj.get("$"), str):
+    if isinstance(obj, dict) and isinstance(obj.get("$"), str) and depth < 6:
         tag, items = obj["$"], obj.get("items")
         if tag == "ellipsis":
             return Ellipsis
@@ -415,9 +415,9 @@ def _decode(obj: Any, arrays: Mapping[str, Any]) -> Any:
                 raise ValueError(f"unknown dtype {obj.get('dtype')!r}")
             return torch.from_numpy(np.array(array)).to(dtype)
         if tag in ("tuple", "list") and isinstance(items, list):
-            return (tuple if tag == "tuple" else list)(_decode(o, arrays) for o in items)
+            return (tuple if tag == "tuple" else list)(_decode(o, arrays, depth + 1) for o in items)
         if tag == "dict" and isinstance(items, dict):
-            return {str(k): _decode(v, arrays) for k, v in items.items()}
+            return {str(k): _decode(v, arrays, depth + 1) for k, v in items.items()}
     raise ValueError(f"malformed produced value: {str(obj)[:80]}")
 
 
@@ -481,7 +481,10 @@ def _judge(spec: CheckSpec, seed: int, produced: dict) -> CheckResult:
             return failed(f"{where} raised {got.type}: {got.message}{got.line}.{_extra(spec, case, None, got)}")
         if isinstance(got, Wrong):
             return failed(f"{where}: {got}.")
-        expected = spec.reference(*_fresh(case))
+        try:
+            expected = spec.reference(*_fresh(case))
+        except (TypeError, ValueError) as err:  # only the question of a value check can be malformed
+            raise ValueError(f"{spec.name}: not a question this check answers: {err}") from err
         why = _difference(spec, case, expected, got)
         if why is not None:
             named = _named(spec, cases, records, number - 1)

@@ -6,11 +6,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-import numpy as np
 import torch
 from torch.nn import functional as F
 
-from companion.check.core import CheckResult, CheckSpec, Raised, define, explain_difference, scaled
+from companion.check.core import CheckResult, CheckSpec, Raised, define, scaled
 from companion.check.learning import AUTOGRAD_FORBIDDEN
 from companion.check.neurons import SOFTMAX_FORBIDDEN
 
@@ -50,14 +49,16 @@ def _rows(case: tuple, expected: Any, got: Any) -> str:
     return ""
 
 
-softmax = define(CheckSpec(
+@define(CheckSpec(
     "softmax", lambda z: torch.softmax(z, dim=1), _logits, rtol=1e-4, atol=1e-7, diagnose=_rows,
     mistakes={"each column adds up to 1 instead of each row: a row holds the scores of one example":
               lambda z: torch.softmax(z, dim=0)},
     hint="exponentiate each score and divide by the row's sum (dim=1); subtract each row's "
     "maximum first, which changes nothing mathematically but keeps exp from overflowing.",
-), "student", doc="""Check ``student(logits)``: the softmax of each row, logits ``[B, C]`` → probabilities ``[B, C]``;
-    the last case has logits near ±1000.""")
+))
+def softmax(student: Callable[..., Any]) -> CheckResult:
+    """Check ``student(logits)``: the softmax of each row, logits ``[B, C]`` → probabilities ``[B, C]``;
+    the last case has logits near ±1000."""
 
 
 def _mean_loss(case: tuple, expected: Any, got: Any) -> str:
@@ -74,16 +75,18 @@ def _batch_sum(reference: Callable[..., Any], what: str) -> dict[str, Callable[.
     return {f"the sum over the batch; {what}": scaled(reference, lambda z, *rest: len(z))}
 
 
-cross_entropy = define(CheckSpec(
+@define(CheckSpec(
     "cross_entropy", F.cross_entropy, lambda gen: _logits(gen, targets=True), rtol=1e-5, atol=1e-4,
     forbidden=CROSS_ENTROPY_FORBIDDEN, diagnose=_mean_loss,
     mistakes=_batch_sum(F.cross_entropy, "average over the batch instead of summing"),
     hint="log softmax(z)_k = z_k − log Σ_j e^(z_j); torch.logsumexp(z, dim=1, keepdim=True) computes the second "
     "term without overflow. Pick each row's entry of the true class with z[torch.arange(B), y], negate "
     "and average over the batch.",
-), "student", doc="""Check ``student(logits, targets)``: the mean cross-entropy of logits ``[B, C]`` against class indices
+))
+def cross_entropy(student: Callable[..., Any]) -> CheckResult:
+    """Check ``student(logits, targets)``: the mean cross-entropy of logits ``[B, C]`` against class indices
     ``[B]`` (int64), a 0-d tensor; the last case has logits near ±1000. PyTorch's cross-entropy, NLL
-    loss, softmax and log-softmax raise while the function runs.""")
+    loss, softmax and log-softmax raise while the function runs."""
 
 
 def _cross_entropy_grad(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -100,15 +103,17 @@ def _rows_add_to_zero(case: tuple, expected: Any, got: Any) -> str:
     return ""
 
 
-cross_entropy_grad = define(CheckSpec(
+@define(CheckSpec(
     "cross_entropy_grad", _cross_entropy_grad, lambda gen: _logits(gen, targets=True), rtol=1e-4, atol=1e-7,
     forbidden=AUTOGRAD_FORBIDDEN, diagnose=_rows_add_to_zero,
     mistakes=_batch_sum(_cross_entropy_grad, "the loss is the mean over the batch"),
     hint="for one example, L = −z_y + log Σ_j e^(z_j), so ∂L/∂z_k = softmax(z)_k − [k = y]: the probabilities "
     "minus the one-hot target (torch.softmax and F.one_hot are allowed). The batch loss is the mean, "
     "so divide by B.",
-), "student", doc="""Check ``student(logits, targets)``: the gradient of the mean cross-entropy with respect to the logits
-    ``[B, C]``, without autograd (it raises while the function runs).""")
+))
+def cross_entropy_grad(student: Callable[..., Any]) -> CheckResult:
+    """Check ``student(logits, targets)``: the gradient of the mean cross-entropy with respect to the logits
+    ``[B, C]``, without autograd (it raises while the function runs)."""
 
 
 def _binary_cases(gen: torch.Generator) -> list:
@@ -130,7 +135,7 @@ def _binary_note(case: tuple, expected: Any, got: Any) -> str:
     return _mean_loss(case, expected, got)
 
 
-binary_cross_entropy = define(CheckSpec(
+@define(CheckSpec(
     "binary_cross_entropy", F.binary_cross_entropy_with_logits, _binary_cases, rtol=1e-5, atol=1e-6,
     forbidden=BINARY_CROSS_ENTROPY_FORBIDDEN, diagnose=_binary_note,
     mistakes={"the sum over the N examples; average instead of summing":
@@ -138,9 +143,11 @@ binary_cross_entropy = define(CheckSpec(
     hint="with σ(z) = 1 / (1 + e^(−z)): −log σ(z) = log(1 + e^(−z)) and −log(1 − σ(z)) = log(1 + e^z), so one "
     "example's loss is log(1 + e^z) − y·z = softplus(z) − y·z. Compute softplus without overflow as "
     "max(z, 0) + log1p(e^(−|z|)) (chapter 3, exercise 1), then average.",
-), "student", doc="""Check ``student(logits, targets)``: the mean binary cross-entropy of sigmoid outputs, logits ``[N]``
+))
+def binary_cross_entropy(student: Callable[..., Any]) -> CheckResult:
+    """Check ``student(logits, targets)``: the mean binary cross-entropy of sigmoid outputs, logits ``[N]``
     and targets ``[N]`` (0.0 or 1.0) → a 0-d tensor; the last cases have logits ±30 and ±1000. PyTorch's
-    ready-made losses, log-sigmoid and (log-)softmax raise while the function runs.""")
+    ready-made losses, log-sigmoid and (log-)softmax raise while the function runs."""
 
 
 def _confusion_cases(gen: torch.Generator) -> list:
@@ -158,15 +165,17 @@ def _confusion(predictions: torch.Tensor, targets: torch.Tensor, num_classes: in
     return counts.index_put_((targets, predictions), torch.ones_like(targets), accumulate=True)
 
 
-confusion_matrix = define(CheckSpec(
+@define(CheckSpec(
     "confusion_matrix", _confusion, _confusion_cases, forbidden=("companion.metrics.confusion_matrix",),
     mistakes={"rows and columns are swapped: the rows are the true classes, the columns the predictions":
               lambda p, t, c: _confusion(t, p, c)},
     hint="start from torch.zeros(C, C) and add 1 at [true, predicted] for each sample; rows are "
     "the true classes, columns the predictions, and the matrix is C × C even for classes that never occur.",
-), "student", doc="""Check ``student(predictions, targets, num_classes)``: the counts ``[C, C]`` of each (true, predicted)
+))
+def confusion_matrix(student: Callable[..., Any]) -> CheckResult:
+    """Check ``student(predictions, targets, num_classes)``: the counts ``[C, C]`` of each (true, predicted)
     pair, rows true, columns predicted; int64 class indices ``[N]``. The last case has classes that never
-    occur.""")
+    occur."""
 
 
 def _precision_recall(predictions: torch.Tensor, targets: torch.Tensor, k: int) -> tuple[float, float]:
@@ -185,20 +194,23 @@ def _empty_class(case: tuple, expected: Any, got: Any) -> str:
 
 
 def _precision_recall_cases(gen: torch.Generator) -> list:
-    cases = [(f"{text}, class {k}", (p, t, k)) for text, (p, t, c) in _confusion_cases(gen)[:3] for k in range(min(c, 3))]
+    cases = [(f"{text}, class {k}", (p, t, k))
+             for text, (p, t, c) in _confusion_cases(gen)[:3] for k in range(min(c, 3))]  # fmt: skip
     return cases + [
         ("3 samples, class 2 never predicted", (torch.tensor([0, 0, 1]), torch.tensor([0, 2, 2]), 2)),
         ("3 samples, class 1 never occurs", (torch.tensor([0, 1, 1]), torch.tensor([0, 2, 2]), 1)),
     ]
 
 
-precision_recall = define(CheckSpec(
+@define(CheckSpec(
     "precision_recall", _precision_recall, _precision_recall_cases, labels=("precision", "recall"), atol=1e-9,
     diagnose=_empty_class, forbidden=("companion.metrics.precision_recall_f1",),
     mistakes={"precision and recall are swapped": lambda p, t, k: _precision_recall(p, t, k)[::-1]},
     hint="precision: of the samples predicted as k, the share that are k; recall: of the samples "
     "that are k, the share predicted as k. Return 0.0 when nothing is predicted as k (or nothing is k).",
-), "student", doc="""Check ``student(predictions, targets, k) -> (precision, recall)`` of class ``k``, int64 class indices
-    ``[N]``; the last cases have a class that is never predicted and a class that never occurs.""")
+))
+def precision_recall(student: Callable[..., Any]) -> CheckResult:
+    """Check ``student(predictions, targets, k) -> (precision, recall)`` of class ``k``, int64 class indices
+    ``[N]``; the last cases have a class that is never predicted and a class that never occurs."""
 
 

@@ -34,15 +34,17 @@ def _neuron_cases(gen: torch.Generator) -> list:
     ]  # fmt: skip
 
 
-neuron_forward = define(CheckSpec(
+@define(CheckSpec(
     "neuron_forward", lambda x, w, b: torch.relu(x @ w + b), _neuron_cases, rtol=1e-5, atol=1e-5,
     hint="weighted sum x·w, plus the bias b, then ReLU (max(0, ·)); `x @ w` works for one vector [n] and for "
     "a batch [B, n] alike.",
-), "student", doc="""Check ``student(x, w, b)``, one ReLU neuron: ``x [..., n]``, ``w [n]``, ``b []`` → ``[...]``.
+))
+def neuron_forward(student: Callable[..., Any]) -> CheckResult:
+    """Check ``student(x, w, b)``, one ReLU neuron: ``x [..., n]``, ``w [n]``, ``b []`` → ``[...]``.
 
     Cases: single vectors, a batch, a batch of one (the answer keeps its batch dimension),
     zero inputs, large inputs.
-    """)
+    """
 
 
 def _mlp_parameter_count(sizes: Sequence[int]) -> int:
@@ -55,7 +57,7 @@ def _weights(sizes: Sequence[int]) -> int:
     return sum(a * b for a, b in zip(sizes[:-1], sizes[1:]))
 
 
-parameter_count = define(CheckSpec(
+@define(CheckSpec(
     "parameter_count", _mlp_parameter_count, answers=1, passed="correct.",
     mistakes={  # the most common miscount first: it wins where two coincide
         "you counted the weights but not the biases (every neuron has one)": _weights,
@@ -66,8 +68,10 @@ parameter_count = define(CheckSpec(
     },
     hint="a layer n_in → n_out has n_in·n_out weights and n_out biases; add the layers up (the inputs have "
     "none).",
-), "answer", "sizes", doc="""Check a hand count of the parameters of a fully connected network with layer widths ``sizes``
-    (inputs first). A wrong count is told which usual miscount it matches, or how far off it is.""")
+))
+def parameter_count(answer: Any, sizes: Any) -> CheckResult:
+    """Check a hand count of the parameters of a fully connected network with layer widths ``sizes``
+    (inputs first). A wrong count is told which usual miscount it matches, or how far off it is."""
 
 
 NETWORK_2_PARAMETERS = ("w111", "w112", "b11", "w121", "w122", "b12", "w21", "w22", "b2")
@@ -103,18 +107,20 @@ def _where_network_differs(case: tuple, expected: Any, got: Any) -> str:
     return f"The first is at x1 = {_X1[i]:g}, x2 = {_X2[i]:g}."
 
 
-network_2 = define(CheckSpec(
+@define(CheckSpec(
     "network_2", lambda target: target, answers=1, rtol=1e-9, atol=1e-9,
     prepare=lambda target: (torch.as_tensor(target(_X1, _X2), dtype=torch.float64),),
     view=lambda case, out: _network_2(out) if not isinstance(out, torch.Tensor) else out,
     diagnose=_where_network_differs, passed=f"matches the target on all {len(_X1)} test points.",
     hint="|a| = max(0, a) + max(0, −a): let one hidden neuron compute max(0, x1 − x2), the other "
     "max(0, x2 − x1), and add them in the output neuron.",
-), "params", "target", doc="""Check that network 2 of chapter 1, with ReLU hidden neurons and the nine parameters ``params``
+))
+def network_2(params: Any, target: Any) -> CheckResult:
+    """Check that network 2 of chapter 1, with ReLU hidden neurons and the nine parameters ``params``
     (a dict with the keys of :data:`NETWORK_2_PARAMETERS`), computes ``target(x1, x2)``.
 
     Compared on a 21 × 21 grid over [-2, 2]² and at four far points, in float64.
-    """)
+    """
 
 
 def _fold(w1: Any, b1: Any, w2: Any, b2: Any) -> torch.Tensor:
@@ -123,7 +129,7 @@ def _fold(w1: Any, b1: Any, w2: Any, b2: Any) -> torch.Tensor:
 
 
 _W1, _B1, _W2, _B2 = [[1.0, 2.0], [0.0, -1.0]], [1.0, 0.0], [[3.0, 1.0]], [-2.0]
-linear_fold = define(CheckSpec(
+@define(CheckSpec(
     "linear_fold", lambda: _fold(_W1, _B1, _W2, _B2), answers=1, rtol=1e-9, atol=1e-12, passed="correct.",
     mistakes={
         "b1 was left out of b'; the hidden layer's bias reaches the output too": lambda: _fold(_W1, [0, 0], _W2, _B2),
@@ -132,11 +138,13 @@ linear_fold = define(CheckSpec(
         "b2 was left out of b'": lambda: _fold(_W1, _B1, _W2, [0.0]),
     },
     hint="substitute h = W1 x + b1 into ŷ = W2 h + b2: the weights are W2 W1 and the bias W2 b1 + b2.",
-), "answer", doc="""Check ``[w1', w2', b']``, the one linear neuron equal to chapter 1's two-layer exercise network
-    (three numbers: a list, tuple or tensor, in that order).""")
+))
+def linear_fold(answer: Any) -> CheckResult:
+    """Check ``[w1', w2', b']``, the one linear neuron equal to chapter 1's two-layer exercise network
+    (three numbers: a list, tuple or tensor, in that order)."""
 
 
-stable_softmax = define(CheckSpec(
+@define(CheckSpec(
     "stable_softmax", lambda z: torch.softmax(z, dim=-1), forbidden=SOFTMAX_FORBIDDEN, rtol=1e-4, atol=1e-6,
     cases=lambda gen: [
         ("one vector", (torch.tensor([2.0, 1.0, 0.1, -1.0]),)),
@@ -150,10 +158,12 @@ stable_softmax = define(CheckSpec(
     ],
     hint="subtract each row's largest logit, z − z.max(dim=-1, keepdim=True).values, before the "
     "exponentials (that changes nothing in the result), then divide each row by its sum.",
-), "student", doc="""Check ``student(z)``: the softmax over the last dimension of float32 logits ``[..., K]``, without
+))
+def stable_softmax(student: Callable[..., Any]) -> CheckResult:
+    """Check ``student(z)``: the softmax over the last dimension of float32 logits ``[..., K]``, without
     overflow and without PyTorch's softmax or log-softmax (they raise while it runs).
 
     Cases: one vector, batches, all zeros, one class, logits near ±1000, rows far apart.
-    """)
+    """
 
 

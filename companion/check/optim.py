@@ -58,7 +58,7 @@ def _as_step(case: tuple, out: Any) -> tuple:
     return (out[0].double() - case[0], *out[1:])
 
 
-adam_step = define(CheckSpec(
+@define(CheckSpec(
     "adam_step", _adam_step, _adam_cases, labels=("the step (new θ − θ)", "m", "v"), view=_as_step,
     mistakes=keyed(_adam_step, ADAM_MISTAKES), rtol=1e-9, atol=1e-12,
     forbidden=("torch.optim.Adam.step", "torch.optim.AdamW.step", "companion.optim.Adam.step",
@@ -66,12 +66,14 @@ adam_step = define(CheckSpec(
     hint="update the running averages first: m ← β₁m + (1 − β₁)g and v ← β₂v + (1 − β₂)g²; then correct "
     "copies of them, m̂ = m/(1 − β₁ᵗ) and v̂ = v/(1 − β₂ᵗ), and step θ − lr·m̂/(√v̂ + ε). Return the new θ "
     "and the uncorrected m and v.",
-), "student", doc="""Check ``student(theta, grad, m, v, t, lr, beta1, beta2, eps) -> (theta, m, v)``: one Adam step.
+))
+def adam_step(student: Callable[..., Any]) -> CheckResult:
+    """Check ``student(theta, grad, m, v, t, lr, beta1, beta2, eps) -> (theta, m, v)``: one Adam step.
 
     ``theta``, ``grad``, ``m``, ``v``: float64 tensors of one shape (``m``, ``v``: the running averages
     after step t − 1); ``t``: this step's number, from 1. Five cases (the first step, a later one, tiny
     gradients, other betas, a zero gradient); the optimizers' own ``step`` raise while it runs.
-    """)
+    """
 
 
 MOMENTUM_MISTAKES = {
@@ -102,15 +104,17 @@ def _momentum_cases(gen: torch.Generator) -> list:
     return cases
 
 
-momentum_step = define(CheckSpec(
+@define(CheckSpec(
     "momentum_step", _momentum_step, _momentum_cases, labels=("the step (new θ − θ)", "buf"), view=_as_step,
     mistakes=keyed(_momentum_step, MOMENTUM_MISTAKES), rtol=1e-9, atol=1e-12,
     forbidden=("torch.optim.SGD.step", "companion.optim.SGD.step"),
     hint="the buffer is a decaying sum, buf ← momentum·buf + grad; the heavy-ball step is θ − lr·buf, and "
     "Nesterov's is θ − lr·(grad + momentum·buf) with the buffer already updated.",
-), "student", doc="""Check ``student(theta, grad, buf, lr, momentum, nesterov) -> (theta, buf)``: one step of SGD with
+))
+def momentum_step(student: Callable[..., Any]) -> CheckResult:
+    """Check ``student(theta, grad, buf, lr, momentum, nesterov) -> (theta, buf)``: one step of SGD with
     momentum in PyTorch's convention; ``theta``, ``grad``, ``buf``: float64 tensors of one shape (``buf``
-    is zero before the first step). The optimizers' own ``step`` raise while it runs.""")
+    is zero before the first step). The optimizers' own ``step`` raise while it runs."""
 
 
 SCHEDULE_MISTAKES = {
@@ -154,25 +158,28 @@ def _every_step(student: Callable[..., Any], total: int, warmup: int, peak: floa
     return torch.tensor(rates, dtype=torch.float64)
 
 
-warmup_cosine_lr = define(CheckSpec(
+@define(CheckSpec(
     "warmup_cosine_lr", _schedule, apply=_every_step, mistakes=keyed(_schedule, SCHEDULE_MISTAKES), rtol=1e-9,
     atol=1e-12, passed="all steps of 4 schedules match the reference.",
     cases=lambda gen: [(f"total_steps = {t}, warmup_steps = {w}, peak_lr = {p:g}, final_lr = {f:g}; the rates "
                         "at steps 0, 1, …", (t, w, p, f))
-                       for t, w, p, f in [(100, 10, 0.1, 0.001), (50, 0, 1.0, 0.0), (20, 5, 3e-4, 3e-5), (10, 1, 0.5, 0.05)]],
+                       for t, w, p, f in [(100, 10, 0.1, 0.001), (50, 0, 1.0, 0.0), (20, 5, 3e-4, 3e-5),
+                                          (10, 1, 0.5, 0.05)]],
     hint="during the warm-up the rate grows in proportion to step/warmup_steps; after it, measure the progress "
     "p from 0 to 1 over the remaining total_steps − warmup_steps steps, starting where the warm-up ends, "
     "and use final_lr + ½(peak_lr − final_lr)(1 + cos πp).",
-), "student", doc="""Check ``student(step, total_steps, warmup_steps, peak_lr, final_lr) -> lr``: a linear warm-up from 0 to
+))
+def warmup_cosine_lr(student: Callable[..., Any]) -> CheckResult:
+    """Check ``student(step, total_steps, warmup_steps, peak_lr, final_lr) -> lr``: a linear warm-up from 0 to
     ``peak_lr``, then a cosine decay to ``final_lr`` at ``total_steps``. Compared at every step of four
-    schedules (one without warm-up, one whose warm-up is a single step).""")
+    schedules (one without warm-up, one whose warm-up is a single step)."""
 
 
 def _ratio(t: int = 10, beta1: float = 0.9, beta2: float = 0.999) -> float:
     return (1 - beta1**t) / math.sqrt(1 - beta2**t)
 
 
-uncorrected_adam_ratio = define(CheckSpec(
+@define(CheckSpec(
     "uncorrected_adam_ratio", _ratio, answers=1, rtol=1e-3, passed="correct.",
     mistakes={
         "the value at step 1, not at step 10": lambda: _ratio(1),
@@ -183,7 +190,9 @@ uncorrected_adam_ratio = define(CheckSpec(
     },
     hint="for a gradient g that never changes, m_t = (1 − β₁ᵗ)g and v_t = (1 − β₂ᵗ)g²; without the correction "
     "the step is lr·m_t/√v_t (ε is negligible), so the ratio is (1 − β₁ᵗ)/√(1 − β₂ᵗ) at t = 10.",
-), "answer", doc="""Check a number: how many times the learning rate Adam *without* bias correction steps at t = 10 for
-    a constant gradient, with β₁ = 0.9 and β₂ = 0.999 (to 0.1 %).""")
+))
+def uncorrected_adam_ratio(answer: Any) -> CheckResult:
+    """Check a number: how many times the learning rate Adam *without* bias correction steps at t = 10 for
+    a constant gradient, with β₁ = 0.9 and β₂ = 0.999 (to 0.1 %)."""
 
 

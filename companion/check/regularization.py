@@ -20,7 +20,8 @@ def _parameter_cases(gen: torch.Generator) -> list:
     cases = [
         ([torch.tensor([[1.0, -2.0], [0.5, 0.0]])], 0.1),
         ([torch.randn(5, 3, generator=gen), torch.randn(5, generator=gen)], 0.01),
-        ([torch.randn(784, 16, generator=gen), torch.randn(16, generator=gen), torch.randn(16, 10, generator=gen)], 1e-3),
+        ([torch.randn(784, 16, generator=gen), torch.randn(16, generator=gen), torch.randn(16, 10, generator=gen)],
+         1e-3),
         ([torch.zeros(4, 4), torch.tensor([-3.0])], 0.5),
         ([torch.randn(3, 3, generator=gen, dtype=torch.float64) * torch.logspace(-3, 3, 3, dtype=torch.float64)], 2.0),
     ]
@@ -38,14 +39,15 @@ def _with_gradient(penalty: Penalty, params: list[torch.Tensor], lam: float) -> 
     again = penalty(leaves, lam)
     if not isinstance(again, torch.Tensor) or not again.requires_grad:
         raise Wrong("with parameters that require gradients, the penalty must be a tensor that autograd can "
-                    "differentiate (no .item(), float() or NumPy), or backward() never reaches the weights")  # fmt: skip
+                    "differentiate (no .item(), float() or NumPy), or backward() never reaches the weights")
     grads = torch.autograd.grad(again, leaves, allow_unused=True)
     return value, [torch.zeros_like(p) if g is None else g for p, g in zip(params, grads)]
 
 
 def _penalty_spec(name: str, penalty: Penalty, mistakes: dict[str, Penalty], hint: str) -> CheckSpec:
     return CheckSpec(
-        name, lambda ps, lam: _with_gradient(penalty, ps, lam), _parameter_cases, labels=("the penalty", "its gradient"),
+        name, lambda ps, lam: _with_gradient(penalty, ps, lam), _parameter_cases,
+        labels=("the penalty", "its gradient"),
         apply=lambda student, ps, lam: _with_gradient(student, ps, lam), rtol=1e-5, atol=1e-7,
         mistakes={text: lambda ps, lam, m=m: _with_gradient(m, ps, lam) for text, m in mistakes.items()}, hint=hint,
         passed="5 cases and the gradient match the reference.",
@@ -56,7 +58,7 @@ def _squares(ps: list[torch.Tensor], lam: float) -> torch.Tensor:
     return sum((p**2).sum() for p in ps)
 
 
-l2_penalty = define(_penalty_spec(
+@define(_penalty_spec(
     "l2_penalty", lambda ps, lam: lam / 2 * _squares(ps, lam),
     {
         "the ½ is missing: the gradient would be 2λw": lambda ps, lam: lam * _squares(ps, lam),
@@ -67,10 +69,12 @@ l2_penalty = define(_penalty_spec(
     },
     "square every entry of every tensor, add them all up into one number, and multiply by λ/2; "
     "keep it a tensor (no .item()) so that backward() reaches the weights.",
-), "student", doc="""Check ``student(params, lam)``: the L2 penalty with its factor ½ over a list of tensors, as
+))  # fmt: skip
+def l2_penalty(student: Callable[..., Any]) -> CheckResult:
+    """Check ``student(params, lam)``: the L2 penalty with its factor ½ over a list of tensors, as
     one 0-d tensor that autograd can differentiate; the value on five cases (zeros included) and its
-    gradient, which is what ``weight_decay=lam`` adds in ``torch.optim.SGD``.""")  # fmt: skip
-l1_penalty = define(_penalty_spec(
+    gradient, which is what ``weight_decay=lam`` adds in ``torch.optim.SGD``."""
+@define(_penalty_spec(
     "l1_penalty", lambda ps, lam: lam * sum(p.abs().sum() for p in ps),
     {
         "positive and negative entries cancel: the penalty adds up sizes, not signed values":
@@ -81,8 +85,10 @@ l1_penalty = define(_penalty_spec(
     },
     "add up the absolute values of every entry of every tensor and multiply by λ (no ½ here); "
     "keep it a tensor so that backward() reaches the weights.",
-), "student", doc="""Check ``student(params, lam)``: the L1 penalty over a list of tensors, compared like
-    :func:`l2_penalty`.""")  # fmt: skip
+))  # fmt: skip
+def l1_penalty(student: Callable[..., Any]) -> CheckResult:
+    """Check ``student(params, lam)``: the L1 penalty over a list of tensors, compared like
+    :func:`l2_penalty`."""
 
 
 def _shifted(images: torch.Tensor, dx: int, dy: int) -> torch.Tensor:
@@ -105,7 +111,7 @@ def _shift_cases(gen: torch.Generator) -> list:
     return [(f"images of shape {tuple(x.shape)}, dx = {dx}, dy = {dy}", (x, dx, dy)) for x, dx, dy in cases]
 
 
-shift_images = define(CheckSpec(
+@define(CheckSpec(
     "shift_images", _shifted, _shift_cases, rtol=1e-6, atol=1e-6,
     diagnose=lambda case, want, got: "A shift keeps the image size." if got.shape != want.shape else "",
     mistakes={
@@ -119,9 +125,11 @@ shift_images = define(CheckSpec(
     hint="torch.roll wraps the pixels that leave one edge around to the other; a shift must fill the "
     "uncovered rows and columns with 0 instead. Start from torch.zeros_like(images) and copy into it the "
     "slice of the images that stays in view (or pad with zeros by F.pad and cut the window out).",
-), "student", doc="""Check ``student(images, dx, dy)``: images ``[N, H, W]`` moved ``dx`` pixels right and ``dy`` down
+))
+def shift_images(student: Callable[..., Any]) -> CheckResult:
+    """Check ``student(images, dx, dy)``: images ``[N, H, W]`` moved ``dx`` pixels right and ``dy`` down
     (negative: left, up), the uncovered pixels 0; the same shape back. Cases: each direction, no shift,
-    a non-square image, a shift by the whole width, a batch of one.""")
+    a non-square image, a shift by the whole width, a batch of one."""
 
 
 def _stopping(losses: Sequence[float], patience: int, mistake: str = "") -> tuple[int, int]:
@@ -140,7 +148,7 @@ def _stopping(losses: Sequence[float], patience: int, mistake: str = "") -> tupl
     return best_epoch, min(last + 1, len(losses)) if mistake == "late" else last
 
 
-early_stopping = define(CheckSpec(
+@define(CheckSpec(
     "early_stopping", _stopping, labels=("best_epoch", "last_epoch"),
     cases=lambda gen: [(f"losses {losses}, patience {p}", (losses, p)) for losses, p in [
         ([0.9, 0.7, 0.6, 0.65, 0.7, 0.8], 2), ([0.9, 0.7, 0.6, 0.65, 0.7, 0.8], 3), ([0.9, 0.8, 0.7, 0.6], 1),
@@ -157,8 +165,10 @@ early_stopping = define(CheckSpec(
     hint="count epochs from 1; an epoch improves only when its loss is below every earlier one (a tie is "
     "not an improvement); training ends at the first epoch that comes `patience` epochs after the last "
     "improvement, or at the last epoch when that never comes.",
-), "student", doc="""Check ``student(losses, patience) -> (best_epoch, last_epoch)``: early stopping on a list of
+))
+def early_stopping(student: Callable[..., Any]) -> CheckResult:
+    """Check ``student(losses, patience) -> (best_epoch, last_epoch)``: early stopping on a list of
     validation losses, epochs counted from 1. Cases: a run that stops, more patience, one that never
-    stops, ties, a late improvement after a stall, a single epoch and a patience of 1.""")
+    stops, ties, a late improvement after a stall, a single epoch and a patience of 1."""
 
 

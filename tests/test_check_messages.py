@@ -1,0 +1,137 @@
+"""Every check of the course: its failure messages never show the expected values, its documentation
+holds no formula of the answer, a placeholder fails it, and the self-check equals produce + judge."""
+
+from __future__ import annotations
+
+import inspect
+import json
+import math
+import re
+
+import numpy as np
+import pytest
+import torch
+
+from companion import check
+
+SPECS = sorted(check.SPECS)
+FUNCTION_CHECKS = [n for n in SPECS if not check.SPECS[n].answers and check.SPECS[n].apply is None]
+ANSWER_FORMULA = re.compile(r"⌊|√|Σ|←|//|\be\^|relu\(|softmax\(|tanh\(|\+ 1\b")
+
+
+def numbers(value) -> list[float]:
+    """Every number in an output (a number, a tensor, or a tuple or list of them)."""
+    if isinstance(value, (tuple, list)):
+        return [x for v in value for x in numbers(v)]
+    if isinstance(value, torch.Tensor):
+        return [float(x) for x in value.detach().double().flatten()[:200]]
+    return [float(value)] if isinstance(value, (int, float)) else []
+
+
+def shown(x: float) -> set[str]:
+    """How an expected number could appear in a message: with 3 to 6 significant digits."""
+    return {f"{x:.{d}g}" for d in (3, 4, 5, 6)} | ({f"{int(x):,}", str(int(x))} if x == int(x) else set())
+
+
+def assert_no_expected_value(message: str, expected: list[float]) -> None:
+    told = message.split("): ", 1)[-1]  # after the case's own description, which shows its inputs
+    told = re.sub(r"\d+–\d+ %|\d+ %|\d+ times|index \([\d, ]*\)|\d+ of \d+ entries", "", told)  # how, not what
+    for x in expected:
+        if math.isfinite(x) and abs(x) >= 10 or (x != round(x, 1) and math.isfinite(x)):
+            for text in shown(x):
+                assert not re.search(rf"(?<![\d.]){re.escape(text)}(?![\d])", told), (x, message)
+
+
+def scaled(value, factor: float):
+    if isinstance(value, (tuple, list)):
+        return type(value)(scaled(v, factor) for v in value)
+    if isinstance(value, int):
+        return round(value * factor) + 1
+    return value * factor if isinstance(value, (torch.Tensor, float)) else value
+
+
+@pytest.mark.parametrize("name", FUNCTION_CHECKS)
+@pytest.mark.parametrize("factor", [1.37, -0.8])
+def test_a_wrong_answer_is_never_told_the_expected_values(name, factor):
+    spec, seed = check.SPECS[name], 11
+    cases = spec.cases(torch.Generator().manual_seed(seed))
+    expected = [spec.reference(*case) for _, case in cases]
+    calls = iter(expected)
+
+    def wrong(*args):  # the expected output of each case, scaled: wrong, and close to the numbers it hides
+        return scaled(next(calls), factor)
+
+    result = check.judge(name, seed, check.produce(name, (wrong,), seed))
+    assert not result, name
+    assert_no_expected_value(result.message, [x for e in expected for x in numbers(e)])
+
+
+@pytest.mark.parametrize(
+    ("name", "args"),
+    [("parameter_count", (46 * 1.37, [3, 4, 4, 2])), ("finite_difference_cost", (3.5e11 * 1.37, 11090.6 * 0.7)),
+     ("uncorrected_adam_ratio", (0.7,)), ("training_days", (20.0,)), ("largest_stable_learning_rate", (0.4, [1.0, 2.0])),
+     ("linear_fold", ([3.3, 5.5, 1.1],)), ("transformer_block_parameters", (123_456, 256))],
+)  # fmt: skip
+def test_a_wrong_value_is_never_told_the_expected_value(name, args):
+    spec = check.SPECS[name]
+    expected = numbers(spec.reference(*args[spec.answers:]))
+    result = getattr(check, name)(*args)
+    assert not result
+    assert_no_expected_value(result.message, expected)
+
+
+@pytest.mark.parametrize("name", SPECS)
+def test_documentation_holds_no_formula_of_the_answer(name):
+    doc = inspect.getdoc(getattr(check, name))
+    assert doc and not ANSWER_FORMULA.search(doc), (name, ANSWER_FORMULA.search(doc))
+    assert getattr(check, name).__annotations__["return"] == "CheckResult"
+
+
+@pytest.mark.parametrize("name", SPECS)
+def test_a_placeholder_fails_and_the_self_check_is_produce_then_judge(name):
+    spec = check.SPECS[name]
+    question = {"parameter_count": ([3, 4, 4, 2],), "network_2": (lambda a, b: a,),
+                "transformer_block_parameters": (256, 4), "largest_stable_learning_rate": ([1.0, 2.0],)}
+    args = (...,) * max(spec.answers, 1) + question.get(name, ())
+    result = getattr(check, name)(*args)
+    assert not result and result.message == check.PLACEHOLDER_MESSAGE
+    produced = check.produce(name, args, 5)
+    assert check.judge(name, 5, produced) == result
+    plain = {k: v for k, v in produced.items() if not isinstance(v, np.ndarray)}
+    assert json.loads(json.dumps(plain)) == plain  # plain data only: no object of the student's
+
+
+def test_no_reference_implementation_is_public():
+    public = [n for n in dir(check) if not n.startswith("_")]
+    assert not [n for n in public if n.startswith("reference") or n in ("shifted", "mlp_parameter_count")]
+    assert not [n for n in public if n.endswith("_of_class") or n == "early_stopping_epochs"]
+
+
+def shortcuts() -> list[tuple[str, object]]:
+    """Answers that reach what their exercise does without: the library, the course's own, the check's own."""
+    from torch.nn import functional as F
+
+    from companion import attention, conv, recurrent, scale
+
+    def sdpa_head(x, w_q, w_k, w_v, sdpa=F.scaled_dot_product_attention):  # captured as a default argument
+        return sdpa(x @ w_q, x @ w_k, x @ w_v, is_causal=True)
+
+    return [
+        ("conv2d_forward", F.conv2d),
+        ("conv2d_forward", lambda x, w, b: torch.convolution(x, w, b, [1, 1], [0, 0], [1, 1], False, [0, 0], 1)),
+        ("conv2d_forward", check.conv._conv2d),
+        ("attention_head", sdpa_head),
+        ("attention_weights", lambda q, k: attention.scaled_dot_product_attention(q, k, k)),
+        ("causal_mask", attention.causal_mask),
+        ("gru_step", recurrent.gru_cell),
+        ("gpt_parameter_count", lambda V, T, d, L: scale.gpt_parameters(vocab_size=V, context=T, dim=d, layers=L)),
+        ("training_bytes", lambda n, o, m: scale.training_memory(n, o, "mixed" if m else "fp32")["total"]),
+        ("conv_output_size", conv.output_size),
+        ("max_pool2d", F.max_pool2d),
+    ]
+
+
+@pytest.mark.parametrize(("name", "shortcut"), shortcuts(), ids=[f"{n}-{i}" for i, (n, _) in enumerate(shortcuts())])
+def test_every_shortcut_an_exercise_forbids_fails_and_is_named(name, shortcut):
+    result = getattr(check, name)(shortcut)
+    assert not result and "this exercise asks you to do without" in result.message, result.message
