@@ -186,7 +186,7 @@ def producer() -> Callable[[str, tuple, dict, int], dict]:
 
     A check declared in :data:`companion.check.SPECS` gives
     :func:`companion.check.produce`'s data (its arguments bound to the check's
-    signature, all positional); any other check (``compare``, ``value``, whose
+    signature, defaults included, all positional); any other check (``compare``, ``value``, whose
     reference comes with the call) runs whole here and gives its verdict only,
     as ``{"format": VERDICT, "check", "seed", "name", "passed", "message"}``.
     """
@@ -199,8 +199,9 @@ def producer() -> Callable[[str, tuple, dict, int], dict]:
 
     def produced(name: str, args: tuple, kwargs: dict[str, Any], seed: int) -> dict:
         if name in specs:
-            bound = inspect.signature(checks[name]).bind(*args, **kwargs) if kwargs else None
-            return produce(name, tuple(bound.args) if bound else args, seed)
+            bound = inspect.signature(checks[name]).bind(*args, **kwargs)
+            bound.apply_defaults()  # as the check itself does: its question's defaults
+            return produce(name, tuple(bound.args), seed)
         if name not in checks:
             raise AttributeError(f"companion.check has no check {name!r}")
         result = checks[name](*args, **kwargs)

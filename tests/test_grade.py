@@ -362,3 +362,26 @@ def test_homework_snippet_strips_every_solution_and_written_answer(tmp_path):
     assert not [cell for cell in copy.cells if "<details" in cell.source.lower() or "_solution" in cell.source]
     assert len(grade.exercises(copy, "copy")) == len(grade.exercises(chapter, "chapter"))
     assert grade.title(copy) == grade.title(chapter)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not SANDBOX, reason=f"no OS sandbox here: {grade.sandbox_problem()}")
+def test_every_chapters_solutions_pass_and_placeholders_fail_in_the_sandboxed_grader(tmp_path):
+    """Each chapter answered as a student would, in one notebook: the imports cell, then for each
+    exercise its placeholder cell (which must fail) and the solution under the student's names
+    (``X_solution`` → ``my_X``) ending in the bare check (which must pass)."""
+    chapters = grade.course()
+    assert len(chapters) >= 10
+    for chapter in chapters:
+        notebook = grade.read(chapter.path)
+        cells = [new_markdown_cell(f"# {chapter.title}"), grade.imports_cell(notebook)]
+        for exercise in grade.exercises(notebook, chapter.path.stem):
+            if grade.check_name(exercise.student.source):
+                source = grade.without_title(exercise.solution.source)
+                source = re.sub(r"\b(\w+)_solution\b", r"my_\1", source).replace("assert check.", "check.")
+                cells += [new_code_cell(exercise.student.source), new_code_cell(source)]
+        path = write(new_notebook(cells=cells), tmp_path / f"{chapter.path.stem}.ipynb")
+        grades = grade.grade(path, chapters, timeout=300)
+        placeholders, solutions = grades[: len(chapter.checks)], grades[len(chapter.checks) :]
+        assert [g.result for g in solutions] == ["passed"] * len(chapter.checks), [g.message for g in solutions]
+        assert [g.result for g in placeholders] == ["failed"] * len(chapter.checks), [g.message for g in placeholders]
