@@ -522,8 +522,16 @@ def run_job(task: dict[str, Any], work: Path, settings: Settings, hidden: Sequen
     report.seconds = time.monotonic() - started
     code = process.returncode
     if report.stopped is None and code != 0:
-        report.stopped = f"the process ended with signal {-code}" if code < 0 else f"the process exited with code {code}"
+        report.stopped = f"the process exited with code {code}" if code > 0 else f"the process ended with {_signal(-code)}"
     return report
+
+
+def _signal(number: int) -> str:
+    """``"SIGKILL"``, ``"SIGXCPU"`` (its CPU time used up), ... for a signal's number."""
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
 
 
 def _watch(process: subprocess.Popen, run: Run, progress: Path, settings: Settings, started: float) -> str | None:

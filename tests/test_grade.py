@@ -272,7 +272,7 @@ def test_outcome_is_the_judgement_of_the_produced_data_or_what_stopped_the_cell(
             "timeout": True})]  # fmt: skip
         + [json.dumps({"cell": 4, "event": "start"})]
     )
-    run.stopped = "the process was ended by signal 9"
+    run.stopped = "the process ended with SIGKILL"
 
     def outcome(cell: int, seed: int = 5) -> tuple[str, str]:
         return grade.outcome(run, tmp_path, "neuron_forward", (cell, seed, run.numbers[cell]), 3)
@@ -281,8 +281,8 @@ def test_outcome_is_the_judgement_of_the_produced_data_or_what_stopped_the_cell(
     assert outcome(1, seed=6)[0] == "failed" and "cannot be read" in outcome(1, seed=6)[1]
     assert outcome(2)[0] == "failed" and "cannot be read" in outcome(2)[1]
     assert outcome(3) == ("raised", "code cell 5 ran past its time limit of 3 s and was stopped")
-    assert outcome(4) == ("raised", "code cell 7 did not finish: the process was ended by signal 9")
-    assert outcome(5) == ("raised", "not run: the run stopped in code cell 7: the process was ended by signal 9")
+    assert outcome(4) == ("raised", "code cell 7 did not finish: the process ended with SIGKILL")
+    assert outcome(5) == ("raised", "not run: the run stopped in code cell 7: the process ended with SIGKILL")
     assert run.running() == 4
 
 

@@ -214,6 +214,26 @@ def test_a_submission_cannot_reach(target, place):
             path.unlink(missing_ok=True)
 
 
+def test_a_submission_gets_no_more_memory_and_no_larger_files_than_its_limits(place):
+    hog = """
+        try:
+            hog = bytearray(3 << 30)
+            leaked = True
+        except MemoryError:
+            pass
+        try:
+            with open("big.bin", "wb") as file:
+                file.write(bytes(300 << 20))
+            leaked = True
+        except OSError:
+            pass
+    """
+    submit(place, "hog", sheet(exercises=off_by_leak(hog)))
+    code, _, err, rows = main("submissions", "--memory", "2", cwd=place)
+    assert code == 0, err
+    assert results(rows, "hog") == ["passed", "passed", "passed"], rows[0]["message"]
+
+
 def test_a_submission_cannot_change_another_before_it_is_graded(place):
     victim = submit(place, "b-victim", sheet())
     spoil = f"""
