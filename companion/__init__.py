@@ -21,6 +21,7 @@ __all__ = [
     "data",
     "distributed",
     "grade",
+    "grade_runner",
     "instruct",
     "lora",
     "metrics",

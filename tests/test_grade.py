@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import io
+import json
 import os
 import re
 import subprocess
@@ -21,11 +22,14 @@ from pathlib import Path
 
 import nbformat
 import pytest
+import torch
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
 from companion import grade
 
 ROOT = Path(__file__).resolve().parent.parent
+SANDBOX = grade.sandbox_problem() is None
+NO_SANDBOX = [] if SANDBOX else ["--no-sandbox"]  # the attacks' tests (test_grade_attacks.py) need the sandbox
 SOLUTION_METADATA = {"cellView": "form", "jupyter": {"source_hidden": True}, "tags": ["solution", "hide-input"]}
 
 # (student placeholder cell, solution cell) of the toy chapter 1; real checks of companion.check.
@@ -110,7 +114,7 @@ def graded(folder: Path, tmp_path_factory) -> tuple[int, str, str, list[dict[str
     out, err = io.StringIO(), io.StringIO()
     with pytest.MonkeyPatch.context() as patch, contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         patch.chdir(folder)
-        code = grade.main(["submissions", "--book", "book", "--csv", str(csv_path), "--timeout", "120"])
+        code = grade.main(["submissions", "--book", "book", "--csv", str(csv_path), "--timeout", "120", *NO_SANDBOX])
     with open(csv_path, newline="", encoding="utf-8") as file:
         rows = list(csv.DictReader(file))
     return code, out.getvalue(), err.getvalue(), rows
@@ -173,7 +177,7 @@ def test_command_line_grades_and_reports_unreadable_files(folder, tmp_path):
     broken = tmp_path / "broken.ipynb"
     broken.write_text("{ not json", encoding="utf-8")
     done = subprocess.run(
-        [sys.executable, "-m", "companion.grade", "submissions/bob.ipynb", str(broken), "--book", "book"],
+        [sys.executable, "-m", "companion.grade", "submissions/bob.ipynb", str(broken), "--book", "book", *NO_SANDBOX],
         cwd=folder, capture_output=True, text=True, timeout=300,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
     )  # fmt: skip
@@ -185,7 +189,8 @@ def test_command_line_grades_and_reports_unreadable_files(folder, tmp_path):
 def test_unreadable_files_get_a_clear_error_and_no_run(tmp_path, capsys):
     (tmp_path / "empty.ipynb").write_text("{}", encoding="utf-8")
     (tmp_path / "text.ipynb").write_text("hello", encoding="utf-8")
-    code = grade.main([str(tmp_path / "missing.ipynb"), str(tmp_path / "empty.ipynb"), str(tmp_path / "text.ipynb")])
+    paths = [str(tmp_path / name) for name in ("missing.ipynb", "empty.ipynb", "text.ipynb")]
+    code = grade.main([*paths, *NO_SANDBOX])
     err = capsys.readouterr().err
     assert code == 1
     assert f"error: {tmp_path / 'missing.ipynb'}: cannot be read (No such file or directory)" in err
@@ -195,7 +200,7 @@ def test_unreadable_files_get_a_clear_error_and_no_run(tmp_path, capsys):
 
 def test_a_notebook_without_exercises_is_an_error(tmp_path, capsys):
     path = write(new_notebook(cells=[new_code_cell("1 + 1")]), tmp_path / "nothing.ipynb")
-    assert grade.main([str(path), "--book", str(tmp_path)]) == 1
+    assert grade.main([str(path), "--book", str(tmp_path), *NO_SANDBOX]) == 1
     assert "no exercise found" in capsys.readouterr().err
 
 
@@ -206,22 +211,31 @@ def test_the_time_limit_stops_a_notebook_and_its_unrun_answers_count_as_raised(f
             new_code_cell("check.neuron_forward(my_neuron)"),
         ]
     )
-    grades = grade.grade(write(slow, tmp_path / "slow.ipynb"), grade.course(folder / "book"), timeout=2)
+    path, chapters = write(slow, tmp_path / "slow.ipynb"), grade.course(folder / "book")
+    grades = grade.grade(path, chapters, timeout=2, sandbox=SANDBOX)
     assert (grades[0].check, grades[0].result) == ("neuron_forward", "raised")
-    assert grades[0].message == "not run to the end: the time limit of 2 s was reached"
+    assert grades[0].message == "not run: the run stopped in code cell 1: the notebook's time limit of 2 s was reached"
 
 
-def test_prepared_copy_drops_solutions_outputs_and_install_lines(folder):
+def test_the_job_drops_solutions_skips_magics_and_asks_the_chapters_own_question(folder):
     notebook = grade.read(folder / "book" / "01-toy.ipynb")
-    notebook.cells[1].outputs = [nbformat.v4.new_output("stream", text="old")]
-    install = 'if True:\n    %pip install x \\\n        "y z"\n!pip install "y z"\n!{sys.executable} -m pip install z'
-    notebook.cells.insert(0, new_code_cell(install))
-    ready = grade.prepared(notebook)
-    assert not any("solution" in c.metadata.get("tags", []) for c in ready.cells)
-    assert all(c.outputs == [] and c.execution_count is None for c in ready.cells if c.cell_type == "code")
-    skipped = "pass  # install line skipped by the grader"
-    assert ready.cells[0].source == f"if True:\n    {skipped}\n{skipped}\n{skipped}"
-    assert len(notebook.cells) == len(ready.cells) + 4 and notebook.cells[2].outputs  # the original is untouched
+    notebook.cells.insert(0, new_code_cell(
+        'if True:\n    %pip install x \\\n        "y z"\n!pip install "y z"\n%matplotlib inline'
+    ))
+    answer = next(c for c in notebook.cells if c.source.startswith('my_sum'))
+    answer.source = answer.source.replace('285)', '14)')  # a student who made the exercise easier
+    chapter = grade.course(folder / "book")[0]
+    task, where = grade.job(notebook, chapter, grade.answers(notebook))
+    sources = [cell["source"] for cell in task["cells"]]
+    assert not [source for source in sources if "_solution" in source]
+    assert sources[0] == (
+        "if True:\n    pass  # install line skipped by the grader\n"
+        "pass  # install line skipped by the grader\npass  # magic skipped by the grader"
+    )
+    asked = {cell["answer"]["check"]: cell["answer"]["call"] for cell in task["cells"] if cell["answer"]}
+    assert asked["value"] == "check.value('sum of squares', my_sum, 285)"
+    assert [cell["number"] for cell in task["cells"]] == [1, 2, 3, 5, 7, 9]  # solution cells count, unrun
+    assert len({seed for _, seed, _ in where.values()}) == len(where) == 4
 
 
 def test_answers_and_chapters_are_matched_by_check_name():
@@ -244,17 +258,85 @@ def test_answers_and_chapters_are_matched_by_check_name():
     assert grade.find_chapter(new_notebook(cells=[new_code_cell("check.other(f)")]), [ch1, ch2]) is None
 
 
-def test_outcome_reads_the_displayed_check_result_or_the_error():
-    def cell(*outputs):
-        return new_code_cell("check.x(f)", outputs=list(outputs), execution_count=1)
+def test_outcome_is_the_judgement_of_the_produced_data_or_what_stopped_the_cell(tmp_path):
+    from companion.check import produce, save_produced
 
-    shown = nbformat.v4.new_output("execute_result", {"text/plain": "❌ x: case 2: expected shape (), got (1,)."})
-    assert grade.outcome(cell(shown)) == ("failed", "x: case 2: expected shape (), got (1,).")
-    passed = nbformat.v4.new_output("execute_result", {"text/plain": "✅ x: correct."})
-    assert grade.outcome(cell(passed)) == ("passed", "x: correct.")
-    error = nbformat.v4.new_output("error", ename="ZeroDivisionError", evalue="division by zero", traceback=[])
-    assert grade.outcome(cell(error)) == ("raised", "ZeroDivisionError: division by zero")
-    assert grade.outcome(cell())[0] == "failed"
+    (tmp_path / "answers").mkdir()
+    right = produce("neuron_forward", (lambda x, w, b: torch.relu(x @ w + b),), 5)
+    save_produced(tmp_path / "answers" / "0.npz", right)
+    save_produced(tmp_path / "answers" / "1.npz", right)  # produced with seed 5, judged with seed 6
+    (tmp_path / "answers" / "2.npz").write_bytes(b"not an npz file")
+    run = grade.Run(set(), {}, set(), numbers=[2, 3, 4, 5, 7, 8])
+    run.read(
+        [json.dumps({"cell": cell, "event": event, "error": None}) for cell in range(3) for event in ("start", "done")]
+        + ["{not json", "[1, 2]", '{"cell": "3", "event": "start"}']
+        + [json.dumps({"cell": 3, "event": "start"}), json.dumps({"cell": 3, "event": "done", "error": "CellTimeout",
+            "timeout": True})]  # fmt: skip
+        + [json.dumps({"cell": 4, "event": "start"})]
+    )
+    run.stopped = "the process ended with SIGKILL"
+
+    def outcome(cell: int, seed: int = 5) -> tuple[str, str]:
+        return grade.outcome(run, tmp_path, "neuron_forward", (cell, seed, run.numbers[cell]), 3)
+
+    assert outcome(0)[0] == "passed" and outcome(0)[1].startswith("neuron_forward: ")
+    assert outcome(1, seed=6)[0] == "failed" and "cannot be read" in outcome(1, seed=6)[1]
+    assert outcome(2)[0] == "failed" and "cannot be read" in outcome(2)[1]
+    assert outcome(3) == ("raised", "code cell 5 ran past its time limit of 3 s and was stopped")
+    assert outcome(4) == ("raised", "code cell 7 did not finish: the process ended with SIGKILL")
+    assert outcome(5) == ("raised", "not run: the run stopped in code cell 7: the process ended with SIGKILL")
+    assert run.running() == 4
+
+
+def test_magics_become_plain_python():
+    source = "%matplotlib inline\nx = 1\n%time y = f(2)\n%timeit -n 3 f(3)\n!ls\n  %pip install x"
+    assert grade.without_magics(source).splitlines() == [
+        "pass  # magic skipped by the grader", "x = 1", "y = f(2)", "f(3)",
+        "pass  # magic skipped by the grader", "  pass  # install line skipped by the grader",
+    ]  # fmt: skip
+    assert grade.without_magics("%%time\nz = 3") == "z = 3"
+    assert grade.without_magics("%%bash\nls") == "raise RuntimeError('the grader does not run %%bash cells')"
+
+
+def test_the_runner_may_start_threads_but_no_process(tmp_path):
+    script = (
+        "import subprocess, sys, threading\n"
+        "from companion.grade_runner import _forbid_new_processes\n"
+        "assert _forbid_new_processes()\n"
+        "thread = threading.Thread(target=print, args=('thread ran',)); thread.start(); thread.join()\n"
+        "try:\n    subprocess.run(['true'])\nexcept OSError as err:\n    print('no process:', err.errno)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == ["thread ran", "no process: 1"]  # EPERM
+
+
+def test_without_a_sandbox_the_grader_refuses_in_one_line_unless_told(folder, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(grade, "sandbox_problem", lambda: "bubblewrap is not installed")
+    csv_path = tmp_path / "grades.csv"
+    assert grade.main([str(folder / "submissions"), "--book", str(folder / "book"), "--csv", str(csv_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "bubblewrap is not installed" in err and "--no-sandbox" in err
+    assert not csv_path.exists()  # nothing ran
+    args = [str(folder / "submissions" / "bob.ipynb"), "--book", str(folder / "book"), "--no-sandbox"]
+    assert grade.main([*args, "--csv", str(csv_path)]) == 0
+    assert "--no-sandbox" in capsys.readouterr().err
+    assert [row["result"] for row in csv.DictReader(csv_path.open(encoding="utf-8"))][0] == "failed"
+
+
+def test_the_runner_gets_a_private_home_and_nothing_of_the_graders_environment(tmp_path, monkeypatch):
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "hidden")
+    env = grade.environment(tmp_path, "quick", sandbox=True)
+    assert "AWS_SECRET_ACCESS_KEY" not in env
+    assert env["HOME"] == str(tmp_path / "home") and env["IPYTHONDIR"].startswith(env["HOME"])
+    assert env["COMPANION_PROFILE"] == "quick" and env["PYTHONNOUSERSITE"] == "1"
+    command = grade.sandbox_command(tmp_path, [Path(__file__)])
+    assert command[-1] == "--" and "--unshare-all" in command and "--die-with-parent" in command
+    assert ["--bind", str(tmp_path), str(tmp_path)] == command[command.index("--bind"):][:3]
+    assert ["--ro-bind", "/dev/null", str(Path(__file__).resolve())] == command[command.index("/dev/null") - 1:][:3]
 
 
 def test_homework_page_is_a_myst_notebook_whose_code_fits_the_page():
@@ -267,3 +349,41 @@ def test_homework_page_is_a_myst_notebook_whose_code_fits_the_page():
     long = [line for cell in code for line in cell.splitlines() if len(line) > 80]
     assert not long, f"homework.md: code lines over 80 characters: {long}"
     assert "python -m companion.grade" in page.read_text(encoding="utf-8")
+
+
+def test_homework_snippet_strips_every_solution_and_written_answer(tmp_path):
+    page = (ROOT / "book" / "homework.md").read_text(encoding="utf-8")
+    snippet = next(block for block in re.findall(r"```python\n(.*?)```", page, re.S) if "nbformat.write" in block)
+    (tmp_path / "book").symlink_to(ROOT / "book")
+    subprocess.run([sys.executable, "-c", snippet], cwd=tmp_path, check=True, timeout=120)
+    written = next(tmp_path.glob("homework-*.ipynb"))
+    chapter = grade.read(ROOT / "book" / f"{written.stem.split('-')[1]}-cnn.ipynb")
+    copy = grade.read(written)
+    assert "<details" in "".join(cell.source for cell in chapter.cells)  # there was a written answer
+    assert not [cell for cell in copy.cells if "solution" in cell.metadata.get("tags", [])]
+    assert not [cell for cell in copy.cells if "<details" in cell.source.lower() or "_solution" in cell.source]
+    assert len(grade.exercises(copy, "copy")) == len(grade.exercises(chapter, "chapter"))
+    assert grade.title(copy) == grade.title(chapter)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not SANDBOX, reason=f"no OS sandbox here: {grade.sandbox_problem()}")
+def test_every_chapters_solutions_pass_and_placeholders_fail_in_the_sandboxed_grader(tmp_path):
+    """Each chapter answered as a student would, in one notebook: the imports cell, then for each
+    exercise its placeholder cell (which must fail) and the solution under the student's names
+    (``X_solution`` → ``my_X``) ending in the bare check (which must pass)."""
+    chapters = grade.course()
+    assert len(chapters) >= 10
+    for chapter in chapters:
+        notebook = grade.read(chapter.path)
+        cells = [new_markdown_cell(f"# {chapter.title}"), grade.imports_cell(notebook)]
+        for exercise in grade.exercises(notebook, chapter.path.stem):
+            if grade.check_name(exercise.student.source):
+                source = grade.without_title(exercise.solution.source)
+                source = re.sub(r"\b(\w+)_solution\b", r"my_\1", source).replace("assert check.", "check.")
+                cells += [new_code_cell(exercise.student.source), new_code_cell(source)]
+        path = write(new_notebook(cells=cells), tmp_path / f"{chapter.path.stem}.ipynb")
+        grades = grade.grade(path, chapters, timeout=300)
+        placeholders, solutions = grades[: len(chapter.checks)], grades[len(chapter.checks) :]
+        assert [g.result for g in solutions] == ["passed"] * len(chapter.checks), [g.message for g in solutions]
+        assert [g.result for g in placeholders] == ["failed"] * len(chapter.checks), [g.message for g in placeholders]
