@@ -289,10 +289,13 @@ def test_sinusoidal_positional_encoding(dim):
 def test_sinusoidal_rows_are_distinct_and_shifts_are_rotations():
     pe = attention.sinusoidal_positional_encoding(64, 16, dtype=F64)
     assert torch.cdist(pe, pe).add(torch.eye(64, dtype=F64)).min() > 0.1
-    # PE[p + k] is a fixed rotation of PE[p], whatever p: the same linear map for every position
+    # PE[p + k] is a fixed rotation of PE[p], whatever p: one 2x2 rotation by k*w per (sin, cos) pair
     k = 5
-    rotation = torch.linalg.lstsq(pe[:-k], pe[k:]).solution
-    torch.testing.assert_close(pe[:-k] @ rotation, pe[k:], rtol=0, atol=1e-9)
+    frequency = 10000.0 ** (-torch.arange(0, 16, 2, dtype=F64) / 16)
+    c, s = (k * frequency).cos(), (k * frequency).sin()
+    pairs = torch.stack([torch.stack([c, -s], -1), torch.stack([s, c], -1)], -2)  # [8, 2, 2]
+    rotation = torch.block_diag(*pairs)  # (sin a, cos a) @ [[c, -s], [s, c]] = shifted by k*w
+    torch.testing.assert_close(pe[:-k] @ rotation, pe[k:], rtol=0, atol=1e-12)
 
 
 @fast
