@@ -48,6 +48,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
+from typing import Any
 
 import nbformat
 import torch
@@ -61,12 +62,24 @@ import reproducibility  # noqa: E402  (tools/reproducibility.py)
 import twins  # noqa: E402  (tools/twins.py)
 
 from companion import config  # noqa: E402
-from companion.grade import kernel_manager  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
 SHARED_DATA = ROOT.parent / "shared" / "data"  # the course's data folder beside the repository, where it exists
 LINE_CHARS = 60  # a cell's first line, as the results keep it
 
+
+
+def kernel_manager() -> Any:
+    """A jupyter_client kernel manager that starts ipykernel with this Python, whatever kernelspecs the user has."""
+    from ipykernel.kernelspec import RESOURCES, get_kernel_dict
+    from jupyter_client import AsyncKernelManager
+    from jupyter_client.kernelspec import KernelSpecManager
+
+    class ThisPython(KernelSpecManager):
+        def get_kernel_spec(self, kernel_name: str) -> Any:
+            return self.kernel_spec_class(resource_dir=RESOURCES, **get_kernel_dict())
+
+    return AsyncKernelManager(kernel_name="python3", kernel_spec_manager=ThisPython())
 
 def cpu_name() -> str:
     """The processor's model name where Linux tells it (/proc/cpuinfo), else the architecture."""
