@@ -25,6 +25,7 @@ __all__ = [
     "models",
     "optim",
     "plot",
+    "pretrained",
     "recurrent",
     "scale",
     "train",

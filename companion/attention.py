@@ -10,6 +10,19 @@ Everything here is a few lines of tensor algebra that can be read top to bottom:
 * :class:`LayerNorm` — normalisation over the features of each token;
 * :class:`TransformerBlock` — pre-norm ``x + attn(ln(x))`` then ``x + mlp(ln(x))``.
 
+and the pieces by which Llama-style models differ from GPT-2 (chapter 11):
+
+* :class:`RMSNorm` — scale by the root mean square only: no mean, no bias;
+* :func:`rotary_angles`, :func:`apply_rotary` — rotary position embeddings (RoPE):
+  queries and keys turned by an angle that grows with their position;
+* :class:`SwiGLU` — the gated feed-forward ``down(silu(gate(x)) ⊙ up(x))``;
+* :func:`repeat_kv` and ``kv_heads`` of :class:`MultiHeadAttention` — grouped-query
+  attention (GQA; MQA with one key/value head): several query heads share a key/value head;
+* :class:`KVCache` — the keys and values of the tokens already seen, so that
+  generation computes each token's only once.
+
+:class:`TransformerBlock` takes switches for all of them, so one block is GPT-2's or Llama's.
+
 Masks follow the convention of :func:`torch.nn.functional.scaled_dot_product_attention`:
 a **boolean** mask is True where a query *may* attend to a key, a **float** mask
 is *added* to the scores (``0`` to keep, ``-inf`` to block). (``nn.MultiheadAttention``'s
@@ -32,26 +45,38 @@ BACKENDS: tuple[str, ...] = ("scratch", "torch")
 
 __all__ = [
     "BACKENDS",
+    "KVCache",
     "LayerNorm",
     "MultiHeadAttention",
+    "RMSNorm",
+    "SwiGLU",
     "TransformerBlock",
+    "apply_rotary",
     "causal_mask",
+    "repeat_kv",
+    "rotary_angles",
     "scaled_dot_product_attention",
     "sinusoidal_positional_encoding",
 ]
 
 
-def causal_mask(length: int, keys: int | None = None, device: torch.device | str | None = None) -> torch.Tensor:
-    """The causal mask ``[length, keys]``: True where key ``j`` may be seen by query ``i``, i.e. ``j <= i``.
+def causal_mask(
+    length: int, keys: int | None = None, device: torch.device | str | None = None, offset: int = 0
+) -> torch.Tensor:
+    """The causal mask ``[length, keys]``: True where key ``j`` may be seen by query ``i``, i.e. ``j <= i + offset``.
 
-    ``keys`` defaults to ``length``; the mask is aligned at the top left, as
-    ``is_causal=True`` of :func:`torch.nn.functional.scaled_dot_product_attention`.
+    ``keys`` defaults to ``length``. With ``offset=0`` the mask is aligned at the
+    top left, as ``is_causal=True`` of :func:`torch.nn.functional.scaled_dot_product_attention`;
+    ``offset`` places query ``i`` at position ``offset + i`` — with a :class:`KVCache`
+    holding ``offset`` earlier tokens, ``keys = offset + length``.
     """
     for name, n in (("length", length), ("keys", length if keys is None else keys)):
         if isinstance(n, bool) or not isinstance(n, int) or n < 1:
             raise ValueError(f"{name} must be a positive int; got {n!r}")
+    if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
+        raise ValueError(f"offset must be a non-negative int; got {offset!r}")
     keys = length if keys is None else keys
-    return torch.ones(length, keys, dtype=torch.bool, device=device).tril()
+    return torch.ones(length, keys, dtype=torch.bool, device=device).tril(diagonal=offset)
 
 
 def _check_mask(mask: torch.Tensor, scores_shape: torch.Size) -> None:
@@ -153,57 +178,247 @@ def _check_tokens(x: object, dim: int, module: str) -> torch.Tensor:
     return x
 
 
+
+def _with_causal(mask: torch.Tensor | None, allowed: torch.Tensor) -> torch.Tensor:
+    """``mask`` (bool, additive or None) combined with the causal mask ``allowed``, in ``mask``'s own kind."""
+    if mask is None:
+        return allowed
+    if mask.dtype == torch.bool:
+        return mask & allowed
+    return mask.masked_fill(~allowed, -math.inf)
+
+
+def repeat_kv(x: torch.Tensor, groups: int) -> torch.Tensor:
+    """Each of the ``kv_heads`` key (or value) heads repeated for the ``groups`` query heads that share it.
+
+    ``[B, kv_heads, S, d] → [B, kv_heads·groups, S, d]``: query head ``h`` reads
+    key/value head ``h // groups`` (the order of ``enable_gqa=True`` in
+    ``F.scaled_dot_product_attention`` and of Llama's ``repeat_kv``).
+    """
+    if not isinstance(x, torch.Tensor) or x.ndim != 4:
+        raise ValueError(f"repeat_kv expects keys or values [batch, kv_heads, length, head_dim]; got {_shape(x)}")
+    _positive_int("groups", groups)
+    if groups == 1:
+        return x
+    B, g, S, d = x.shape
+    return x[:, :, None].expand(B, g, groups, S, d).reshape(B, g * groups, S, d)
+
+
+def _shape(x: object) -> object:
+    return tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+
+
+def rotary_angles(
+    length: int,
+    head_dim: int,
+    base: float = 10_000.0,
+    offset: int = 0,
+    dtype: torch.dtype = torch.float32,
+    device: torch.device | str | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The cosines and sines of rotary position embeddings (RoPE) for positions ``offset … offset + length - 1``.
+
+    Coordinates ``i`` and ``i + head_dim/2`` of a query or key form a pair
+    (``i < head_dim/2``; the "half" layout of Llama's weights) that turns by the
+    angle ``p·θᵢ`` at position ``p``, with ``θᵢ = base^(-2i/head_dim)``: fast clocks
+    in the first coordinates, slow ones in the last, as the sinusoids of
+    :func:`sinusoidal_positional_encoding`. The angles are computed in float32, as
+    by Llama's reference code, then cast to ``dtype``.
+
+    Returns:
+        ``(cos, sin)``, each ``[length, head_dim]`` (the ``head_dim/2`` angles twice).
+    """
+    _positive_int("length", length)
+    if _positive_int("head_dim", head_dim) % 2:
+        raise ValueError(f"rotary embeddings turn pairs of coordinates: head_dim must be even; got {head_dim}")
+    if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
+        raise ValueError(f"offset must be a non-negative int; got {offset!r}")
+    inverse_frequency = 1.0 / base ** (torch.arange(0, head_dim, 2, dtype=torch.float32, device=device) / head_dim)
+    position = torch.arange(offset, offset + length, dtype=torch.float32, device=device)
+    angle = position[:, None] * inverse_frequency  # [length, head_dim / 2]
+    angle = torch.cat([angle, angle], dim=-1)  # [length, head_dim]
+    return angle.cos().to(dtype), angle.sin().to(dtype)
+
+
+def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Queries or keys ``x [..., L, head_dim]`` turned by the angles of their positions.
+
+    Each pair ``(a, b) = (x[i], x[i + head_dim/2])`` becomes
+    ``(a·cos − b·sin, b·cos + a·sin)``, i.e. ``x·cos + rotate_half(x)·sin`` with
+    ``rotate_half(x) = [−x₂, x₁]``. A rotation keeps lengths, and the dot product
+    of a query at ``p`` and a key at ``s`` depends on ``p − s`` only: attention
+    sees relative positions. ``cos``, ``sin``: ``[L, head_dim]`` from :func:`rotary_angles`.
+    """
+    if not isinstance(x, torch.Tensor) or x.ndim < 2 or x.shape[-1] % 2:
+        raise ValueError(f"apply_rotary expects x [..., length, head_dim] with an even head_dim; got {_shape(x)}")
+    for name, t in (("cos", cos), ("sin", sin)):
+        if not isinstance(t, torch.Tensor) or tuple(t.shape) != tuple(x.shape[-2:]):
+            raise ValueError(f"{name} must be [length, head_dim] = {tuple(x.shape[-2:])}; got {_shape(t)}")
+    first, second = x.chunk(2, dim=-1)
+    return x * cos + torch.cat([-second, first], dim=-1) * sin
+
+
+class KVCache:
+    """The keys and values one attention layer has computed so far, for generation one token at a time.
+
+    A decoder's key and value of a token never change once computed (causal
+    attention: later tokens do not affect them). So after a **prefill** of the
+    prompt, each **decode** step computes the key and value of the one new token,
+    appends them here and attends over all of them: ``O(length)`` work per token
+    instead of recomputing the whole prefix.
+
+    Tensors ``keys``, ``values``: ``[batch, kv_heads, capacity, head_dim]`` each,
+    allocated at once and filled up to ``length``. Memory: ``2·batch·kv_heads·
+    capacity·head_dim`` numbers (``nbytes``), per layer.
+    """
+
+    def __init__(
+        self,
+        batch: int,
+        kv_heads: int,
+        head_dim: int,
+        capacity: int,
+        dtype: torch.dtype = torch.float32,
+        device: torch.device | str | None = None,
+    ) -> None:
+        for name, value in (("batch", batch), ("kv_heads", kv_heads), ("head_dim", head_dim), ("capacity", capacity)):
+            _positive_int(name, value)
+        self.keys = torch.zeros(batch, kv_heads, capacity, head_dim, dtype=dtype, device=device)
+        self.values = torch.zeros_like(self.keys)
+        self.length = 0
+
+    @property
+    def capacity(self) -> int:
+        """How many positions the cache can hold."""
+        return self.keys.shape[2]
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the two tensors."""
+        return 2 * self.keys.numel() * self.keys.element_size()
+
+    def update(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Append the keys and values ``[batch, kv_heads, T, head_dim]`` of ``T`` new tokens.
+
+        Returns all keys and values so far, ``[batch, kv_heads, length, head_dim]`` (views of the cache).
+        """
+        B, g, _, d = self.keys.shape
+        for name, t in (("keys", k), ("values", v)):
+            if not isinstance(t, torch.Tensor) or t.ndim != 4 or (t.shape[0], t.shape[1], t.shape[3]) != (B, g, d):
+                raise ValueError(f"KVCache.update expects {name} [{B}, {g}, T, {d}]; got {_shape(t)}")
+            if t.dtype != self.keys.dtype:
+                raise ValueError(f"KVCache holds {self.keys.dtype}; got {name} of dtype {t.dtype}")
+        if k.shape[2] != v.shape[2]:
+            raise ValueError(f"keys and values need the same length; got {k.shape[2]} and {v.shape[2]}")
+        end = self.length + k.shape[2]
+        if end > self.capacity:
+            raise ValueError(
+                f"the cache holds {self.capacity} positions: {self.length} are filled, {k.shape[2]} more do not fit"
+            )
+        self.keys[:, :, self.length : end] = k
+        self.values[:, :, self.length : end] = v
+        self.length = end
+        return self.keys[:, :, :end], self.values[:, :, :end]
+
+    def __repr__(self) -> str:
+        B, g, capacity, d = self.keys.shape
+        return f"KVCache(batch={B}, kv_heads={g}, head_dim={d}, length={self.length}, capacity={capacity})"
+
+
 class MultiHeadAttention(nn.Module):
     """Multi-head self-attention: ``heads`` attentions of width ``dim / heads``, concatenated, projected.
 
-    ``Q, K, V = x W_qkv`` (one ``Linear(dim, 3·dim)``, the three matrices stacked
-    in the order q, k, v as ``nn.MultiheadAttention.in_proj_weight``); each of the
-    ``heads`` slices of width ``d_k = dim / heads`` attends on its own; the outputs
-    are concatenated and mixed by ``W_o`` (``Linear(dim, dim)``, ``out_proj``).
+    ``Q, K, V = x W_qkv`` (one ``Linear``, the three matrices stacked in the order
+    q, k, v as ``nn.MultiheadAttention.in_proj_weight``); each of the ``heads``
+    slices of width ``d_k = dim / heads`` attends on its own; the outputs are
+    concatenated and mixed by ``W_o`` (``Linear(dim, dim)``, ``out_proj``).
     Parameters: ``4·dim² + 4·dim`` with biases.
+
+    With ``kv_heads < heads`` (grouped-query attention; ``kv_heads=1`` is
+    multi-query attention) there are only ``kv_heads`` key and value heads, each
+    shared by ``heads / kv_heads`` query heads: ``W_qkv`` is
+    ``Linear(dim, (heads + 2·kv_heads)·d_k)``, and a :class:`KVCache` is
+    ``heads / kv_heads`` times smaller.
 
     Args:
         dim: the model dimension, divisible by ``heads``.
-        heads: number of attention heads.
+        heads: number of (query) attention heads.
         bias: give the projections biases.
         dropout: dropout on the output projection (training only).
         backend: ``"scratch"`` (:func:`scaled_dot_product_attention` of this module)
             or ``"torch"`` (``F.scaled_dot_product_attention``: the same numbers, faster).
+        kv_heads: key/value heads, dividing ``heads``; default ``heads``.
 
-    Shapes: input ``[B, L, dim]``; output ``[B, L, dim]``; weights ``[B, heads, L, L]``.
+    Shapes: input ``[B, L, dim]``; output ``[B, L, dim]``; weights ``[B, heads, L, S]``
+    (``S = L``, or the cache's length after the update).
     """
 
-    def __init__(self, dim: int, heads: int, bias: bool = True, dropout: float = 0.0, backend: Backend = "scratch") -> None:
+    def __init__(
+        self,
+        dim: int,
+        heads: int,
+        bias: bool = True,
+        dropout: float = 0.0,
+        backend: Backend = "scratch",
+        kv_heads: int | None = None,
+    ) -> None:
         super().__init__()
         _positive_int("dim", dim)
         _positive_int("heads", heads)
         if dim % heads:
             raise ValueError(f"the model dimension dim={dim} must be divisible by heads={heads}")
-        self.dim, self.heads, self.head_dim = dim, heads, dim // heads
+        kv_heads = heads if kv_heads is None else _positive_int("kv_heads", kv_heads)
+        if heads % kv_heads:
+            raise ValueError(f"kv_heads={kv_heads} must divide heads={heads}")
+        self.dim, self.heads, self.kv_heads, self.head_dim = dim, heads, kv_heads, dim // heads
         self.backend = _check_backend(backend)
-        self.in_proj = nn.Linear(dim, 3 * dim, bias=bias)
+        self.in_proj = nn.Linear(dim, (heads + 2 * kv_heads) * self.head_dim, bias=bias)
         self.out_proj = nn.Linear(dim, dim, bias=bias)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = nn.Dropout(dropout) if dropout else nn.Identity()
 
     def forward(
-        self, x: torch.Tensor, mask: torch.Tensor | None = None, causal: bool = False, return_weights: bool = False
+        self,
+        x: torch.Tensor,
+        mask: torch.Tensor | None = None,
+        causal: bool = False,
+        return_weights: bool = False,
+        rope: tuple[torch.Tensor, torch.Tensor] | None = None,
+        cache: KVCache | None = None,
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-        """Self-attention of ``x [B, L, dim]`` → ``[B, L, dim]`` (and weights ``[B, heads, L, L]``).
+        """Self-attention of ``x [B, L, dim]`` → ``[B, L, dim]`` (and weights ``[B, heads, L, S]``).
 
-        ``mask`` broadcasts to ``[B, heads, L, L]``: a padding mask of keys is
-        ``[B, 1, 1, L]``, a mask shared by the batch ``[L, L]``.
+        ``mask`` broadcasts to ``[B, heads, L, S]``: a padding mask of keys is
+        ``[B, 1, 1, S]``, a mask shared by the batch ``[L, S]``. ``rope``: the
+        ``(cos, sin)`` of :func:`rotary_angles` for these ``L`` positions, applied
+        to queries and keys. ``cache``: keys and values of earlier tokens; this
+        call's are appended, and with ``causal`` query ``i`` sits at position
+        ``cache.length + i``.
         """
         B, L, _ = _check_tokens(x, self.dim, "MultiHeadAttention").shape
-        # [B, L, 3·dim] → three [B, heads, L, head_dim]
-        q, k, v = self.in_proj(x).view(B, L, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        h, g, d = self.heads, self.kv_heads, self.head_dim
+        # [B, L, (h + 2g)·d] → [B, h + 2g, L, d] → q [B, h, L, d], k and v [B, g, L, d]
+        q, k, v = self.in_proj(x).view(B, L, h + 2 * g, d).transpose(1, 2).split([h, g, g], dim=1)
+        if rope is not None:
+            q, k = apply_rotary(q, *rope), apply_rotary(k, *rope)
+        if cache is not None:
+            offset = cache.length
+            k, v = cache.update(k, v)  # [B, g, offset + L, d]
+            if causal and offset:  # top-left alignment would be wrong: shift the causal mask
+                if mask is not None:
+                    _check_mask(mask, torch.Size((B, h, L, offset + L)))
+                if L > 1 or mask is not None:  # (one new query may see every key)
+                    mask = _with_causal(mask, causal_mask(L, offset + L, x.device, offset))
+                causal = False
+        S = k.shape[2]
+        k, v = repeat_kv(k, h // g), repeat_kv(v, h // g)  # [B, h, S, d]: query head i reads k/v head i // (h/g)
         if self.backend == "torch":
             if return_weights:
                 raise ValueError("return_weights needs backend='scratch' (torch's fused attention returns no weights)")
             if mask is not None:
-                _check_mask(mask, torch.Size((B, self.heads, L, L)))
+                _check_mask(mask, torch.Size((B, h, L, S)))
                 mask = mask.to(x.device) if mask.dtype == torch.bool else mask.to(x.device, q.dtype)
                 if causal:
-                    mask, causal = _with_causal(mask, L), False
+                    mask, causal = _with_causal(mask, causal_mask(L, S, x.device)), False
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal)
         else:
             out, weights = scaled_dot_product_attention(q, k, v, mask, causal, return_weights=True)
@@ -211,15 +426,8 @@ class MultiHeadAttention(nn.Module):
         return (out, weights) if return_weights else out
 
     def extra_repr(self) -> str:
-        return f"dim={self.dim}, heads={self.heads}, backend={self.backend!r}"
-
-
-def _with_causal(mask: torch.Tensor, length: int) -> torch.Tensor:
-    """``mask`` combined with the causal mask, in ``mask``'s own kind (bool or additive)."""
-    allowed = causal_mask(length, device=mask.device)
-    if mask.dtype == torch.bool:
-        return mask & allowed
-    return mask.masked_fill(~allowed, -math.inf)
+        kv = f", kv_heads={self.kv_heads}" if self.kv_heads != self.heads else ""
+        return f"dim={self.dim}, heads={self.heads}{kv}, backend={self.backend!r}"
 
 
 def sinusoidal_positional_encoding(
@@ -240,33 +448,104 @@ def sinusoidal_positional_encoding(
     return pe.to(dtype)
 
 
+def _check_features(x: object, dim: int, module: str) -> None:
+    if not isinstance(x, torch.Tensor) or x.ndim < 1 or x.shape[-1] != dim:
+        raise ValueError(f"{module} expects inputs [..., {dim}]; got {_shape(x)}")
+
+
 class LayerNorm(nn.Module):
     """Layer normalisation over the last dimension: ``y = (x - mean) / √(var + eps) · γ + β``.
 
     Mean and (biased) variance are taken over the ``dim`` features of each token
     separately, so it works the same in training and evaluation and for a batch of one.
-    ``γ`` (``weight``) starts at 1 and ``β`` (``bias``) at 0.
+    ``γ`` (``weight``) starts at 1 and ``β`` (``bias``) at 0. ``backend="torch"``
+    computes the same function with PyTorch's fused ``F.layer_norm``.
 
     Shapes: input ``[..., dim]`` → output of the same shape.
     """
 
-    def __init__(self, dim: int, eps: float = 1e-5, bias: bool = True) -> None:
+    def __init__(self, dim: int, eps: float = 1e-5, bias: bool = True, backend: Backend = "scratch") -> None:
         super().__init__()
         self.dim, self.eps = _positive_int("dim", dim), float(eps)
+        self.backend = _check_backend(backend)
         self.weight = nn.Parameter(torch.ones(dim))
         self.bias = nn.Parameter(torch.zeros(dim)) if bias else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not isinstance(x, torch.Tensor) or x.ndim < 1 or x.shape[-1] != self.dim:
-            shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
-            raise ValueError(f"LayerNorm expects inputs [..., {self.dim}]; got {shape}")
+        _check_features(x, self.dim, "LayerNorm")
+        if self.backend == "torch":
+            return F.layer_norm(x, (self.dim,), self.weight, self.bias, self.eps)
         mean = x.mean(dim=-1, keepdim=True)
         var = (x - mean).pow(2).mean(dim=-1, keepdim=True)
         y = (x - mean) / torch.sqrt(var + self.eps) * self.weight
         return y + self.bias if self.bias is not None else y
 
     def extra_repr(self) -> str:
-        return f"{self.dim}, eps={self.eps}"
+        return f"{self.dim}, eps={self.eps}, backend={self.backend!r}"
+
+
+class RMSNorm(nn.Module):
+    """Root-mean-square normalisation (Zhang & Sennrich, 2019): ``y = x / √(mean(x²) + eps) · γ``.
+
+    A :class:`LayerNorm` without the centring and without ``β``: each token's
+    vector is scaled to unit root mean square, then by the learned ``γ``
+    (``weight``, starting at 1). Fewer operations, one parameter vector, and in
+    practice as good — the normalisation of Llama. ``backend="torch"`` uses ``F.rms_norm``.
+
+    Shapes: input ``[..., dim]`` → output of the same shape.
+    """
+
+    def __init__(self, dim: int, eps: float = 1e-6, backend: Backend = "scratch") -> None:
+        super().__init__()
+        self.dim, self.eps = _positive_int("dim", dim), float(eps)
+        self.backend = _check_backend(backend)
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        _check_features(x, self.dim, "RMSNorm")
+        if self.backend == "torch":
+            return F.rms_norm(x, (self.dim,), self.weight, self.eps)
+        return x * torch.rsqrt(x.pow(2).mean(dim=-1, keepdim=True) + self.eps) * self.weight
+
+    def extra_repr(self) -> str:
+        return f"{self.dim}, eps={self.eps}, backend={self.backend!r}"
+
+
+class SwiGLU(nn.Module):
+    """The gated feed-forward of Llama (Shazeer, 2020): ``down(silu(gate(x)) ⊙ up(x))``.
+
+    Two projections ``dim → hidden``: one, through ``silu(z) = z·σ(z)``, decides
+    how much of the other passes (``⊙``: elementwise product); a third projects
+    back to ``dim``. Parameters: ``3·dim·hidden`` without biases — with
+    ``hidden ≈ 8·dim/3`` as many as a GELU MLP of ``4·dim``.
+
+    Shapes: ``[..., dim]`` → ``[..., dim]``.
+    """
+
+    def __init__(self, dim: int, hidden: int, bias: bool = False, dropout: float = 0.0) -> None:
+        super().__init__()
+        _positive_int("dim", dim)
+        _positive_int("hidden", hidden)
+        self.gate = nn.Linear(dim, hidden, bias=bias)
+        self.up = nn.Linear(dim, hidden, bias=bias)
+        self.down = nn.Linear(hidden, dim, bias=bias)
+        self.dropout = nn.Dropout(dropout) if dropout else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.dropout(self.down(F.silu(self.gate(x)) * self.up(x)))
+
+
+NORMS: tuple[str, ...] = ("layer", "rms")
+"""The normalisations of :class:`TransformerBlock`: :class:`LayerNorm` and :class:`RMSNorm`."""
+MLPS: tuple[str, ...] = ("gelu", "gelu_tanh", "swiglu")
+"""The feed-forwards of :class:`TransformerBlock`: GELU (exact, or GPT-2's tanh approximation) or :class:`SwiGLU`."""
+
+
+def make_norm(kind: str, dim: int, eps: float, bias: bool = True, backend: Backend = "scratch") -> nn.Module:
+    """A :class:`LayerNorm` (``kind="layer"``, with a bias if ``bias``) or an :class:`RMSNorm` (``"rms"``)."""
+    if kind not in NORMS:
+        raise ValueError(f"norm must be one of {NORMS}; got {kind!r}")
+    return LayerNorm(dim, eps, bias, backend) if kind == "layer" else RMSNorm(dim, eps, backend)
 
 
 class TransformerBlock(nn.Module):
@@ -276,28 +555,72 @@ class TransformerBlock(nn.Module):
     applied to every token on its own. Parameters with the default ``mlp_ratio=4``:
     ``12·dim² + 13·dim`` (attention ``4d² + 4d``, MLP ``8d² + 5d``, two layer norms ``4d``).
 
+    The keyword switches make it a Llama block: ``norm="rms"``, ``mlp="swiglu"``,
+    ``kv_heads < heads``, ``bias=False``, and rotary positions passed to ``forward``.
+
     Args:
         dim: the model dimension, divisible by ``heads``.
         heads: attention heads.
         mlp_ratio: width of the MLP's hidden layer as a multiple of ``dim``.
         dropout: dropout on the outputs of the attention and of the MLP (training only).
-        backend: the attention's backend, ``"scratch"`` or ``"torch"``.
+        backend: ``"scratch"`` (this module's attention and norms) or ``"torch"``
+            (PyTorch's fused ``F.scaled_dot_product_attention`` and ``F.layer_norm``/``F.rms_norm``).
+        kv_heads: key/value heads of the attention (grouped-query attention); default ``heads``.
+        norm: ``"layer"`` (:class:`LayerNorm`) or ``"rms"`` (:class:`RMSNorm`).
+        mlp: ``"gelu"``, ``"gelu_tanh"`` (GPT-2's approximation) or ``"swiglu"`` (:class:`SwiGLU`).
+        hidden: the MLP's hidden width; default ``mlp_ratio·dim``.
+        bias: biases in the projections (and in the layer norms).
+        eps: the norms' ``eps``.
 
     Shapes: ``[B, L, dim]`` → ``[B, L, dim]``.
     """
 
     def __init__(
-        self, dim: int, heads: int, mlp_ratio: int = 4, dropout: float = 0.0, backend: Backend = "scratch"
+        self,
+        dim: int,
+        heads: int,
+        mlp_ratio: int = 4,
+        dropout: float = 0.0,
+        backend: Backend = "scratch",
+        *,
+        kv_heads: int | None = None,
+        norm: str = "layer",
+        mlp: str = "gelu",
+        hidden: int | None = None,
+        bias: bool = True,
+        eps: float = 1e-5,
     ) -> None:
         super().__init__()
         _positive_int("mlp_ratio", mlp_ratio)
-        self.ln1 = LayerNorm(dim)
-        self.attn = MultiHeadAttention(dim, heads, dropout=dropout, backend=backend)
-        self.ln2 = LayerNorm(dim)
-        self.mlp = nn.Sequential(
-            nn.Linear(dim, mlp_ratio * dim), nn.GELU(), nn.Linear(mlp_ratio * dim, dim), nn.Dropout(dropout)
-        )
+        if mlp not in MLPS:
+            raise ValueError(f"mlp must be one of {MLPS}; got {mlp!r}")
+        hidden = mlp_ratio * dim if hidden is None else _positive_int("hidden", hidden)
+        self.ln1 = make_norm(norm, dim, eps, bias, backend)
+        self.attn = MultiHeadAttention(dim, heads, bias=bias, dropout=dropout, backend=backend, kv_heads=kv_heads)
+        self.ln2 = make_norm(norm, dim, eps, bias, backend)
+        if mlp == "swiglu":
+            self.mlp: nn.Module = SwiGLU(dim, hidden, bias=bias, dropout=dropout)
+        else:
+            approximate = "tanh" if mlp == "gelu_tanh" else "none"
+            self.mlp = nn.Sequential(
+                nn.Linear(dim, hidden, bias=bias),
+                nn.GELU(approximate=approximate),
+                nn.Linear(hidden, dim, bias=bias),
+                nn.Dropout(dropout) if dropout else nn.Identity(),
+            )
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None, causal: bool = False) -> torch.Tensor:
-        x = x + self.attn(self.ln1(x), mask=mask, causal=causal)
+    @property
+    def residual_projections(self) -> tuple[nn.Linear, nn.Linear]:
+        """The two linear layers whose outputs are added to the residual stream (attention's and the MLP's)."""
+        return self.attn.out_proj, self.mlp.down if isinstance(self.mlp, SwiGLU) else self.mlp[2]
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        mask: torch.Tensor | None = None,
+        causal: bool = False,
+        rope: tuple[torch.Tensor, torch.Tensor] | None = None,
+        cache: KVCache | None = None,
+    ) -> torch.Tensor:
+        x = x + self.attn(self.ln1(x), mask=mask, causal=causal, rope=rope, cache=cache)
         return x + self.mlp(self.ln2(x))

@@ -17,6 +17,8 @@ This is the only module of ``companion`` that reads the environment:
 ``COMPANION_RECORDS``
     A file that :func:`record` appends the chapters' headline results to
     (``bench/run_notebooks.py`` sets it); unset, :func:`record` writes nothing.
+``COMPANION_CACHE``
+    The writable folder of :func:`cache_dir` (default ``~/.cache/companion``).
 """
 
 from __future__ import annotations
@@ -50,6 +52,15 @@ def _flag(name: str) -> bool:
     if value in _FALSE:
         return False
     raise ValueError(f"{name} must be one of 1/0, true/false, yes/no, on/off; got {value!r}")
+
+
+def cache_dir() -> Path:
+    """The writable folder for what the course fetches or makes at run time (e.g. downloaded weights).
+
+    ``$COMPANION_CACHE``, else ``~/.cache/companion``; created by whoever writes to it.
+    Never the data folder, which may be read-only.
+    """
+    return Path(os.environ.get("COMPANION_CACHE", "").strip() or Path.home() / ".cache" / "companion").expanduser()
 
 
 def gpu_available() -> bool:

@@ -1,4 +1,5 @@
-"""companion.models.TinyGPT: torch's attention and ours give the same logits, causality, sizes, generation."""
+"""companion.models.TinyGPT: torch's kernels and ours give the same logits, causality, the GPT-2 and Llama
+switches, the KV cache against recomputation, sizes by formula, generation and its sampling."""
 
 from __future__ import annotations
 
@@ -8,7 +9,10 @@ import pytest
 import torch
 from torch.nn import functional as F
 
+from companion import scale
 from companion.models import GPTConfig, TinyGPT, count_parameters
+from companion.models.base import sample_next
+from companion.models.gpt import kv_cache_bytes, parameter_counts
 
 SMALL = dict(vocab_size=11, context=12, dim=16, heads=4, layers=2)
 
@@ -154,3 +158,183 @@ def test_config_and_input_errors():
         model.generate(ids(1, 2), 3, top_k=0)
     with pytest.raises(ValueError, match="n must"):
         model.generate(ids(1, 2), -1)
+
+
+# --------------------------------------------------------------------------------------------
+# the switches: GPT-2 and Llama layouts in one model
+# --------------------------------------------------------------------------------------------
+
+LLAMA = dict(positions="rope", norm="rms", mlp="swiglu", kv_heads=2, bias=False, norm_eps=1e-6, mlp_hidden=24)
+VARIANTS = {
+    "chapter 9": {},
+    "gpt-2": dict(mlp="gelu_tanh", tie_weights=True),
+    "llama": LLAMA,
+    "llama, tied, mqa": LLAMA | dict(kv_heads=1, tie_weights=True),
+    "sinusoidal, rms, no bias": dict(positions="sinusoidal", norm="rms", bias=False),
+    "rope, layer norm, swiglu with biases": dict(positions="rope", mlp="swiglu", rope_base=100.0),
+}
+
+
+def test_the_default_layout_is_unchanged():
+    """Chapter 9's model and the checkpoints made from it keep their tensors and names."""
+    model = small()
+    block = ["ln1.weight", "ln1.bias", "attn.in_proj.weight", "attn.in_proj.bias", "attn.out_proj.weight",
+             "attn.out_proj.bias", "ln2.weight", "ln2.bias", "mlp.0.weight", "mlp.0.bias", "mlp.2.weight",
+             "mlp.2.bias"]  # fmt: skip
+    expected = ["token_embedding.weight", "position_embedding.weight",
+                *(f"blocks.{i}.{name}" for i in range(2) for name in block),
+                "ln_final.weight", "ln_final.bias", "head.weight", "head.bias"]  # fmt: skip
+    assert list(model.state_dict()) == expected
+    assert model.blocks[0].attn.in_proj.weight.shape == (48, 16)
+    positional = GPTConfig(11, 12, 16, 4, 2, 0.0, "sinusoidal", "torch")
+    assert (positional.positions, positional.attention, positional.norm, positional.bias) == (
+        "sinusoidal", "torch", "layer", True)  # fmt: skip
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_each_variant_gives_the_same_logits_and_gradients_with_torch_kernels(variant):
+    ours = small(**VARIANTS[variant]).double()
+    fused = TinyGPT(dataclasses.replace(ours.config, attention="torch")).double()
+    fused.load_state_dict(ours.state_dict())
+    x, y = ids(3, SMALL["context"]), ids(3, SMALL["context"], seed=1)
+    torch.testing.assert_close(ours(x), fused(x), rtol=1e-10, atol=1e-12)
+    grads = [torch.autograd.grad(F.cross_entropy(m(x).flatten(0, 1), y.flatten()), list(m.parameters()))
+             for m in (ours, fused)]  # fmt: skip
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_each_variant_is_causal(variant):
+    model = small(**VARIANTS[variant]).double()
+    x = ids(2, SMALL["context"])
+    for t in (0, 7):
+        changed = x.clone()
+        changed[:, t] = (changed[:, t] + 1) % SMALL["vocab_size"]
+        before, after = model(x), model(changed)
+        torch.testing.assert_close(before[:, :t], after[:, :t], rtol=0, atol=0)
+        assert not torch.allclose(before[:, t], after[:, t])
+
+
+def test_tied_weights_are_one_tensor():
+    model = small(tie_weights=True)
+    assert model.head.weight is model.token_embedding.weight and model.head.bias is None
+    assert "head.weight" in model.state_dict()  # saved under both names, as torch does for shared tensors
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("attention", ["scratch", "torch"])
+def test_prefill_and_decode_with_the_cache_equal_one_full_pass(variant, attention):
+    model = small(**VARIANTS[variant], attention=attention).double().eval()
+    x = ids(2, SMALL["context"])
+    full = model(x)
+    cache = model.new_cache(2)
+    pieces = [model(x[:, :5], cache=cache)]  # prefill
+    pieces += [model(x[:, t : t + 1], cache=cache) for t in range(5, 9)]  # decode, one token at a time
+    pieces.append(model(x[:, 9:], cache=cache))  # several tokens at once, after cached ones
+    assert cache[0].length == SMALL["context"]
+    torch.testing.assert_close(torch.cat(pieces, dim=1), full, rtol=1e-10, atol=1e-12)
+    with pytest.raises(ValueError, match="at most context=12 tokens; got length 1 after 12 cached"):
+        model(x[:, :1], cache=cache)
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_cached_and_recomputed_greedy_generation_give_the_same_tokens(variant):
+    model = small(**VARIANTS[variant])
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.ndim > 1:
+                p.normal_(0, 1.0)  # a varied model: its greedy path is not a constant
+    prompt = ids(3, 4)
+    n = 2 * SMALL["context"]  # past the context: the window slides
+    cached = model.generate(prompt, n, temperature=0)
+    recomputed = model.generate(prompt, n, temperature=0, use_cache=False)
+    assert torch.equal(cached, recomputed)
+    assert cached[:, 4:].unique().numel() > 3
+    sampled = [model.generate(prompt, 20, top_p=0.9, generator=torch.Generator().manual_seed(3), use_cache=u)
+               for u in (True, False)]  # fmt: skip
+    assert torch.equal(*sampled)
+
+
+def test_cache_errors():
+    model = small()
+    with pytest.raises(TypeError, match="list of 2 KVCache"):
+        model(ids(1, 3), cache=[])
+    with pytest.raises(ValueError, match="batch of 2; got ids for 1"):
+        model(ids(1, 3), cache=model.new_cache(2))
+    with pytest.raises(ValueError, match="capacity"):
+        model.new_cache(1, capacity=SMALL["context"] + 1)
+    with pytest.raises(ValueError, match="nothing is added"):
+        small(positions="rope").positions(3)
+
+
+# --------------------------------------------------------------------------------------------
+# sizes by formula
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("heads,kv_heads", [(4, None), (4, 2), (4, 1), (2, 2)])
+def test_parameter_counts_by_formula_equal_the_model(variant, heads, kv_heads):
+    config = GPTConfig(**(SMALL | VARIANTS[variant] | dict(heads=heads, kv_heads=kv_heads)))
+    counts = parameter_counts(config)
+    assert sum(counts.values()) == count_parameters(TinyGPT(config))
+    model = TinyGPT(config)
+    blocks = sum(p.numel() for p in model.blocks.parameters())
+    assert counts["attention"] + counts["feed-forward"] + counts["block norms"] == blocks
+
+
+@pytest.mark.parametrize("tie", [True, False])
+def test_parameter_counts_agree_with_the_scale_formula_for_gpt2(tie):
+    config = GPTConfig(vocab_size=65, context=64, dim=48, heads=4, layers=2, tie_weights=tie)
+    reference = scale.gpt_parameter_counts(vocab_size=65, context=64, dim=48, layers=2, tied_head=tie,
+                                           head_bias=not tie)  # fmt: skip
+    assert sum(parameter_counts(config).values()) == sum(reference.values())
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+def test_kv_cache_bytes_by_formula_equal_the_cache(variant, dtype):
+    model = small(**VARIANTS[variant])
+    for batch, length in ((1, 12), (3, 5)):
+        cache = model.new_cache(batch, capacity=length, dtype=dtype)
+        measured = sum(t.numel() * t.element_size() for layer in cache for t in (layer.keys, layer.values))
+        assert kv_cache_bytes(model.config, batch, length, dtype) == measured == sum(c.nbytes for c in cache)
+    gqa = GPTConfig(**(SMALL | dict(kv_heads=1)))
+    assert kv_cache_bytes(GPTConfig(**SMALL), 2, 10) == 4 * kv_cache_bytes(gqa, 2, 10)
+    with pytest.raises(ValueError, match="length"):
+        kv_cache_bytes(gqa, 2, 0)
+
+
+# --------------------------------------------------------------------------------------------
+# sampling: temperature, top-k, top-p
+# --------------------------------------------------------------------------------------------
+
+
+def test_top_p_samples_only_from_the_nucleus():
+    logits = torch.log(torch.tensor([[0.5, 0.3, 0.15, 0.05], [0.05, 0.1, 0.05, 0.8]]))
+    gen = torch.Generator().manual_seed(0)
+    draws = torch.cat([sample_next(logits, 1.0, None, gen, top_p=0.7) for _ in range(400)], dim=1)
+    assert set(draws[0].tolist()) == {0, 1}  # 0.5 < 0.7, 0.5 + 0.3 crosses it: the nucleus is {0, 1}
+    assert set(draws[1].tolist()) == {3}  # 0.8 alone crosses 0.7
+    assert 0.5 < (draws[0] == 0).float().mean() < 0.75  # renormalised: 0.5 / 0.8 = 0.625
+    draws = torch.cat([sample_next(logits, 1.0, None, gen, top_p=0.81) for _ in range(400)], dim=1)
+    assert set(draws[1].tolist()) == {1, 3}
+    for top_p in (1.0, None):  # the whole distribution
+        a = sample_next(logits.repeat(50, 1), 1.0, None, torch.Generator().manual_seed(1), top_p=top_p)
+        assert torch.equal(a, sample_next(logits.repeat(50, 1), 1.0, None, torch.Generator().manual_seed(1)))
+    assert torch.equal(sample_next(logits, 1.0, None, gen, top_p=1e-6), logits.argmax(-1, keepdim=True))
+    assert torch.equal(sample_next(logits, 0, None, gen, top_p=0.5), logits.argmax(-1, keepdim=True))
+
+
+def test_temperature_zero_is_greedy_and_bad_sampling_arguments_are_refused():
+    model = small()
+    prompt = ids(2, 3)
+    greedy = model.generate(prompt, 8, temperature=0)
+    with torch.no_grad():
+        for t in range(3, 11):
+            assert torch.equal(greedy[:, t], model(greedy[:, :t])[:, -1].argmax(-1))
+    for bad, message in (({"temperature": float("inf")}, "finite"), ({"temperature": float("nan")}, "temperature"),
+                         ({"top_p": 0.0}, "top_p"), ({"top_p": 1.5}, "top_p"), ({"top_p": True}, "top_p")):  # fmt: skip
+        with pytest.raises(ValueError, match=message):
+            model.generate(prompt, 3, **bad)

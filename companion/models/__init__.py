@@ -8,7 +8,8 @@ One module per family, all importable from here:
   row by row (chapter 8).
 * :class:`~companion.models.rnn.CharLSTM` — a character-level LSTM language model that also samples text (chapter 8).
 * :class:`~companion.models.gpt.TinyGPT` (with :class:`~companion.models.gpt.GPTConfig`) — a small decoder-only
-  Transformer for characters (chapter 9).
+  Transformer for characters (chapter 9), whose switches also make it GPT-2 or Llama, with a KV cache for
+  generation (chapter 11).
 * :func:`~companion.models.base.count_parameters` — how many numbers a model learns.
 """
 
