@@ -27,6 +27,7 @@ __all__ = [
     "plot",
     "recurrent",
     "scale",
+    "tokenize",
     "train",
 ]
 
