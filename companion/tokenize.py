@@ -201,27 +201,56 @@ def _learn_merges(words: Counter[bytes], n_merges: int) -> list[tuple[int, int]]
             continue  # a stale entry: the pair's count changed after it was pushed
         new_id = 256 + len(merges)
         merges.append(pair)
-        changed = set()
-        for index in where.pop(pair):
-            old, weight = pieces[index], weights[index]
+        changed: set[tuple[int, int]] = set()
+        for index in where.pop(pair):  # may list pieces that lost the pair since: they are skipped
+            old = pieces[index]
             new = _merge(old, pair, new_id)
-            for p in zip(old, old[1:]):
-                counts[p] -= weight
-                changed.add(p)
-            for p in zip(new, new[1:]):
-                counts[p] += weight
-                changed.add(p)
-                where[p].add(index)
-            for p in set(zip(old, old[1:])) - set(zip(new, new[1:])):
-                if p != pair:
-                    where[p].discard(index)
-            pieces[index] = new
+            if len(new) != len(old):
+                _update_counts(old, new, new_id, weights[index], index, counts, where, changed)
+                pieces[index] = new
         for p in changed:
             if counts[p] > 0:
                 heapq.heappush(heap, (-counts[p], p))
             else:
-                counts.pop(p)
+                del counts[p]
     return merges
+
+
+def _update_counts(
+    old: list[int],
+    new: list[int],
+    new_id: int,
+    weight: int,
+    index: int,
+    counts: dict[tuple[int, int], int],
+    where: dict[tuple[int, int], set[int]],
+    changed: set[tuple[int, int]],
+) -> None:
+    """Move the pair counts of one piece from ``old`` to ``new`` (``old`` with a pair merged into ``new_id``).
+
+    Only pairs next to a merge change: in ``old``, the pairs at positions
+    ``p - 1, p, p + 1`` of each merged occurrence at ``p``; in ``new``, the pairs
+    at ``q - 1, q`` of each new token at ``q``. The others correspond one to one.
+    """
+    gone, made, p = set(), set(), 0
+    for q, token in enumerate(new):
+        if token == new_id:
+            gone.update((p - 1, p, p + 1))
+            made.update((q - 1, q))
+            p += 2
+        else:
+            p += 1
+    for i in gone:
+        if 0 <= i < len(old) - 1:
+            key = (old[i], old[i + 1])
+            counts[key] -= weight
+            changed.add(key)
+    for j in made:
+        if 0 <= j < len(new) - 1:
+            key = (new[j], new[j + 1])
+            counts[key] += weight
+            changed.add(key)
+            where[key].add(index)
 
 
 def _check_special_names(tokens: object) -> list[str]:
