@@ -8,7 +8,7 @@ Each is made by a fixed :class:`Recipe` (seeded, sized by the run profile with
 gives the same weights, bit for bit, on the CPU.
 
 **The recipe.** The text is split into training and validation text (the
-last 10 % of Tiny Shakespeare; every 20th of the Tang poems, each poem followed
+last 10 % of Tiny Shakespeare; every 40th of the Tang poems, each poem followed
 by ``<|endoftext|>``); the tokenizer is trained on training text only; the
 model reads windows of ``context`` tokens and is trained with
 :func:`companion.train.fit` (AdamW, cross-entropy on the next token). Both
@@ -107,10 +107,11 @@ def recipe(corpus: Corpus, profile: config.Profile | None = None) -> Recipe:
     if corpus == "shakespeare":
         tokenizer = dict(vocab_size=1024, tokenizer_chars=1_000_000, poem_stride=1, val_every=10)
     else:
-        tokenizer = dict(vocab_size=2048, tokenizer_chars=300_000, poem_stride=12 if quick else 4, val_every=20)
+        tokenizer = dict(vocab_size=2048, tokenizer_chars=300_000, poem_stride=16 if quick else 4, val_every=40)
     sizes = dict(context=64, dim=64, heads=4, layers=2, stride=64, epochs=1, batch_size=32, lr=3e-3)
     if not quick:
-        sizes = dict(context=128, dim=128, heads=4, layers=4, stride=128, epochs=2, batch_size=32, lr=2e-3)
+        stride = 64 if corpus == "shakespeare" else 128
+        sizes = dict(context=128, dim=128, heads=4, layers=4, stride=stride, epochs=3, batch_size=32, lr=2e-3)
     return Recipe(corpus=corpus, profile=profile, **tokenizer, **sizes)  # type: ignore[arg-type]
 
 
