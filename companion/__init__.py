@@ -15,6 +15,7 @@ __version__ = "0.1.0"
 __all__ = [
     "attention",
     "autograd",
+    "base_models",
     "check",
     "config",
     "conv",
@@ -28,6 +29,7 @@ __all__ = [
     "pretrained",
     "recurrent",
     "scale",
+    "tokenize",
     "train",
 ]
 

@@ -14,6 +14,10 @@ This is the only module of ``companion`` that reads the environment:
     ``bar`` (the default: a live progress bar, a widget in Jupyter and Colab)
     or ``text`` (one plain line at the end of each epoch: the built book sets
     it, since a page cannot show a live widget).
+``COMPANION_CACHE``
+    A writable folder for what the course makes once and reuses, such as the
+    trained base models of :mod:`companion.base_models`; the default is
+    ``$XDG_CACHE_HOME/companion/models`` or ``~/.cache/companion/models``.
 ``COMPANION_RECORDS``
     A file that :func:`record` appends the chapters' headline results to
     (``bench/run_notebooks.py`` sets it); unset, :func:`record` writes nothing.
@@ -154,6 +158,18 @@ def progress_style() -> ProgressStyle:
     if value not in PROGRESS_STYLES:
         raise ValueError(f"COMPANION_PROGRESS must be 'bar' or 'text'; got {value!r}")
     return value  # type: ignore[return-value]
+
+
+def cache_dir() -> Path:
+    """The writable cache folder: ``COMPANION_CACHE``, else ``$XDG_CACHE_HOME/companion/models``, else ``~/.cache/companion/models``.
+
+    Never the data folder (``COMPANION_DATA``), which may be read-only.
+    """
+    env = os.environ.get("COMPANION_CACHE", "").strip()
+    if env:
+        return Path(env).expanduser()
+    cache = os.environ.get("XDG_CACHE_HOME", "").strip() or Path.home() / ".cache"
+    return Path(cache) / "companion" / "models"
 
 
 _RECORD_NAME = re.compile(r"[a-z][a-z0-9_]*")
