@@ -14,7 +14,7 @@ model reads windows of ``context`` tokens and is trained with
 :func:`companion.train.fit` (AdamW, cross-entropy on the next token). Both
 profiles share the tokenizer of a corpus, so their losses compare.
 
-**The cache.** A trained model is kept in ``config.cache_dir()/<corpus>-<profile>-<device>-<recipe hash>/``:
+**The cache.** A trained model is kept in ``config.cache_dir()/base-models/<corpus>-<profile>-<device>-<recipe hash>/``:
 ``model.pt`` (the ``state_dict``), ``ids.pt`` (the train and validation tokens),
 ``tokenizer.json`` and ``meta.json`` (the recipe, the losses and each file's
 SHA-256). It is written to a temporary folder and renamed into place, under a
@@ -232,7 +232,7 @@ def build(r: Recipe) -> BaseModel:
 
 def entry_dir(r: Recipe) -> Path:
     """The cache folder of recipe ``r`` on the current device type."""
-    return config.cache_dir() / f"{r.corpus}-{r.profile}-{config.device().type}-{r.key()}"
+    return config.cache_dir() / "base-models" / f"{r.corpus}-{r.profile}-{config.device().type}-{r.key()}"
 
 
 @contextlib.contextmanager

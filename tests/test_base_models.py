@@ -156,4 +156,4 @@ def test_cache_dir_defaults(monkeypatch, tmp_path):
     assert config.cache_dir() == tmp_path / "c"
     monkeypatch.delenv("COMPANION_CACHE")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "x"))
-    assert config.cache_dir() == tmp_path / "x" / "companion" / "models"
+    assert config.cache_dir() == tmp_path / "x" / "companion"
