@@ -46,7 +46,7 @@ def test_same_recipe_gives_bit_identical_weights():
 def test_cache_round_trip_equals_the_fresh_model(monkeypatch):
     fresh = bm.cached(TINY)
     folder = bm.entry_dir(TINY)
-    assert folder.parent == Path(os.environ["COMPANION_CACHE"]) and folder.name.startswith("tang-quick-cpu-")
+    assert folder.parent == Path(os.environ["COMPANION_CACHE"]) / "base-models" and folder.name.startswith("tang-quick-cpu-")
     assert sorted(p.name for p in folder.iterdir()) == ["ids.pt", "meta.json", "model.pt", "tokenizer.json"]
 
     def no_build(recipe):
