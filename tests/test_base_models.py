@@ -102,7 +102,7 @@ def test_two_processes_building_at_once_leave_one_valid_entry(tmp_path):
     assert sorted(out[0] for out in outputs).count("built") == 1  # the lock let one build, the other load
     assert outputs[0][-1] == outputs[1][-1]  # the same validation loss
     cache = Path(os.environ["COMPANION_CACHE"])
-    entries = [p.name for p in cache.iterdir() if p.is_dir()]
+    entries = [p.name for p in (cache / "base-models").iterdir() if p.is_dir()]
     assert entries == [bm.entry_dir(TINY).name]  # no staging folder left behind
     assert bm.load(cache / entries[0]).recipe == TINY
 
