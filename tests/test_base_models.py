@@ -104,7 +104,7 @@ def test_two_processes_building_at_once_leave_one_valid_entry(tmp_path):
     cache = Path(os.environ["COMPANION_CACHE"])
     entries = [p.name for p in (cache / "base-models").iterdir() if p.is_dir()]
     assert entries == [bm.entry_dir(TINY).name]  # no staging folder left behind
-    assert bm.load(cache / entries[0]).recipe == TINY
+    assert bm.load(cache / "base-models" / entries[0]).recipe == TINY
 
 
 def test_the_quick_shakespeare_model_beats_the_unigram_baseline():
