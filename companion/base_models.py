@@ -3,15 +3,17 @@
 ``base_model("shakespeare")`` or ``base_model("tang")`` returns a
 :class:`BaseModel`: a :class:`~companion.models.gpt.TinyGPT`, the
 :class:`~companion.tokenize.BPETokenizer` it reads, and its validation loss.
-Each is made by a fixed :class:`Recipe` (seeded, sized by the run profile with
-:func:`companion.config.budget`), so the same recipe on the same kind of device
-gives the same weights, bit for bit, on the CPU.
+Each is made by a fixed :class:`Recipe` (seeded, sized by the run profile of
+:func:`companion.config.profile`), so the same recipe gives the same weights,
+bit for bit, on the CPU (a GPU's kernels may differ in the last bits: the cache
+keeps one entry per device type).
 
 **The recipe.** The text is split into training and validation text (the
 last 10 % of Tiny Shakespeare; every 40th of the Tang poems, each poem followed
 by ``<|endoftext|>``); the tokenizer is trained on training text only; the
 model reads windows of ``context`` tokens and is trained with
-:func:`companion.train.fit` (AdamW, cross-entropy on the next token). Both
+:func:`companion.train.fit` (AdamW, cross-entropy on the next token; the full
+profile halves the learning rate after each epoch). Both
 profiles share the tokenizer of a corpus, so their losses compare.
 
 **The cache.** A trained model is kept in ``config.cache_dir()/<corpus>-<profile>-<device>-<recipe hash>/``:
