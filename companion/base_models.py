@@ -3,15 +3,17 @@
 ``base_model("shakespeare")`` or ``base_model("tang")`` returns a
 :class:`BaseModel`: a :class:`~companion.models.gpt.TinyGPT`, the
 :class:`~companion.tokenize.BPETokenizer` it reads, and its validation loss.
-Each is made by a fixed :class:`Recipe` (seeded, sized by the run profile with
-:func:`companion.config.budget`), so the same recipe on the same kind of device
-gives the same weights, bit for bit, on the CPU.
+Each is made by a fixed :class:`Recipe` (seeded, sized by the run profile of
+:func:`companion.config.profile`), so the same recipe gives the same weights,
+bit for bit, on the CPU (a GPU's kernels may differ in the last bits: the cache
+keeps one entry per device type).
 
 **The recipe.** The text is split into training and validation text (the
 last 10 % of Tiny Shakespeare; every 40th of the Tang poems, each poem followed
 by ``<|endoftext|>``); the tokenizer is trained on training text only; the
 model reads windows of ``context`` tokens and is trained with
-:func:`companion.train.fit` (AdamW, cross-entropy on the next token). Both
+:func:`companion.train.fit` (AdamW, cross-entropy on the next token; the full
+profile halves the learning rate after each epoch). Both
 profiles share the tokenizer of a corpus, so their losses compare.
 
 **The cache.** A trained model is kept in ``config.cache_dir()/base-models/<corpus>-<profile>-<device>-<recipe hash>/``:
@@ -45,6 +47,7 @@ from companion.tokenize import ENDOFTEXT, BPETokenizer
 
 Corpus = Literal["shakespeare", "tang"]
 CORPORA: tuple[str, ...] = ("shakespeare", "tang")
+"""The corpora a base model is trained on: Tiny Shakespeare and the complete Tang poems."""
 RECIPE_VERSION = 1
 """Raised whenever the building code changes what a recipe makes; it is part of every cache key."""
 
@@ -65,6 +68,7 @@ class Recipe:
         context, dim, heads, layers: the :class:`~companion.models.gpt.GPTConfig` sizes.
         stride: tokens between the starts of consecutive training windows.
         epochs, batch_size, lr, weight_decay: the training run (AdamW).
+        lr_decay: the learning rate is multiplied by it after each epoch.
         seed: seeds the weights and the order of the batches.
         version: :data:`RECIPE_VERSION`.
     """
@@ -83,6 +87,7 @@ class Recipe:
     batch_size: int
     lr: float
     weight_decay: float = 0.1
+    lr_decay: float = 1.0
     val_every: int = 10
     seed: int = 0
     version: int = RECIPE_VERSION
@@ -107,11 +112,12 @@ def recipe(corpus: Corpus, profile: config.Profile | None = None) -> Recipe:
     if corpus == "shakespeare":
         tokenizer = dict(vocab_size=1024, tokenizer_chars=1_000_000, poem_stride=1, val_every=10)
     else:
-        tokenizer = dict(vocab_size=2048, tokenizer_chars=300_000, poem_stride=16 if quick else 4, val_every=40)
+        tokenizer = dict(vocab_size=2048, tokenizer_chars=300_000, poem_stride=16 if quick else 6, val_every=40)
     sizes = dict(context=64, dim=64, heads=4, layers=2, stride=64, epochs=1, batch_size=32, lr=3e-3)
     if not quick:
-        stride = 64 if corpus == "shakespeare" else 128
-        sizes = dict(context=128, dim=128, heads=4, layers=4, stride=stride, epochs=3, batch_size=32, lr=2e-3)
+        stride, epochs = (64, 3) if corpus == "shakespeare" else (128, 2)
+        sizes = dict(context=128, dim=128, heads=4, layers=4, stride=stride, epochs=epochs, batch_size=32, lr=2e-3,
+                     lr_decay=0.5)  # fmt: skip
     return Recipe(corpus=corpus, profile=profile, **tokenizer, **sizes)  # type: ignore[arg-type]
 
 
@@ -213,8 +219,9 @@ def build(r: Recipe) -> BaseModel:
     def loss_fn(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return F.cross_entropy(logits.flatten(0, 1), y.flatten())
 
+    decay = train.EpochScheduler(torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=r.lr_decay))
     train.fit(model, optimizer, loss_fn, windows, epochs=r.epochs, batch_size=r.batch_size,
-              generator=generator, progress=False)  # fmt: skip
+              callbacks=[decay], generator=generator, progress=False)  # fmt: skip
     model.eval()
     return BaseModel(
         model=model,

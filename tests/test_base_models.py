@@ -118,6 +118,16 @@ def test_the_quick_shakespeare_model_beats_the_unigram_baseline():
     assert text.startswith("ROMEO:") and len(text) > len("ROMEO:")
 
 
+@pytest.mark.slow
+def test_the_quick_tang_model_beats_the_unigram_baseline():
+    model = bm.base_model("tang", "quick")
+    assert len(model.tokenizer) == 2048 and model.tokenizer.special_tokens == {"<|endoftext|>": 2047}
+    assert model.val_loss < model.unigram_loss - 0.5, (model.val_loss, model.unigram_loss)
+    eot = torch.tensor([2047])
+    poem = model.tokenizer.decode(model.model.generate(eot, 30, generator=torch.Generator().manual_seed(0))[1:])
+    assert any("\u4e00" <= char <= "\u9fff" for char in poem)  # it writes Chinese characters
+
+
 def test_profiles_share_the_tokenizer_text_and_the_validation_text():
     for corpus in bm.CORPORA:
         quick, full = bm.recipe(corpus, "quick"), bm.recipe(corpus, "full")
