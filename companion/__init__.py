@@ -15,6 +15,7 @@ __version__ = "0.1.0"
 __all__ = [
     "attention",
     "autograd",
+    "base_models",
     "check",
     "config",
     "conv",
@@ -33,6 +34,7 @@ __all__ = [
     "quantize",
     "recurrent",
     "scale",
+    "tokenize",
     "train",
 ]
 

@@ -14,11 +14,14 @@ This is the only module of ``companion`` that reads the environment:
     ``bar`` (the default: a live progress bar, a widget in Jupyter and Colab)
     or ``text`` (one plain line at the end of each epoch: the built book sets
     it, since a page cannot show a live widget).
+``COMPANION_CACHE``
+    A writable folder for what the course makes once and reuses, such as the
+    trained base models of :mod:`companion.base_models` and downloaded weights
+    (:mod:`companion.pretrained`); the default is ``$XDG_CACHE_HOME/companion``
+    or ``~/.cache/companion``.
 ``COMPANION_RECORDS``
     A file that :func:`record` appends the chapters' headline results to
     (``bench/run_notebooks.py`` sets it); unset, :func:`record` writes nothing.
-``COMPANION_CACHE``
-    The writable folder of :func:`cache_dir` (default ``~/.cache/companion``).
 """
 
 from __future__ import annotations
@@ -52,15 +55,6 @@ def _flag(name: str) -> bool:
     if value in _FALSE:
         return False
     raise ValueError(f"{name} must be one of 1/0, true/false, yes/no, on/off; got {value!r}")
-
-
-def cache_dir() -> Path:
-    """The writable folder for what the course fetches or makes at run time (e.g. downloaded weights).
-
-    ``$COMPANION_CACHE``, else ``~/.cache/companion``; created by whoever writes to it.
-    Never the data folder, which may be read-only.
-    """
-    return Path(os.environ.get("COMPANION_CACHE", "").strip() or Path.home() / ".cache" / "companion").expanduser()
 
 
 def gpu_available() -> bool:
@@ -154,6 +148,18 @@ def progress_style() -> ProgressStyle:
     if value not in PROGRESS_STYLES:
         raise ValueError(f"COMPANION_PROGRESS must be 'bar' or 'text'; got {value!r}")
     return value  # type: ignore[return-value]
+
+
+def cache_dir() -> Path:
+    """The writable cache folder: ``COMPANION_CACHE``, else ``$XDG_CACHE_HOME/companion``, else ``~/.cache/companion``.
+
+    Never the data folder (``COMPANION_DATA``), which may be read-only.
+    """
+    env = os.environ.get("COMPANION_CACHE", "").strip()
+    if env:
+        return Path(env).expanduser()
+    cache = os.environ.get("XDG_CACHE_HOME", "").strip() or Path.home() / ".cache"
+    return Path(cache) / "companion"
 
 
 _RECORD_NAME = re.compile(r"[a-z][a-z0-9_]*")

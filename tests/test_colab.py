@@ -47,7 +47,7 @@ twins = load_script("tools/twins.py")
 
 TWINS = [twins.twin_path(source) for source in twins.chapters()]
 # What Colab's runtime brings that the chapters may use; the package's wheel adds `companion`.
-COLAB_PACKAGES = ["numpy", "matplotlib", "tqdm", "ipykernel"]
+COLAB_PACKAGES = ["numpy", "matplotlib", "tqdm", "ipykernel", "transformers"]  # Colab preinstalls transformers
 # What the repository's environment has and Colab's set above does not: no chapter may need it.
 ABSENT_MODULES = ["jupyter_book", "nbval", "jupytext", "pytest", "sklearn", "hypothesis"]
 KERNEL_NAME = "colab-like"

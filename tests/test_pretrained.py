@@ -304,6 +304,7 @@ def test_the_cache_folder_is_companion_cache_or_the_home_cache(monkeypatch, tmp_
     monkeypatch.setenv("COMPANION_CACHE", str(tmp_path))
     assert config.cache_dir() == tmp_path
     monkeypatch.delenv("COMPANION_CACHE")
+    monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
     assert config.cache_dir() == Path.home() / ".cache" / "companion"
 
 
