@@ -19,6 +19,8 @@ Like every deep-learning framework, :func:`conv2d` computes a
 
 from __future__ import annotations
 
+from numbers import Integral
+
 import torch
 from torch.nn import functional as F
 
@@ -28,10 +30,11 @@ IntPair = int | tuple[int, int]
 
 
 def _int(name: str, value: object, least: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < least:
+    """``value`` as a Python int (NumPy's integers are ints too) when it is ``>= least``; else a ``ValueError``."""
+    if isinstance(value, bool) or not isinstance(value, Integral) or value < least:
         kind = "a positive int" if least == 1 else f"an int >= {least}"
         raise ValueError(f"{name} must be {kind}; got {value!r}")
-    return value
+    return int(value)
 
 
 def _pair(name: str, value: object, least: int) -> tuple[int, int]:

@@ -24,6 +24,7 @@ import tempfile
 import urllib.request
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from numbers import Integral
 from pathlib import Path
 
 import numpy as np
@@ -646,11 +647,14 @@ def char_windows(ids: torch.Tensor, length: int, stride: int | None = None) -> t
     if not isinstance(ids, torch.Tensor) or ids.ndim != 1:
         shape = tuple(ids.shape) if isinstance(ids, torch.Tensor) else type(ids).__name__
         raise ValueError(f"char_windows takes a 1-D tensor of ids [T]; got {shape}")
-    if isinstance(length, bool) or not isinstance(length, int) or length < 1:
+    if ids.dtype.is_floating_point or ids.dtype.is_complex or ids.dtype == torch.bool:
+        raise TypeError(f"char_windows takes integer token ids (int64); got dtype {ids.dtype}")
+    if isinstance(length, bool) or not isinstance(length, Integral) or length < 1:
         raise ValueError(f"length must be a positive int; got {length!r}")
     stride = length if stride is None else stride
-    if isinstance(stride, bool) or not isinstance(stride, int) or stride < 1:
+    if isinstance(stride, bool) or not isinstance(stride, Integral) or stride < 1:
         raise ValueError(f"stride must be a positive int; got {stride!r}")
+    length, stride = int(length), int(stride)
     if len(ids) < length + 1:
         raise ValueError(f"windows of length {length} need at least {length + 1} ids; got {len(ids)}")
     X = ids[:-1].unfold(0, length, stride)

@@ -66,10 +66,21 @@ def _check_cell(
             f"{name}: the state must have shape [N, H] = [{x.shape[0]}, {H}] for x of shape {_shape(x)} "
             f"and weight_hh of shape {_shape(weight_hh)}; got {_shape(h)}"
         )
+    _check_dtypes(name, weight_ih.dtype, x=x, h=h)
     for label, b in [("bias_ih", bias_ih), ("bias_hh", bias_hh)]:
         if b is not None and (not isinstance(b, Tensor) or b.shape != (gates * H,)):
             raise ValueError(f"{name}: {label} must have shape [{gates * H}] to match weight_hh {_shape(weight_hh)}; "
                              f"got {_shape(b)}")  # fmt: skip
+
+
+def _check_dtypes(name: str, dtype: torch.dtype, **tensors: Tensor) -> None:
+    """Each tensor has the weights' ``dtype``; else a ``TypeError`` naming both."""
+    for label, t in tensors.items():
+        if t.dtype != dtype:
+            raise TypeError(
+                f"{name}: the weights are {dtype} but {label} is {t.dtype}: convert {label} (.to({dtype})) "
+                f"or the weights (module.to({t.dtype}))"
+            )
 
 
 def _affine(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
@@ -336,6 +347,7 @@ class _Stack(nn.Module):
                 f"{type(self).__name__} expects x of shape {layout} with F = input_size = {self.input_size}; "
                 f"got {_shape(x)}"
             )
+        _check_dtypes(type(self).__name__, self.weight_ih_l0.dtype, x=x)
         states = self._initial(x, state)
         finals = []
         out = x

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import math
 import time
+from numbers import Integral
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Literal
 
@@ -47,6 +48,8 @@ Pair = tuple[torch.Tensor, torch.Tensor]
 
 _CLASS_INDEX_LOSSES = (nn.CrossEntropyLoss, nn.NLLLoss)
 _FLOAT_TARGET_LOSSES = (nn.BCELoss, nn.BCEWithLogitsLoss)
+_ELEMENTWISE_LOSSES = (nn.MSELoss, nn.L1Loss, nn.SmoothL1Loss, nn.HuberLoss)
+_ELEMENTWISE_FUNCTIONS = (F.mse_loss, F.l1_loss, F.smooth_l1_loss, F.huber_loss)
 
 
 class History:
@@ -250,6 +253,105 @@ def _check_pair(name: str, pair: object, loss_fn: object = None) -> Pair:
     return X, y
 
 
+def _check_finite(name: str, X: torch.Tensor, what: str) -> None:
+    """A floating-point ``X`` holds no NaN or infinity; else a ``ValueError`` that says where the first one is."""
+    if X.dtype.is_floating_point:
+        bad = ~torch.isfinite(X)
+        if bad.any():
+            row = int(bad.reshape(len(X), -1).any(dim=1).nonzero()[0, 0]) if X.ndim else 0
+            raise ValueError(
+                f"{name}: {what} holds {int(bad.sum())} NaN or infinite values (the first in row {row}); "
+                "training on them makes every weight NaN: clean or drop those rows first"
+            )
+
+
+def _check_setup(model: object, optimizer: object, loss_fn: object) -> None:
+    """The model, optimizer and loss fit together: clear ``TypeError``/``ValueError`` s before any training."""
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module; got {type(model).__name__}")
+    if not isinstance(optimizer, torch.optim.Optimizer):
+        raise TypeError(
+            "optimizer must be a torch.optim.Optimizer built on the model's parameters, "
+            f"e.g. torch.optim.SGD(model.parameters(), lr=0.1); got {type(optimizer).__name__}"
+        )
+    if not callable(loss_fn):
+        raise TypeError(
+            f"loss_fn must be a function (outputs, targets) -> loss, e.g. nn.CrossEntropyLoss(); got {loss_fn!r}"
+        )
+    own = {id(p) for p in model.parameters()}
+    if not any(id(p) in own for group in optimizer.param_groups for p in group["params"]):
+        raise ValueError(
+            "the optimizer updates none of this model's parameters (was it built on another model?): "
+            "build it on model.parameters() of the model given to fit"
+        )
+    for index, group in enumerate(optimizer.param_groups):
+        lr = group.get("lr")
+        lr = float(lr) if isinstance(lr, torch.Tensor) and lr.numel() == 1 else lr
+        if isinstance(lr, (int, float)) and not isinstance(lr, bool) and not (math.isfinite(lr) and lr >= 0):
+            raise ValueError(f"the optimizer's learning rate must be a finite number >= 0; group {index} has lr={lr}")
+
+
+def _check_dtype(model: nn.Module, name: str, X: torch.Tensor) -> None:
+    """Floating-point inputs have the dtype of the model's floating-point parameters."""
+    dtype = next((p.dtype for p in model.parameters() if p.dtype.is_floating_point), None)
+    if dtype is not None and X.dtype.is_floating_point and X.dtype != dtype:
+        raise TypeError(
+            f"{name}: X has dtype {X.dtype} but the model's parameters are {dtype}: "
+            f"convert the data (X.to({dtype})) or the model (model.to({X.dtype}))"
+        )
+
+
+def _training_device(device: torch.device | str | None) -> torch.device:
+    """``device`` as a ``torch.device`` that exists here; None means :func:`companion.config.device`."""
+    if device is None:
+        return config.device()
+    try:
+        chosen = torch.device(device)
+    except (RuntimeError, TypeError) as err:
+        raise ValueError(f"device must name a torch device such as 'cpu', 'cuda' or 'mps'; got {device!r}") from err
+    available = {"cuda": torch.cuda.is_available, "mps": torch.backends.mps.is_available}
+    if chosen.type in available and not available[chosen.type]():
+        raise ValueError(
+            f"device={device!r} but {chosen.type.upper()} is not available on this machine; "
+            "device=None picks what there is (companion.config.device())"
+        )
+    return chosen
+
+
+def _check_outputs(model: nn.Module, loss_fn: object, pairs: dict[str, Pair]) -> None:
+    """Run the model on two rows and check its outputs against the targets the loss will get.
+
+    An element-wise loss (MSE, L1, Huber) needs outputs of the targets' shape:
+    ``[N, 1]`` against ``[N]`` would broadcast to ``[N, N]``. A class-index loss
+    needs labels in ``0 … C−1`` for ``C`` outputs (or its ``ignore_index``).
+    """
+    elementwise = _is_loss(loss_fn, _ELEMENTWISE_LOSSES, _ELEMENTWISE_FUNCTIONS)
+    class_index = _is_loss(loss_fn, _CLASS_INDEX_LOSSES, (F.cross_entropy, F.nll_loss))
+    if not (elementwise or class_index):
+        return
+    outputs = predict(model, pairs["train"][0][:2])
+    for name, (_, targets) in pairs.items():
+        if elementwise and outputs.shape[1:] != targets.shape[1:]:
+            raise ValueError(
+                f"{name}: {_loss_name(loss_fn)} compares outputs and targets element by element, but the model's "
+                f"outputs are {_rows(outputs.shape)} and the targets {_rows(targets.shape)}: they would broadcast "
+                "to a wrong shape (e.g. [N, N]); reshape the targets (y.unsqueeze(1)) or the outputs to match"
+            )
+        if class_index and outputs.ndim >= 2 and not targets.dtype.is_floating_point:
+            classes, ignore = outputs.shape[1], getattr(loss_fn, "ignore_index", -100)
+            labels = targets[targets != ignore]
+            if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= classes):
+                raise ValueError(
+                    f"{name}: {_loss_name(loss_fn)} needs labels in 0 … {classes - 1} for a model with {classes} "
+                    f"outputs; got labels from {int(labels.min())} to {int(labels.max())}"
+                )
+
+
+def _rows(shape: torch.Size) -> str:
+    """A shape with its first axis, the rows, written ``N``: ``[N, 1]``."""
+    return "[" + ", ".join(["N", *map(str, shape[1:])]) + "]"
+
+
 def _named_metrics(metrics: Metrics) -> dict[str, Metric]:
     if metrics is None:
         return {}
@@ -273,9 +375,9 @@ def _as_generator(generator: torch.Generator | int | None) -> torch.Generator | 
 
 
 def _positive_int(name: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+    if isinstance(value, bool) or not isinstance(value, Integral) or value < 1:
         raise ValueError(f"{name} must be a positive int; got {value!r}")
-    return value
+    return int(value)
 
 
 def _model_device(model: nn.Module, default: torch.device) -> torch.device:
@@ -393,12 +495,14 @@ def _train_epoch(
     def means() -> dict[str, float]:
         return {key: total.item() / seen for key, total in sums.items()}
 
-    for xb, yb in batches(*train, batch_size, shuffle=True, generator=generator):
+    for step, (xb, yb) in enumerate(batches(*train, batch_size, shuffle=True, generator=generator), start=1):
         optimizer.zero_grad(set_to_none=True)
         outputs = model(xb)
         loss = loss_fn(outputs, yb)
-        if loss.ndim != 0:
-            raise ValueError(f"loss_fn must return one number (the batch mean); got shape {tuple(loss.shape)}")
+        if not isinstance(loss, torch.Tensor) or loss.ndim != 0:
+            raise ValueError(f"loss_fn must return one number (the batch mean) as a tensor; got {loss!r:.80}")
+        if _reads_are_free(device) and not torch.isfinite(loss):  # stop before the step spoils the weights
+            _diverged(f"batch {step} of {progress.title}", f"{float(loss.detach())}")
         loss.backward()
         optimizer.step()
         seen += len(xb)
@@ -410,7 +514,22 @@ def _train_epoch(
                     raise ValueError(f"metric {name!r} must return one number; got shape {tuple(value.shape)}")
                 sums[name] += value * len(xb)
         progress.step(means)
-    return means()
+    values = means()
+    if not math.isfinite(values["loss"]):  # on a GPU, a batch's non-finite loss shows in the epoch's sum
+        _diverged(f"a batch of {progress.title}", "NaN or infinite")
+    return values
+
+
+def _reads_are_free(device: torch.device) -> bool:
+    """Whether reading a number back costs nothing: on the CPU, where nothing runs ahead of Python."""
+    return device.type == "cpu"
+
+
+def _diverged(where: str, loss: str) -> None:
+    raise FloatingPointError(
+        f"training stopped: the loss of {where} is {loss}. "
+        "Look for NaN or infinity in the data, a learning rate too large for the problem, or log(0) in the loss"
+    )
 
 
 def fit(
@@ -455,19 +574,38 @@ def fit(
 
     Returns:
         the :class:`History` of the run (``history.plot()`` draws it).
+
+    Raises:
+        TypeError: ``model``, ``optimizer`` or ``loss_fn`` is not what it should be, or
+            the data's dtype is not the model's.
+        ValueError: before training, when the data hold NaN or infinity, the optimizer
+            updates none of the model's parameters or has a learning rate that is not a
+            finite number >= 0, the labels lie outside the model's classes, an element-wise
+            loss would broadcast outputs and targets of different shapes, or ``device``
+            is not available here.
+        FloatingPointError: at the first batch whose loss is NaN or infinite (on the
+            CPU before its step; on a GPU at the end of its epoch, when the epoch's
+            sums are read).
     """
+    _check_setup(model, optimizer, loss_fn)
     epochs = _positive_int("epochs", epochs)
     batch_size = _positive_int("batch_size", batch_size)
-    train = _check_pair("train", train, loss_fn)
-    val = _check_pair("val", val, loss_fn) if val is not None else None
+    pairs = {"train": _check_pair("train", train, loss_fn)}
+    if val is not None:
+        pairs["val"] = _check_pair("val", val, loss_fn)
+    for name, (X, y) in pairs.items():
+        _check_finite(name, X, "X")
+        _check_finite(name, y, "y")
+        _check_dtype(model, name, X)
     named = _named_metrics(metrics)
     callbacks = list(callbacks)
     generator = _as_generator(generator)
-    device = torch.device(device) if device is not None else config.device()
+    device = _training_device(device)
     style = config.progress_style() if progress else None
     model.to(device)
-    train = (train[0].to(device), train[1].to(device))
-    val = (val[0].to(device), val[1].to(device)) if val is not None else None
+    pairs = {name: (X.to(device), y.to(device)) for name, (X, y) in pairs.items()}
+    _check_outputs(model, loss_fn, pairs)
+    train, val = pairs["train"], pairs.get("val")
 
     history = History()
     for callback in callbacks:

@@ -171,3 +171,14 @@ X = torch.zeros(2, 3, 8, 8)
 def test_bad_input_is_explained(call, error, message):
     with pytest.raises(error, match=message):
         call()
+
+
+def test_numpy_integers_are_integers():
+    import numpy as np
+
+    assert conv.output_size(np.int64(28), np.int32(3), p=np.int64(1), s=np.int16(2)) == 14
+    assert type(conv.output_size(np.int64(28), 3)) is int
+    with pytest.raises(ValueError, match="n must be a positive int"):
+        conv.output_size(np.float64(28), 3)
+    x = torch.randn(1, 1, 6, 6)
+    torch.testing.assert_close(conv.max_pool2d(x, np.int64(2)), F.max_pool2d(x, 2))

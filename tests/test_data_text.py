@@ -258,3 +258,16 @@ def test_char_windows_shapes_and_contents(n, length, stride):
 def test_char_windows_rejects_bad_sizes(length, stride, message):
     with pytest.raises(ValueError, match=message):
         data.char_windows(torch.arange(10), length, stride)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bool])
+def test_char_windows_refuses_ids_that_are_not_integers(dtype):
+    with pytest.raises(TypeError, match=f"integer token ids.*{dtype}"):
+        data.char_windows(torch.arange(20).to(dtype), 4)
+
+
+def test_char_windows_takes_numpy_integers():
+    import numpy as np
+
+    X, Y = data.char_windows(torch.arange(20), np.int64(4), stride=np.int32(2))
+    assert X.shape == (8, 4) and torch.equal(Y, X + 1)

@@ -108,3 +108,22 @@ def test_bad_settings_are_explained(build, message):
 def test_bad_input_is_explained(model, x, error, message):
     with pytest.raises(error, match=message):
         model(x)
+
+
+def test_select_modules_matches_whole_names_or_their_last_dotted_parts():
+    from companion.models.base import replace_module, select_modules
+
+    model = nn.Sequential()
+    model.add_module("heads", nn.Linear(2, 2))
+    model.add_module("block", nn.Sequential(nn.Linear(2, 3), nn.ReLU(), nn.Linear(3, 2)))
+    model.add_module("head", nn.Linear(2, 1))
+    assert list(select_modules(model, "head")) == ["head"]
+    assert list(select_modules(model, ["block.*"])) == ["block.0", "block.1", "block.2"]
+    assert list(select_modules(model, ["2", "heads"])) == ["heads", "block.2"]
+    with pytest.raises(ValueError, match="no module.*'tail'.*'heads'"):
+        select_modules(model, "tail")
+    with pytest.raises(TypeError, match="patterns"):
+        select_modules(model, [])
+    new = nn.Linear(3, 2)
+    replace_module(model, "block.2", new)
+    assert model.block[2] is new

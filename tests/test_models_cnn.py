@@ -100,3 +100,9 @@ def test_dropout_sits_before_the_read_out():
 def test_bad_settings_are_explained(build, message):
     with pytest.raises(ValueError, match=message):
         build()
+
+
+def test_float64_images_into_a_float32_cnn_get_an_error_naming_both_dtypes():
+    with pytest.raises(TypeError, match="CNN's weights are torch.float32 but the input is torch.float64"):
+        CNN()(torch.zeros(2, 28, 28, dtype=torch.float64))
+    assert CNN().double()(torch.zeros(2, 28, 28, dtype=torch.float64)).dtype == torch.float64

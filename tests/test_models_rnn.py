@@ -188,3 +188,8 @@ def test_char_lstm_rejects_bad_ids(ids, error, message):
 def test_generate_rejects_bad_options(kwargs, message):
     with pytest.raises(ValueError, match=message):
         CharLSTM(vocab_size=10, embed_dim=4, hidden=8).generate(torch.tensor([[1]]), **kwargs)
+
+
+def test_float64_sequences_into_a_float32_classifier_get_an_error_naming_both_dtypes():
+    with pytest.raises(TypeError, match="RNNClassifier's weights are torch.float32 but the input is torch.float64"):
+        RNNClassifier("lstm", input_size=3, hidden=4)(torch.zeros(2, 5, 3, dtype=torch.float64))

@@ -206,3 +206,21 @@ def test_stacks_name_both_shapes():
         recurrent.RNN(3, 4, nonlinearity="sigmoid")
     with pytest.raises(ValueError, match="num_layers must be a positive int; got 0"):
         recurrent.GRU(3, 4, num_layers=0)
+
+
+@pytest.mark.parametrize("make, x", [
+    (lambda: recurrent.LSTM(3, 4), torch.zeros(2, 5, 3, dtype=torch.float64)),
+    (lambda: recurrent.GRU(3, 4, num_layers=2), torch.zeros(2, 5, 3, dtype=torch.float64)),
+    (lambda: recurrent.LSTMCell(3, 4), torch.zeros(2, 3, dtype=torch.float64)),
+    (lambda: recurrent.RNNCell(3, 4), torch.zeros(2, 3, dtype=torch.float64)),
+])  # fmt: skip
+def test_float64_inputs_into_float32_weights_get_an_error_naming_both_dtypes(make, x):
+    with pytest.raises(TypeError, match="the weights are torch.float32 but x is torch.float64"):
+        make()(x)
+    assert make().double()(x) is not None
+
+
+def test_a_state_of_another_dtype_is_named_too():
+    cell = recurrent.GRUCell(3, 4)
+    with pytest.raises(TypeError, match="gru_cell: the weights are torch.float32 but h is torch.float64"):
+        cell(torch.zeros(2, 3), torch.zeros(2, 4, dtype=torch.float64))

@@ -321,3 +321,132 @@ def test_evaluate_bad_input():
         train.predict(new_model(), [[0.0, 1.0]])
     with pytest.raises(ValueError, match="X is empty"):
         train.predict(new_model(), torch.zeros(0, 2))
+
+
+def with_nan(X: torch.Tensor, row: int) -> torch.Tensor:
+    X = X.clone()
+    X[row, 0] = float("nan")
+    return X
+
+
+def mlp(sizes: list[int]) -> nn.Module:
+    torch.manual_seed(0)
+    return MLP(sizes)
+
+
+X_BAD, Y_BAD = blobs(20, 14)
+
+
+@pytest.mark.parametrize(
+    "changes, error, message",
+    [
+        ({"train": (with_nan(X_BAD, 7), Y_BAD)}, ValueError, r"train: X holds 1 NaN or infinite values \(the first in row 7\)"),
+        ({"val": (with_nan(X_BAD, 2), Y_BAD)}, ValueError, "val: X holds 1 NaN"),
+        ({"loss_fn": nn.MSELoss(), "model": mlp([2, 1]), "train": (X_BAD, Y_BAD.float().clone().fill_(torch.inf))},
+         ValueError, "train: y holds 20 NaN or infinite"),
+        ({"lr": float("nan")}, ValueError, "learning rate must be a finite number >= 0; group 0 has lr=nan"),
+        ({"lr": float("inf"), "optimizer_class": torch.optim.Adam}, ValueError, "group 0 has lr=inf"),
+        ({"optimizer": torch.optim.SGD(mlp([2, 3]).parameters(), lr=0.1)}, ValueError, "none of this model's parameters"),
+        ({"loss_fn": None}, TypeError, "loss_fn must be a function.*got None"),
+        ({"optimizer": None}, TypeError, "optimizer must be a torch.optim.Optimizer.*got NoneType"),
+        ({"model": "mlp"}, TypeError, "model must be a torch.nn.Module"),
+        ({"train": (X_BAD, Y_BAD + 3)}, ValueError, r"labels in 0 … 2 for a model with 3 outputs; got labels from 3 to 5"),
+        ({"val": (X_BAD, Y_BAD - 1)}, ValueError, "val: CrossEntropyLoss needs labels in 0 … 2.*from -1"),
+        ({"loss_fn": F.cross_entropy, "train": (X_BAD, Y_BAD * 2)}, ValueError, "cross_entropy needs labels in 0 … 2"),
+        ({"loss_fn": nn.MSELoss(), "model": mlp([2, 1]), "train": (X_BAD, Y_BAD.float())},
+         ValueError, r"outputs are \[N, 1\] and the targets \[N\]"),
+        ({"loss_fn": nn.HuberLoss(), "model": nn.Sequential(mlp([2, 1]), nn.Flatten(0)), "train": (X_BAD, torch.zeros(20, 1))},
+         ValueError, r"HuberLoss compares.*outputs are \[N\] and the targets \[N, 1\]"),
+        ({"loss_fn": F.l1_loss, "model": mlp([2, 3]), "train": (X_BAD, torch.zeros(20, 2))},
+         ValueError, r"l1_loss compares.*\[N, 3\] and the targets \[N, 2\]"),
+        ({"device": "cuda:0" if not torch.cuda.is_available() else "mps"}, ValueError, "is not available on this machine"),
+        ({"device": "gpu"}, ValueError, "device must name a torch device"),
+        ({"train": (X_BAD.double(), Y_BAD)}, TypeError, "X has dtype torch.float64 but the model's parameters are torch.float32"),
+    ],
+)  # fmt: skip
+def test_bad_setups_are_refused_before_training(changes, error, message):
+    model = changes.get("model", new_model())
+    make = changes.pop("optimizer_class", torch.optim.SGD)
+    lr = changes.pop("lr", 0.1)
+    changes.setdefault("optimizer", make(model.parameters(), lr=lr) if isinstance(model, nn.Module) else None)
+    before = {k: v.clone() for k, v in model.state_dict().items()} if isinstance(model, nn.Module) else {}
+    with pytest.raises(error, match=message):
+        bad_fit(**{**changes, "model": model})
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items()), "no step was taken"
+
+
+def test_ignored_labels_and_a_model_of_another_dtype_that_matches_its_data_are_fine():
+    X, y = blobs(40, 3)
+    y[::4] = -100  # CrossEntropyLoss's ignore_index
+    assert len(bad_fit(train=(X, y), epochs=1)) == 1
+    model = new_model().double()
+    history = train.fit(model, torch.optim.SGD(model.parameters(), lr=0.1), nn.CrossEntropyLoss(), (X.double(), y),
+                        epochs=1, device=CPU, progress=False)  # fmt: skip
+    assert len(history) == 1
+
+
+def test_a_loss_that_turns_nan_stops_training_at_its_batch_before_the_step():
+    """The third batch's loss is NaN: training stops there, with the weights of the second step."""
+    calls = []
+
+    def turns_nan(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        calls.append(1)
+        loss = F.cross_entropy(outputs, targets)
+        return loss * float("nan") if len(calls) == 3 else loss
+
+    X, y = blobs(64, 5)
+    model, twin = new_model(), new_model()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    with pytest.raises(FloatingPointError, match=r"the loss of batch 3 of epoch 1/2 is nan\. Look for NaN"):
+        train.fit(model, optimizer, turns_nan, (X, y), epochs=2, batch_size=16, device=CPU, generator=0,
+                  progress=False)  # fmt: skip
+    twin_optimizer = torch.optim.SGD(twin.parameters(), lr=0.1)
+    for step, (xb, yb) in enumerate(batches(X, y, 16, shuffle=True, generator=torch.Generator().manual_seed(0))):
+        if step == 2:
+            break
+        twin_optimizer.zero_grad()
+        F.cross_entropy(twin(xb), yb).backward()
+        twin_optimizer.step()
+    assert all(torch.equal(a, b) for a, b in zip(model.parameters(), twin.parameters()))
+
+
+def test_a_learning_rate_far_too_large_stops_training_with_a_message():
+    X, y = blobs(64, 5)
+    model = new_model()
+    with pytest.raises(FloatingPointError, match=r"the loss of batch \d+ of epoch \d/5 is (nan|inf).*learning rate"):
+        train.fit(model, torch.optim.SGD(model.parameters(), lr=1e30), nn.CrossEntropyLoss(), (X * 1e10, y),
+                  epochs=5, batch_size=16, device=CPU, progress=False)  # fmt: skip
+
+
+def test_numpy_integers_count_as_ints():
+    import numpy as np
+
+    assert len(bad_fit(epochs=np.int64(2), batch_size=np.int32(8))) == 2
+
+
+def stop_on_the_third_batch(device: torch.device) -> str:
+    """Train with a loss that is NaN on the third batch; the message of the error that stops training."""
+    calls = []
+
+    def turns_nan(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        calls.append(1)
+        loss = F.cross_entropy(outputs, targets)
+        return loss * float("nan") if len(calls) == 3 else loss
+
+    X, y = blobs(64, 5)
+    model = new_model()
+    with pytest.raises(FloatingPointError) as error:
+        train.fit(model, torch.optim.SGD(model.parameters(), lr=0.1), turns_nan, (X, y), epochs=2, batch_size=16,
+                  device=device, progress=False)  # fmt: skip
+    return str(error.value)
+
+
+def test_where_reading_back_is_not_free_the_epochs_sum_shows_a_nan_loss(monkeypatch):
+    """On a GPU, fit reads no loss per batch; a NaN loss turns the epoch's sum NaN, read when the epoch ends."""
+    monkeypatch.setattr(train, "_reads_are_free", lambda device: False)
+    assert "the loss of a batch of epoch 1/2 is NaN or infinite" in stop_on_the_third_batch(CPU)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_on_a_gpu_a_nan_loss_stops_training_when_its_epoch_ends():
+    assert "the loss of a batch of epoch 1/2 is NaN or infinite" in stop_on_the_third_batch(torch.device("cuda"))

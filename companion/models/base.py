@@ -1,8 +1,10 @@
-"""What the chapters' models share: parameter counts, input checks and the sampling of the next token."""
+"""What the chapters' models share: parameter counts, input checks, the sampling of the next token, and finding sub-modules by name."""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
+from fnmatch import fnmatchcase
 
 import torch
 from torch import nn
@@ -21,12 +23,17 @@ def _check_dropout(dropout: float) -> float:
     return float(dropout)
 
 
-def _check_input(x: torch.Tensor, model: str, expected: str, ok: bool) -> None:
+def _check_input(x: torch.Tensor, model: str, expected: str, ok: bool, dtype: torch.dtype | None = None) -> None:
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"{model} takes a torch tensor; got {type(x).__name__}")
     if not x.dtype.is_floating_point:
         raise TypeError(
             f"{model} takes floating-point inputs; got dtype {x.dtype} (for 0-255 images use x.float() / 255)"
+        )
+    if dtype is not None and x.dtype != dtype:
+        raise TypeError(
+            f"{model}'s weights are {dtype} but the input is {x.dtype}: convert the input (x.to({dtype})) "
+            f"or the model (model.to({x.dtype}))"
         )
     if not ok:
         raise ValueError(f"{model} expects inputs of shape {expected}; got {tuple(x.shape)}")
@@ -74,3 +81,41 @@ def sample_next(
         cut = torch.zeros_like(logits, dtype=torch.bool).scatter(-1, order, before >= top_p)
         logits = logits.masked_fill(cut, float("-inf"))
     return torch.multinomial(torch.softmax(logits, dim=-1), 1, generator=generator)
+
+
+def select_modules(model: nn.Module, patterns: str | Sequence[str]) -> dict[str, nn.Module]:
+    """The sub-modules of ``model`` whose qualified names match ``patterns``, by name in model order.
+
+    A pattern is a shell-style glob (``*`` matches any run of characters, dots
+    included) that matches a name either whole or as its last dotted parts:
+    ``"out_proj"`` matches ``"blocks.0.attn.out_proj"``, ``"blocks.*.mlp.0"``
+    matches the first layer of every block's MLP, ``"head"`` only a module named
+    ``head`` (at any depth), never ``"heads"``.
+
+    Args:
+        model: any ``torch.nn.Module``.
+        patterns: one pattern or a sequence of them.
+
+    Raises:
+        ValueError: a pattern matches no module (the message lists the names there are).
+    """
+    if isinstance(patterns, str):
+        patterns = [patterns]
+    if not isinstance(patterns, Sequence) or not patterns or not all(isinstance(p, str) and p for p in patterns):
+        raise TypeError(f"patterns must be a non-empty str or a sequence of them; got {patterns!r}")
+    named = [(name, module) for name, module in model.named_modules() if name]
+    chosen: dict[str, nn.Module] = {}
+    for pattern in patterns:
+        found = {n: m for n, m in named if fnmatchcase(n, pattern) or fnmatchcase(n, f"*.{pattern}")}
+        if not found:
+            names = [n for n, _ in named]
+            raise ValueError(f"no module of the model is named like {pattern!r}; its modules are {names}")
+        chosen |= found
+    return {name: chosen[name] for name, _ in named if name in chosen}
+
+
+def replace_module(model: nn.Module, name: str, new: nn.Module) -> None:
+    """Put ``new`` where the sub-module called ``name`` (e.g. ``"blocks.0.attn.out_proj"``) was."""
+    parent_name, _, child = name.rpartition(".")
+    parent = model.get_submodule(parent_name) if parent_name else model
+    setattr(parent, child, new)

@@ -119,7 +119,7 @@ class CNN(nn.Module):
         ok = isinstance(x, torch.Tensor) and (
             (x.ndim == 3 and x.shape[1:] == (s, s)) or (x.ndim == 4 and x.shape[1:] == (1, s, s))
         )
-        _check_input(x, "CNN", f"[N, {s}, {s}] or [N, 1, {s}, {s}]", ok)
+        _check_input(x, "CNN", f"[N, {s}, {s}] or [N, 1, {s}, {s}]", ok, self.classifier[-1].weight.dtype)
         if x.ndim == 3:
             x = x.unsqueeze(1)
         return self.classifier(self.features(x))

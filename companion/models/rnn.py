@@ -73,7 +73,7 @@ class RNNClassifier(nn.Module):
         if isinstance(x, torch.Tensor) and x.ndim == 4 and x.shape[1] == 1:
             x = x.squeeze(1)
         ok = isinstance(x, torch.Tensor) and x.ndim == 3 and x.shape[2] == self.input_size and x.shape[1] >= 1
-        _check_input(x, "RNNClassifier", f"[N, T, {self.input_size}] (batch first)", ok)
+        _check_input(x, "RNNClassifier", f"[N, T, {self.input_size}] (batch first)", ok, self.head.weight.dtype)
         outputs, _ = self.rnn(x)  # [N, T, hidden]: the top layer's h_t at every step
         return self.head(self.dropout(outputs[:, -1]))
 
