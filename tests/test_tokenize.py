@@ -349,3 +349,14 @@ def test_every_known_character_is_in_one_class():
         category = unicodedata.category(char)
         assert bool(letters.fullmatch(char)) == (category[0] == "L")
         assert bool(numbers.fullmatch(char)) == (category[0] == "N")
+
+
+CL100K_PATTERN = r"""'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]++[\r\n]*|\s*[\r\n]|\s+(?!\S)|\s+"""
+
+
+@pytest.mark.skipif(sys.version_info < (3, 11), reason="possessive quantifiers need Python 3.11's re")
+@SETTINGS
+@given(text=st.one_of(ENGLISH, CHINESE, st.text(KNOWN, max_size=60)))
+def test_gpt4_pattern_splits_as_the_regex_module(text):
+    """GPT-4's pattern (cl100k) too: scoped case-insensitive flags, possessive quantifiers, counted repeats."""
+    assert pre_split(text, CL100K_PATTERN) == regex.findall(CL100K_PATTERN, text)
