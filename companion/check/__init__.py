@@ -20,3 +20,4 @@ from companion.check.attention import *  # noqa: F403
 from companion.check.conv import *  # noqa: F403
 from companion.check.recurrent import *  # noqa: F403
 from companion.check.scale import *  # noqa: F403
+from companion.check.finetune import *  # noqa: F403
