@@ -181,7 +181,21 @@ def texts(r: Recipe) -> tuple[str, str, str]:
         return "".join(text + ENDOFTEXT for text in chosen)
 
     tokenizer_text = joined(pool[::10])[: r.tokenizer_chars]
-    return tokenizer_text, joined(pool[:: r.poem_stride]), joined([poems[i] for i in sorted(held)])
+    return tokenizer_text, joined(pool[:: r.poem_stride]), joined([p.text for p in validation_poems(r)])
+
+
+def validation_poems(r: Recipe) -> list[data.Poem]:
+    """The Tang poems of a recipe's validation text, in the collection's order: every
+    ``val_every``-th poem that has lines. A model of the recipe never trained on them, so they
+    suit a downstream test of what it learned.
+
+    Raises:
+        ValueError: the recipe is not of the Tang poems.
+    """
+    if r.corpus != "tang":
+        raise ValueError(f"only the Tang poems are split by poem; got a recipe of {r.corpus!r}")
+    poems = [poem for poem in data.tang_poems() if poem.lines]
+    return poems[r.val_every - 1 :: r.val_every]
 
 
 def _mean_loss(model: TinyGPT, ids: torch.Tensor, context: int, batch_size: int = 64) -> float:

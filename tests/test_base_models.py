@@ -142,6 +142,16 @@ def test_tang_text_separates_poems_with_the_end_of_text_token():
     assert train_text.endswith("<|endoftext|>") and val_text.count("<|endoftext|>") == 57_603 // 400
 
 
+def test_the_validation_poems_are_the_validation_text_and_never_training_text():
+    poems = bm.validation_poems(TINY)
+    _, train_text, val_text = bm.texts(TINY)
+    assert len(poems) == 57_603 // 400 and all(p.lines for p in poems)
+    assert val_text == "".join(p.text + "<|endoftext|>" for p in poems)
+    assert not any(p.text in train_text for p in poems[:20])
+    with pytest.raises(ValueError, match="only the Tang poems"):
+        bm.validation_poems(bm.recipe("shakespeare", "quick"))
+
+
 def test_unigram_loss_is_the_cross_entropy_of_smoothed_frequencies():
     train_ids, val_ids = torch.tensor([0, 0, 0, 1]), torch.tensor([0, 2])
     # counts + 1 = [4, 2, 1] of 7

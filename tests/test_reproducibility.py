@@ -44,9 +44,11 @@ def test_the_cpu_runs_are_committed():
 def test_committed_results_cover_every_chapter_and_every_recorded_name(run):
     lines = reproducibility.load()[run]
     by_chapter = {line["chapter"]: line for line in lines}
-    assert sorted(by_chapter) == [c.stem for c in CHAPTERS]
     profile, device = run.split("-")
-    for chapter in CHAPTERS:
+    if device == "cpu":  # the reference runs cover every chapter; a GPU run covers the chapters it ran
+        assert sorted(by_chapter) == [c.stem for c in CHAPTERS]
+    assert set(by_chapter) <= {c.stem for c in CHAPTERS}
+    for chapter in (c for c in CHAPTERS if c.stem in by_chapter):
         line = by_chapter[chapter.stem]
         assert line["profile"] == profile and line["device"] == device
         assert line["seconds"] > 0

@@ -21,3 +21,4 @@ from companion.check.conv import *  # noqa: F403
 from companion.check.recurrent import *  # noqa: F403
 from companion.check.scale import *  # noqa: F403
 from companion.check.llm import *  # noqa: F403
+from companion.check.finetune import *  # noqa: F403

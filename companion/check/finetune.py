@@ -1,0 +1,148 @@
+"""Self-checks of chapter 12, adapting a pretrained model: a LoRA layer's forward pass, the DPO loss and
+the answer-only mask of instruction tuning."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch.nn import functional as F
+
+from companion.check.core import CheckResult, CheckSpec, define
+
+__all__ = ["answer_only_mask", "dpo_loss", "lora_forward"]
+
+
+def _lora_cases(gen: torch.Generator) -> list:
+    def randn(*shape: int) -> torch.Tensor:
+        return torch.randn(*shape, generator=gen)
+
+    cases = []
+    for batch, d_in, d_out, r, alpha in [((2,), 4, 3, 1, 1.0), ((3,), 8, 6, 2, 8.0), ((2, 5), 16, 12, 4, 8.0),
+                                         ((4,), 12, 20, 3, 16.0)]:  # fmt: skip
+        args = (randn(*batch, d_in), randn(d_out, d_in), randn(d_out), randn(r, d_in), randn(d_out, r), alpha)
+        cases.append((f"x {tuple(args[0].shape)}, W {(d_out, d_in)}, r = {r}, α = {alpha:g}", args))
+    return cases
+
+
+def _lora(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, a: torch.Tensor, b: torch.Tensor,
+          alpha: float, mistake: str = "") -> torch.Tensor:  # fmt: skip
+    r = a.shape[0]
+    scale = {"unscaled": 1.0, "alpha": alpha, "alpha times r": alpha * r, "r over alpha": r / alpha}.get(
+        mistake, alpha / r
+    )
+    base = torch.zeros(()) if mistake == "no base" else x @ weight.T + bias
+    return base + scale * (x @ a.T) @ b.T
+
+
+@define(CheckSpec(
+    "lora_forward", _lora, _lora_cases, rtol=1e-5, atol=1e-5,
+    forbidden=("companion.lora.LoRALinear.forward", "companion.lora.LoRALinear.merge"),
+    mistakes={
+        "the low-rank update is not scaled: it needs the factor α/r": lambda *c: _lora(*c, mistake="unscaled"),
+        "the update is scaled by α, not by α/r": lambda *c: _lora(*c, mistake="alpha"),
+        "the update is scaled by α·r, not by α/r": lambda *c: _lora(*c, mistake="alpha times r"),
+        "the scale is upside down: r/α instead of α/r": lambda *c: _lora(*c, mistake="r over alpha"),
+        "the frozen layer's own output x Wᵀ + b is missing: this is the update alone":
+            lambda *c: _lora(*c, mistake="no base"),
+    },
+    hint="the frozen layer gives x @ W.T + b; the low-rank path first shrinks x to r numbers with A "
+    "(x @ A.T), then grows them back with B (@ B.T); r is A.shape[0]; add the two, the second "
+    "multiplied by alpha / r.",
+))
+def lora_forward(student: Callable[..., Any]) -> CheckResult:
+    """Check ``student(x, weight, bias, A, B, alpha)``: a linear layer with a LoRA update, without the
+    course's ``LoRALinear`` (it raises while the function runs).
+
+    Shapes: ``x [..., in]``, ``weight [out, in]``, ``bias [out]``, ``A [r, in]``, ``B [out, r]``, ``alpha`` a
+    float → ``[..., out]``.
+    """
+
+
+def _dpo_cases(gen: torch.Generator) -> list:
+    cases = []
+    for n, beta in [(1, 0.1), (4, 0.1), (8, 0.5), (16, 1.0), (5, 2.0)]:
+        logps = tuple(-torch.rand(n, generator=gen, dtype=torch.float64) * 20 for _ in range(4))
+        cases.append((f"B = {n}, β = {beta:g}", (*logps, beta)))
+    return cases
+
+
+def _dpo(pc: torch.Tensor, pr: torch.Tensor, rc: torch.Tensor, rr: torch.Tensor, beta: float,
+         mistake: str = "") -> torch.Tensor:  # fmt: skip
+    b = 1.0 if mistake == "no beta" else beta
+    chosen = b * (pc - (0 if mistake == "no reference" else rc))
+    rejected = b * (pr - (0 if mistake == "no reference" else rr))
+    margin = rejected - chosen if mistake == "swapped" else chosen - rejected
+    losses = F.softplus(-margin) if mistake != "no minus" else F.logsigmoid(margin)
+    return losses.sum() if mistake == "sum" else losses.mean()
+
+
+@define(CheckSpec(
+    "dpo_loss", _dpo, _dpo_cases, rtol=1e-5, atol=1e-7, forbidden=("companion.preference.dpo_loss",),
+    mistakes={
+        "chosen and rejected are swapped: the loss falls when the rejected answer gains":
+            lambda *c: _dpo(*c, mistake="swapped"),
+        "β is missing: the log-ratios are not multiplied by it": lambda *c: _dpo(*c, mistake="no beta"),
+        "the reference model's log-probabilities are not subtracted": lambda *c: _dpo(*c, mistake="no reference"),
+        "the minus sign is missing: this is log σ, a number to maximise, not a loss":
+            lambda *c: _dpo(*c, mistake="no minus"),
+        "the loss is summed over the pairs, not averaged": lambda *c: _dpo(*c, mistake="sum"),
+    },
+    hint="each answer's implicit reward is beta times (its policy log-probability minus its reference "
+    "log-probability); the loss of a pair is -log σ(reward of the chosen − reward of the rejected), "
+    "and F.logsigmoid computes log σ stably; average over the pairs.",
+))
+def dpo_loss(student: Callable[..., Any]) -> CheckResult:
+    """Check ``student(policy_chosen, policy_rejected, ref_chosen, ref_rejected, beta)``: the DPO loss of a
+    batch of preference pairs, a 0-d tensor, without ``companion.preference.dpo_loss`` (it raises while the
+    function runs). Each of the four log-probabilities is a float tensor ``[B]``."""
+
+
+START, END = 1, 2
+
+
+def _mask_cases(gen: torch.Generator) -> list:
+    cases = []
+    for rows, prompt, answer, width in [(1, 2, 1, 7), (2, 3, 2, 9), (4, 5, 3, 12), (3, 1, 4, 10)]:
+        ids = torch.randint(3, 50, (rows, width), generator=gen)
+        for i in range(rows):
+            p = prompt + int(torch.randint(0, 2, (), generator=gen))
+            a = answer + int(torch.randint(0, 2, (), generator=gen))
+            ids[i, p] = START
+            ids[i, p + a + 1 :] = END  # the end token, then padding with it
+        cases.append((f"ids {tuple(ids.shape)}, start_id = {START}, end_id = {END}", (ids, START, END)))
+    return cases
+
+
+def _mask(ids: torch.Tensor, start_id: int, end_id: int, mistake: str = "") -> torch.Tensor:
+    is_start = ids == start_id
+    seen_start = is_start.int().cumsum(1) > 0
+    after = seen_start & ~is_start if mistake != "with start" else seen_start
+    if mistake == "whole":
+        after = torch.ones_like(ids, dtype=torch.bool)
+    is_end = (ids == end_id) & after
+    ended = (is_end.int().cumsum(1) - is_end.int()) > 0
+    if mistake == "no end":
+        return after & ~ended & ~is_end
+    return after if mistake == "padding" else after & ~ended
+
+
+@define(CheckSpec(
+    "answer_only_mask", _mask, _mask_cases,
+    forbidden=("companion.instruct.answer_mask", "companion.instruct.ChatTemplate.answer_mask"),
+    mistakes={
+        "the end token is left out: the model must learn to stop, so it is part of the answer":
+            lambda *c: _mask(*c, mistake="no end"),
+        "the start token itself is marked: it belongs to the prompt": lambda *c: _mask(*c, mistake="with start"),
+        "the padding after the end token is marked too": lambda *c: _mask(*c, mistake="padding"),
+        "the prompt is marked too: this trains on every token up to the end":
+            lambda *c: _mask(*c, mistake="whole"),
+    },
+    hint="walk along each row: nothing is marked up to and including the first start_id; from the next "
+    "token on, mark every token up to and including the first end_id, then nothing. Running sums along "
+    "the row (cumsum) tell, at each position, whether a start or an end token came before.",
+))
+def answer_only_mask(student: Callable[..., Any]) -> CheckResult:
+    """Check ``student(ids, start_id, end_id)``: the answer-only loss mask of a batch of conversations,
+    a bool tensor of the shape of ``ids`` (``int64 [B, T]``), without ``companion.instruct.answer_mask``."""
