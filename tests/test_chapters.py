@@ -111,6 +111,14 @@ def test_every_citation_is_in_the_bibliography():
                 assert key.strip() in keys, f"{source.name} cites {key.strip()!r}, missing from references.bib"
 
 
+def test_the_bibliography_parses_as_bibtex_with_unique_keys():
+    pybtex = pytest.importorskip("pybtex.database", reason="pybtex comes with the book extra")
+    bib = (ROOT / "book" / "references.bib").read_text(encoding="utf-8")
+    parsed = pybtex.parse_string(bib, "bibtex")  # raises on an unclosed entry, as sphinxcontrib-bibtex does
+    keys = re.findall(r"^@\w+\{([^,]+),", bib, re.M)
+    assert len(parsed.entries) == len(keys) == len(set(keys)), "one parsed entry per @-line, no key twice"
+
+
 MAX_CODE_LINE = 80
 
 
