@@ -5,20 +5,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from bpe_reference import merge_pair as merge
 from companion import attention, check, tokenize
 from companion.models.base import sample_next
-
-
-def merge(ids, pair, new_id):
-    out, i = [], 0
-    while i < len(ids):
-        if i + 1 < len(ids) and (ids[i], ids[i + 1]) == tuple(pair):
-            out.append(new_id)
-            i += 2
-        else:
-            out.append(ids[i])
-            i += 1
-    return out
 
 
 def test_bpe_merge():

@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import gzip
 import shutil
-import socket
 import struct
 from pathlib import Path
 
@@ -13,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 
+from downloads import closed_port, leftovers
 from companion import data
 
 LABELS = data.MNIST.splits["test"][1]  # the smallest real file (4,542 bytes)
@@ -118,10 +118,6 @@ def with_mirrors(monkeypatch, *mirrors: str) -> None:
     monkeypatch.setattr(data, "MNIST", dataclasses.replace(data.MNIST, mirrors=mirrors))
 
 
-def leftovers(folder: Path) -> list[str]:
-    return sorted(p.name for p in folder.iterdir() if p.name.endswith(".part"))
-
-
 def test_download_tries_mirrors_in_turn(real_mnist_root, tmp_path, file_server, monkeypatch):
     serve_mnist(real_mnist_root, file_server)
     with_mirrors(monkeypatch, file_server.base_url + "/missing/", file_server.base_url + "/good/")
@@ -165,12 +161,6 @@ def test_download_with_wrong_checksum_is_rejected(real_mnist_root, tmp_path, fil
         data.mnist("test", root=tmp_path)
     assert not (tmp_path / "mnist" / LABELS.name).exists()
     assert leftovers(tmp_path / "mnist") == []
-
-
-def closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def test_offline_error_names_missing_files_and_folder(tmp_path, monkeypatch):

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import dataclasses
 import shutil
-import socket
 from pathlib import Path
 
 import pytest
 
+from downloads import closed_port, leftovers
 from companion import data
 
 FOLDER = data.TANG_POEMS.folder  # chinese-poetry/quantangshi
@@ -73,10 +73,6 @@ def with_mirrors(monkeypatch, *mirrors: str) -> None:
     monkeypatch.setattr(data, "TANG_POEMS", dataclasses.replace(data.TANG_POEMS, mirrors=mirrors))
 
 
-def leftovers(folder: Path) -> list[str]:
-    return sorted(p.name for p in folder.iterdir() if p.name.endswith(".part"))
-
-
 def test_missing_file_is_downloaded_and_verified(real_root, tmp_path, file_server, monkeypatch):
     folder = all_but_last(real_root, tmp_path)
     file_server.files[f"/npm/{LAST}"] = (real_root / FOLDER / LAST).read_bytes()
@@ -119,12 +115,6 @@ def test_corrupt_file_on_disk_is_reported_then_replaced(real_root, tmp_path, fil
     with_mirrors(monkeypatch, file_server.base_url + "/npm/")
     assert len(data.tang_poems(root=tmp_path)) == 57_607
     assert file_server.requests == [f"/npm/{LAST}"]
-
-
-def closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def test_offline_error_names_every_missing_file_and_the_folder(tmp_path, monkeypatch):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import socket
 from pathlib import Path
 
 import pytest
@@ -12,6 +11,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from downloads import closed_port, leftovers
 from companion import data
 
 NAME = data.TINY_SHAKESPEARE.file.name  # input.txt
@@ -55,10 +55,6 @@ def test_default_root_is_companion_data(monkeypatch, real_text_root):
 
 def with_mirrors(monkeypatch, *mirrors: str) -> None:
     monkeypatch.setattr(data, "TINY_SHAKESPEARE", dataclasses.replace(data.TINY_SHAKESPEARE, mirrors=mirrors))
-
-
-def leftovers(folder: Path) -> list[str]:
-    return sorted(p.name for p in folder.iterdir() if p.name.endswith(".part"))
 
 
 def test_download_tries_mirrors_in_turn(real_bytes, tmp_path, file_server, monkeypatch):
@@ -105,12 +101,6 @@ def test_corrupt_file_on_disk_is_reported_then_replaced(real_bytes, tmp_path, fi
     assert len(data.tiny_shakespeare(root=tmp_path)) == SIZE
     assert data.md5sum(folder / NAME) == data.TINY_SHAKESPEARE.file.md5
     assert leftovers(folder) == []
-
-
-def closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def test_offline_error_names_the_file_and_the_folder(tmp_path, monkeypatch):

@@ -26,6 +26,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from tiktoken import _educational
 
+from bpe_reference import merge_pair
 from companion import data
 from companion.tokenize import ENDOFTEXT, GPT2_SPLIT_PATTERN, BPETokenizer, compile_pattern, gpt2_byte_chars, pre_split
 
@@ -167,18 +168,6 @@ def test_special_strings_are_cut_out_before_training():
 
 
 # --- the trainer ------------------------------------------------------------------------------
-
-
-def merge_pair(word: list[int], pair: tuple[int, int], new_id: int) -> list[int]:
-    out, i = [], 0
-    while i < len(word):
-        if i + 1 < len(word) and (word[i], word[i + 1]) == pair:
-            out.append(new_id)
-            i += 2
-        else:
-            out.append(word[i])
-            i += 1
-    return out
 
 
 def brute_force_merges(text: str, n: int) -> list[tuple[int, int]]:
