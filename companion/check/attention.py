@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from companion.check.core import CheckResult, CheckSpec, define
+from companion.check.core import CheckResult, CheckSpec, define, keyed
 
 __all__ = ["attention_head", "attention_weights", "causal_mask", "transformer_block_parameters"]
 
@@ -100,14 +100,12 @@ def _head(x: torch.Tensor, w_q: torch.Tensor, w_k: torch.Tensor, w_v: torch.Tens
             (b, n, d), (d, dk), (d, dk), (d, dv)]))
         for b, n, d, dk, dv in [(1, 1, 4, 2, 2), (2, 5, 8, 4, 4), (1, 7, 6, 3, 5), (3, 6, 16, 8, 2)]
     ],
-    mistakes={
-        "the causal mask is missing: each token also sees the tokens after it":
-            lambda *a: _head(*a, mistake="unmasked"),
-        "the scores are not divided by √d_k": lambda *a: _head(*a, mistake="unscaled"),
-        "the mask is applied after the softmax (zeroed weights no longer sum to 1)":
-            lambda *a: _head(*a, mistake="after"),
-        "the scores are divided by √d of the model, not √d_k of the head": lambda *a: _head(*a, mistake="model scale"),
-    },
+    mistakes=keyed(_head, {
+        "unmasked": "the causal mask is missing: each token also sees the tokens after it",
+        "unscaled": "the scores are not divided by √d_k",
+        "after": "the mask is applied after the softmax (zeroed weights no longer sum to 1)",
+        "model scale": "the scores are divided by √d of the model, not √d_k of the head",
+    }),
     hint="project x three times (x @ w_q, x @ w_k, x @ w_v); scores = q @ kᵀ / √d_k with d_k = w_q.shape[1]; "
     "set the scores above the diagonal to -inf with masked_fill before the softmax over the last "
     "dimension; multiply the weights by v.",

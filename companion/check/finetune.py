@@ -9,14 +9,14 @@ from typing import Any
 import torch
 from torch.nn import functional as F
 
-from companion.check.core import CheckResult, CheckSpec, define
+from companion.check.core import CheckResult, CheckSpec, define, keyed
 
 __all__ = ["answer_only_mask", "dpo_loss", "lora_forward"]
 
 
 def _lora_cases(gen: torch.Generator) -> list:
     def randn(*shape: int) -> torch.Tensor:
-        return torch.randn(*shape, generator=gen)
+        return torch.randn(*shape, generator=gen, dtype=torch.float64)
 
     cases = []
     for batch, d_in, d_out, r, alpha in [((2,), 4, 3, 1, 1.0), ((3,), 8, 6, 2, 8.0), ((2, 5), 16, 12, 4, 8.0),
@@ -37,16 +37,15 @@ def _lora(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, a: torch.Te
 
 
 @define(CheckSpec(
-    "lora_forward", _lora, _lora_cases, rtol=1e-5, atol=1e-5,
+    "lora_forward", _lora, _lora_cases, rtol=1e-7, atol=1e-9,
     forbidden=("companion.lora.LoRALinear.forward", "companion.lora.LoRALinear.merge"),
-    mistakes={
-        "the low-rank update is not scaled: it needs the factor α/r": lambda *c: _lora(*c, mistake="unscaled"),
-        "the update is scaled by α, not by α/r": lambda *c: _lora(*c, mistake="alpha"),
-        "the update is scaled by α·r, not by α/r": lambda *c: _lora(*c, mistake="alpha times r"),
-        "the scale is upside down: r/α instead of α/r": lambda *c: _lora(*c, mistake="r over alpha"),
-        "the frozen layer's own output x Wᵀ + b is missing: this is the update alone":
-            lambda *c: _lora(*c, mistake="no base"),
-    },
+    mistakes=keyed(_lora, {
+        "unscaled": "the low-rank update is not scaled: it needs the factor α/r",
+        "alpha": "the update is scaled by α, not by α/r",
+        "alpha times r": "the update is scaled by α·r, not by α/r",
+        "r over alpha": "the scale is upside down: r/α instead of α/r",
+        "no base": "the frozen layer's own output x Wᵀ + b is missing: this is the update alone",
+    }),
     hint="the frozen layer gives x @ W.T + b; the low-rank path first shrinks x to r numbers with A "
     "(x @ A.T), then grows them back with B (@ B.T); r is A.shape[0]; add the two, the second "
     "multiplied by alpha / r.",
@@ -55,7 +54,7 @@ def lora_forward(student: Callable[..., Any]) -> CheckResult:
     """Check ``student(x, weight, bias, A, B, alpha)``: a linear layer with a LoRA update, without the
     course's ``LoRALinear`` (it raises while the function runs).
 
-    Shapes: ``x [..., in]``, ``weight [out, in]``, ``bias [out]``, ``A [r, in]``, ``B [out, r]``, ``alpha`` a
+    Shapes (float64): ``x [..., in]``, ``weight [out, in]``, ``bias [out]``, ``A [r, in]``, ``B [out, r]``, ``alpha`` a
     float → ``[..., out]``.
     """
 
@@ -80,15 +79,13 @@ def _dpo(pc: torch.Tensor, pr: torch.Tensor, rc: torch.Tensor, rr: torch.Tensor,
 
 @define(CheckSpec(
     "dpo_loss", _dpo, _dpo_cases, rtol=1e-5, atol=1e-7, forbidden=("companion.preference.dpo_loss",),
-    mistakes={
-        "chosen and rejected are swapped: the loss falls when the rejected answer gains":
-            lambda *c: _dpo(*c, mistake="swapped"),
-        "β is missing: the log-ratios are not multiplied by it": lambda *c: _dpo(*c, mistake="no beta"),
-        "the reference model's log-probabilities are not subtracted": lambda *c: _dpo(*c, mistake="no reference"),
-        "the minus sign is missing: this is log σ, a number to maximise, not a loss":
-            lambda *c: _dpo(*c, mistake="no minus"),
-        "the loss is summed over the pairs, not averaged": lambda *c: _dpo(*c, mistake="sum"),
-    },
+    mistakes=keyed(_dpo, {
+        "swapped": "chosen and rejected are swapped: the loss falls when the rejected answer gains",
+        "no beta": "β is missing: the log-ratios are not multiplied by it",
+        "no reference": "the reference model's log-probabilities are not subtracted",
+        "no minus": "the minus sign is missing: this is log σ, a number to maximise, not a loss",
+        "sum": "the loss is summed over the pairs, not averaged",
+    }),
     hint="each answer's implicit reward is beta times (its policy log-probability minus its reference "
     "log-probability); the loss of a pair is -log σ(reward of the chosen − reward of the rejected), "
     "and F.logsigmoid computes log σ stably; average over the pairs.",
@@ -131,14 +128,12 @@ def _mask(ids: torch.Tensor, start_id: int, end_id: int, mistake: str = "") -> t
 @define(CheckSpec(
     "answer_only_mask", _mask, _mask_cases,
     forbidden=("companion.instruct.answer_mask", "companion.instruct.ChatTemplate.answer_mask"),
-    mistakes={
-        "the end token is left out: the model must learn to stop, so it is part of the answer":
-            lambda *c: _mask(*c, mistake="no end"),
-        "the start token itself is marked: it belongs to the prompt": lambda *c: _mask(*c, mistake="with start"),
-        "the padding after the end token is marked too": lambda *c: _mask(*c, mistake="padding"),
-        "the prompt is marked too: this trains on every token up to the end":
-            lambda *c: _mask(*c, mistake="whole"),
-    },
+    mistakes=keyed(_mask, {
+        "no end": "the end token is left out: the model must learn to stop, so it is part of the answer",
+        "with start": "the start token itself is marked: it belongs to the prompt",
+        "padding": "the padding after the end token is marked too",
+        "whole": "the prompt is marked too: this trains on every token up to the end",
+    }),
     hint="walk along each row: nothing is marked up to and including the first start_id; from the next "
     "token on, mark every token up to and including the first end_id, then nothing. Running sums along "
     "the row (cumsum) tell, at each position, whether a start or an end token came before.",

@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from companion.check.core import CheckResult, CheckSpec, define
+from companion.check.core import CheckResult, CheckSpec, define, keyed
 
 __all__ = ["bpe_merge", "nucleus", "rms_norm"]
 
@@ -48,14 +48,12 @@ def _merge_cases(gen: torch.Generator) -> list:
 
 @define(CheckSpec(
     "bpe_merge", _merge, _merge_cases, forbidden=("companion.tokenize._merge",),
-    mistakes={
-        "only the first occurrence is merged: a merge replaces every occurrence":
-            lambda *a: _merge(*a, mistake="first only"),
-        "the pairs are found from the right: scan left to right, so [a, a, a] keeps its last a on its own":
-            lambda *a: _merge(*a, mistake="right to left"),
-        "the pair is also merged in the other order: (b, a) is not (a, b)":
-            lambda *a: _merge(*a, mistake="either order"),
-    },
+    mistakes=keyed(_merge, {
+        "first only": "only the first occurrence is merged: a merge replaces every occurrence",
+        "right to left":
+            "the pairs are found from the right: scan left to right, so [a, a, a] keeps its last a on its own",
+        "either order": "the pair is also merged in the other order: (b, a) is not (a, b)",
+    }),
     hint="walk through the ids with an index i: where ids[i] and ids[i + 1] are the pair, append new_id and "
     "step over both; otherwise append ids[i] and step over one.",
 ))
@@ -92,14 +90,12 @@ def _rms_cases(gen: torch.Generator) -> list:
     "rms_norm", _rms, _rms_cases, rtol=1e-7, atol=1e-9,
     forbidden=("torch.nn.functional.rms_norm", "torch.rms_norm", "torch.nn.functional.layer_norm",
                "companion.attention.RMSNorm.forward"),
-    mistakes={
-        "the mean is subtracted first: that is layer norm, which RMSNorm leaves out":
-            lambda *a: _rms(*a, mistake="centred"),
-        "eps is added after the square root, not inside it": lambda *a: _rms(*a, mistake="eps outside"),
-        "the learned scale (weight) is not applied": lambda *a: _rms(*a, mistake="no weight"),
-        "the mean runs over the first dimension: normalise each vector over its last dimension (the features)":
-            lambda *a: _rms(*a, mistake="dim 0"),
-    },
+    mistakes=keyed(_rms, {
+        "centred": "the mean is subtracted first: that is layer norm, which RMSNorm leaves out",
+        "eps outside": "eps is added after the square root, not inside it",
+        "no weight": "the learned scale (weight) is not applied",
+        "dim 0": "the mean runs over the first dimension: normalise each vector over its last dimension (the features)",
+    }),
     hint="per vector (the last dimension): the mean of the squared entries, plus eps, square-rooted; divide x by "
     "it (torch.rsqrt gives one over a square root) and multiply by weight. Keep the dimension for broadcasting.",
 ))
@@ -135,12 +131,13 @@ def _nucleus_cases(gen: torch.Generator) -> list:
 @define(CheckSpec(
     "nucleus", _nucleus, _nucleus_cases, rtol=1e-7, atol=1e-10,
     forbidden=("companion.models.base.sample_next",),
-    mistakes={
-        "the token whose probability crosses p is dropped: keep tokens until their total reaches p, that one "
-        "included": lambda *a: _nucleus(*a, mistake="strict"),
-        "the kept probabilities are not renormalised to sum to 1": lambda *a: _nucleus(*a, mistake="unnormalised"),
-        "the least likely tokens are kept: sort in descending order": lambda *a: _nucleus(*a, mistake="ascending"),
-    },
+    mistakes=keyed(_nucleus, {
+        "strict":
+            "the token whose probability crosses p is dropped: keep tokens until their total reaches p, that one "
+            "included",
+        "unnormalised": "the kept probabilities are not renormalised to sum to 1",
+        "ascending": "the least likely tokens are kept: sort in descending order",
+    }),
     hint="sort each row from the most likely token down; a token is kept when the probability of the tokens "
     "before it in that order is still below p (so the one that crosses p stays); zero the others, scatter "
     "back to the original order, and divide by the row's new sum.",
