@@ -22,7 +22,7 @@ import os
 import shutil
 import tempfile
 import urllib.request
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from numbers import Integral
 from pathlib import Path
@@ -260,9 +260,10 @@ def data_root(root: str | os.PathLike[str] | None = None) -> Path:
     return Path(cache) / "companion"
 
 
-def file_digest(path: Path, algorithm: str = "md5") -> str:
-    """The hex digest of a file by ``algorithm`` (``"md5"``, ``"sha256"``, ...), read in 1 MiB chunks."""
-    digest = hashlib.new(algorithm)
+def file_digest(path: Path, algorithm: str = "md5", prefix: bytes = b"") -> str:
+    """The hex digest of ``prefix`` + the file's bytes by ``algorithm`` (``"md5"``, ``"sha256"``, ...),
+    read in 1 MiB chunks."""
+    digest = hashlib.new(algorithm, prefix)
     with open(path, "rb") as fh:
         for chunk in iter(lambda: fh.read(_CHUNK), b""):
             digest.update(chunk)
@@ -299,20 +300,32 @@ def parse_idx(raw: bytes) -> np.ndarray:
     return np.frombuffer(raw, dtype=dtype, offset=header).reshape(shape).astype(dtype.newbyteorder("="))
 
 
-def _download(url: str, target: Path, file: IdxFile, timeout: float) -> None:
-    """Fetch ``url`` into a temporary file beside ``target``; rename it into place only if its checksum is ``file``'s."""
+def download_verified(url: str, target: Path, verify: Callable[[Path], None], timeout: float) -> None:
+    """Fetch ``url`` into a temporary file beside ``target`` and rename it into place once ``verify(tmp)``
+    returns. ``verify`` raises ``ValueError`` when the bytes are not the file wanted (a checksum or size
+    that differs); that, an interrupted transfer or any other error leaves neither ``target`` nor a
+    partial file behind."""
     fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
     tmp = Path(tmp_name)
     try:
         with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as response:
             shutil.copyfileobj(response, out, _CHUNK)
-        algorithm, expected = file.checksum()
-        got = file_digest(tmp, algorithm)
-        if got != expected:
-            raise ValueError(f"checksum mismatch for {url}: {algorithm.upper()} {got}, expected {expected}")
+        verify(tmp)
         os.replace(tmp, target)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def _has_checksum(file: IdxFile) -> Callable[[Path], None]:
+    """A ``verify`` for :func:`download_verified`: the file's checksum must be ``file``'s."""
+
+    def verify(path: Path) -> None:
+        algorithm, expected = file.checksum()
+        got = file_digest(path, algorithm)
+        if got != expected:
+            raise ValueError(f"checksum mismatch: {algorithm.upper()} {got}, expected {expected}")
+
+    return verify
 
 
 def _fetch(dataset: IdxDataset | TextDataset | FileSetDataset, file: IdxFile, folder: Path, timeout: float) -> str | None:
@@ -322,7 +335,7 @@ def _fetch(dataset: IdxDataset | TextDataset | FileSetDataset, file: IdxFile, fo
     for mirror in dataset.mirrors:
         url = mirror + file.name
         try:
-            _download(url, folder / file.name, file, timeout)
+            download_verified(url, folder / file.name, _has_checksum(file), timeout)
             return None
         except (OSError, ValueError, http.client.HTTPException) as err:  # URLError is an OSError
             failures.append(f"{url}: {err}")

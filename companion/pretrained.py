@@ -24,21 +24,19 @@ and ``HF_HUB_OFFLINE``.
 
 from __future__ import annotations
 
-import hashlib
 import http.client
 import json
 import math
 import os
 import re
-import shutil
 import sys
-import tempfile
 import urllib.request
 from pathlib import Path
 
 import torch
 
 from companion import config as settings
+from companion import data
 from companion.models.gpt import GPTConfig, TinyGPT
 
 __all__ = [
@@ -72,9 +70,6 @@ SAFETENSORS_DTYPES: dict[str, torch.dtype] = {
     "BOOL": torch.bool,
 }
 """The dtype codes of the safetensors format that :func:`read_safetensors` reads."""
-
-_CHUNK = 1 << 20
-
 
 class PretrainedUnavailableError(FileNotFoundError):
     """A checkpoint is neither in the cache nor downloadable."""
@@ -356,33 +351,25 @@ def download(repo_id: str, endpoint: str | None = None, timeout: float = 60.0) -
 
 
 def _fetch(url: str, target: Path, sibling: dict, timeout: float) -> None:
-    """Download ``url`` to a temporary file beside ``target``; rename it into place only if it checks out."""
+    """Download ``url`` to ``target`` once it has the size and hash that the hub lists in ``sibling``."""
     lfs = sibling.get("lfs") or {}
     size = lfs.get("size", sibling.get("size"))
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
-    tmp = Path(tmp_name)
-    try:
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as response:
-            shutil.copyfileobj(response, out, _CHUNK)
-        got = tmp.stat().st_size
+
+    def verify(path: Path) -> None:
+        got = path.stat().st_size
         if size is not None and got != size:
             raise ValueError(f"{url}: {got} bytes, the hub lists {size}")
-        if lfs.get("sha256") and _digest(tmp, "sha256") != lfs["sha256"]:
-            raise ValueError(f"{url}: SHA-256 {_digest(tmp, 'sha256')}, the hub lists {lfs['sha256']}")
-        if not lfs and sibling.get("blobId") and _digest(tmp, "git") != sibling["blobId"]:
-            raise ValueError(f"{url}: git blob hash {_digest(tmp, 'git')}, the hub lists {sibling['blobId']}")
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
+        if lfs.get("sha256") and (sha := data.file_digest(path, "sha256")) != lfs["sha256"]:
+            raise ValueError(f"{url}: SHA-256 {sha}, the hub lists {lfs['sha256']}")
+        if not lfs and sibling.get("blobId") and (blob := _git_blob_hash(path)) != sibling["blobId"]:
+            raise ValueError(f"{url}: git blob hash {blob}, the hub lists {sibling['blobId']}")
+
+    data.download_verified(url, target, verify, timeout)
 
 
-def _digest(path: Path, kind: str) -> str:
-    """SHA-256 of a file, or (``kind="git"``) its git blob hash: SHA-1 of ``b"blob <size>\\0"`` + the bytes."""
-    digest = hashlib.sha256() if kind == "sha256" else hashlib.sha1(f"blob {path.stat().st_size}\0".encode())
-    with path.open("rb") as file:
-        for chunk in iter(lambda: file.read(_CHUNK), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+def _git_blob_hash(path: Path) -> str:
+    """The git blob hash of a file: SHA-1 of ``b"blob <size>\\0"`` followed by its bytes."""
+    return data.file_digest(path, "sha1", prefix=f"blob {path.stat().st_size}\0".encode())
 
 
 def load_pretrained(
