@@ -41,7 +41,7 @@ def _rows_sum_to_one(case: tuple, expected: Any, got: Any) -> str:
     return ""
 
 
-@define(CheckSpec(
+attention_weights = define(CheckSpec(
     "attention_weights", lambda q, k: torch.softmax(_scores(q, k) / math.sqrt(q.shape[-1]), dim=-1), _qk_cases,
     rtol=1e-5, atol=1e-6, forbidden=_FUSED, diagnose=_rows_sum_to_one,
     mistakes={
@@ -53,19 +53,17 @@ def _rows_sum_to_one(case: tuple, expected: Any, got: Any) -> str:
     },
     hint="scores = q @ k.transpose(-2, -1) compares every query with every key ([..., L, S]); divide them by "
     "math.sqrt(d_k), d_k = q.shape[-1], then take torch.softmax over the last dimension (the keys).",
-))
-def attention_weights(student: Callable[..., Any]) -> CheckResult:
-    """Check ``student(q, k)``: the scaled dot-product attention weights, softmax over the keys.
+), """Check ``student(q, k)``: the scaled dot-product attention weights, softmax over the keys.
 
     Shapes: ``q [..., L, d_k]``, ``k [..., S, d_k]`` → ``[..., L, S]``, each row summing to 1.
-    """
+    """)
 
 
 def _causal(n: int) -> torch.Tensor:
     return torch.ones(n, n, dtype=torch.bool).tril()
 
 
-@define(CheckSpec(
+causal_mask = define(CheckSpec(
     "causal_mask", _causal, lambda gen: [(f"n={n}", (n,)) for n in (1, 2, 5, 8)],
     forbidden=("companion.attention.causal_mask",), passed="4 of 4 sizes match the reference.",
     mistakes={
@@ -76,11 +74,9 @@ def _causal(n: int) -> torch.Tensor:
     hint="row i is query i and column j is key j; a token may attend to itself and to the tokens before it, "
     "never to those after it, so the True entries fill one triangle of the matrix, diagonal included "
     "(torch.tril and torch.triu keep one triangle of a matrix).",
-))
-def causal_mask(student: Callable[..., Any]) -> CheckResult:
-    """Check ``student(n)``: the causal mask for ``n`` tokens, a bool ``[n, n]`` tensor, True where query
+), """Check ``student(n)``: the causal mask for ``n`` tokens, a bool ``[n, n]`` tensor, True where query
     ``i`` (the row) may attend to key ``j`` (the column), the convention of the boolean ``attn_mask`` of
-    ``F.scaled_dot_product_attention``. The course's own ``attention.causal_mask`` raises while it runs."""
+    ``F.scaled_dot_product_attention``. The course's own ``attention.causal_mask`` raises while it runs.""")
 
 
 def _head(x: torch.Tensor, w_q: torch.Tensor, w_k: torch.Tensor, w_v: torch.Tensor, mistake: str = "") -> torch.Tensor:
@@ -93,7 +89,7 @@ def _head(x: torch.Tensor, w_q: torch.Tensor, w_k: torch.Tensor, w_v: torch.Tens
     return torch.softmax(scores if mistake == "unmasked" else scores.masked_fill(future, float("-inf")), dim=-1) @ v
 
 
-@define(CheckSpec(
+attention_head = define(CheckSpec(
     "attention_head", _head, rtol=1e-5, atol=1e-6, forbidden=_FUSED,
     cases=lambda gen: [
         (f"B = {b}, L = {n}, d = {d}, d_k = {dk}, d_v = {dv}", tuple(torch.randn(*s, generator=gen) for s in [
@@ -109,13 +105,11 @@ def _head(x: torch.Tensor, w_q: torch.Tensor, w_k: torch.Tensor, w_v: torch.Tens
     hint="project x three times (x @ w_q, x @ w_k, x @ w_v); scores = q @ kᵀ / √d_k with d_k = w_q.shape[1]; "
     "set the scores above the diagonal to -inf with masked_fill before the softmax over the last "
     "dimension; multiply the weights by v.",
-))
-def attention_head(student: Callable[..., Any]) -> CheckResult:
-    """Check ``student(x, w_q, w_k, w_v)``: one causal self-attention head, without
+), """Check ``student(x, w_q, w_k, w_v)``: one causal self-attention head, without
     ``F.scaled_dot_product_attention`` (it raises while the function runs).
 
     Shapes: ``x [B, L, d]``, ``w_q, w_k [d, d_k]``, ``w_v [d, d_v]`` → ``[B, L, d_v]``.
-    """
+    """)
 
 
 def _block_parameters(dim: int, mlp_ratio: int = 4) -> int:

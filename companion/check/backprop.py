@@ -66,14 +66,12 @@ def value_operation(
     return _self_check(_operation_spec(name, torch_fn, inputs), (student,))
 
 
-@define(_operation_spec("softplus", torch.nn.functional.softplus, SOFTPLUS_INPUTS, hint=(
+softplus = define(_operation_spec("softplus", torch.nn.functional.softplus, SOFTPLUS_INPUTS, hint=(
     "d/dx ln(1 + e^x) = e^x / (1 + e^x) = 1 / (1 + e^(−x)), the sigmoid. For large |x| never evaluate "
     "e^x of a large positive x: softplus(x) = max(x, 0) + log1p(e^(−|x|)), and the sigmoid is "
-    "1 / (1 + e^(−x)) for x ≥ 0 and e^x / (1 + e^x) for x < 0 (or use Value.sigmoid's formula).")))
-def softplus(student: Callable[..., Any]) -> CheckResult:
-    """Check ``student(v: Value) -> Value``: softplus with its
+    "1 / (1 + e^(−x)) for x ≥ 0 and e^x / (1 + e^x) for x < 0 (or use Value.sigmoid's formula).")), """Check ``student(v: Value) -> Value``: softplus with its
     backward rule, at moderate inputs and at ±30 and ±800, where a formula that exponentiates a large x
-    overflows a float."""
+    overflows a float.""")
 
 
 def _linear_backward(x: torch.Tensor, W: torch.Tensor, b: torch.Tensor, grad_y: torch.Tensor) -> tuple:
@@ -93,7 +91,7 @@ def _averaged(case: tuple, expected: Any, got: Any) -> str:
     return ""
 
 
-@define(CheckSpec(
+linear_backward = define(CheckSpec(
     "linear_backward", _linear_backward, labels=("grad_x", "grad_W", "grad_b"), diagnose=_averaged,
     rtol=1e-9, atol=1e-12, passed="3 of 3 cases match torch.autograd.",
     cases=lambda gen: [
@@ -103,14 +101,12 @@ def _averaged(case: tuple, expected: Any, got: Any) -> str:
     ],
     hint="write y_bj = Σ_i x_bi W_ji + b_j and apply the chain rule: ∂L/∂x = grad_y @ W, ∂L/∂W = grad_yᵀ @ x, "
     "∂L/∂b = grad_y summed over the batch; each gradient has the shape of its variable.",
-))
-def linear_backward(student: Callable[..., Any]) -> CheckResult:
-    """Check ``student(x, W, b, grad_y) -> (grad_x, grad_W, grad_b)``: the backward pass of a linear
+), """Check ``student(x, W, b, grad_y) -> (grad_x, grad_W, grad_b)``: the backward pass of a linear
     layer ``y = x Wᵀ + b``, given ∂L/∂y.
 
     Shapes: ``x [B, n_in]``, ``W [n_out, n_in]``, ``b [n_out]``, ``grad_y [B, n_out]``; each gradient
     has the shape of its variable. Compared with autograd in float64 for B = 1, batches and one output.
-    """
+    """)
 
 
 def _numerical_cases(gen: torch.Generator) -> list:
@@ -133,7 +129,7 @@ def _one_sided(f: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, eps: 
     return torch.stack([(f(x + step.reshape(x.shape)) - f(x)) / eps for step in steps]).reshape(x.shape)
 
 
-@define(CheckSpec(
+numerical_gradient = define(CheckSpec(
     "numerical_gradient", _autograd_gradient, _numerical_cases, forbidden=AUTOGRAD_FORBIDDEN, rtol=1e-7, atol=1e-9,
     mistakes={"a one-sided difference, whose error is of order ε; the exercise asks for the central difference, "
               "whose error is of order ε²": _one_sided},
@@ -141,14 +137,12 @@ def _one_sided(f: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, eps: 
     hint="for each flat index i: copy x, add ε to entry i for one copy and subtract it for another "
     "(x.reshape(-1) gives a flat view of a copy), and store (f(x + ε eᵢ) − f(x − ε eᵢ)) / 2ε at "
     "index i of a tensor shaped like x (grad.view(-1)[i] = ...).",
-))
-def numerical_gradient(student: Callable[..., Any]) -> CheckResult:
-    """Check ``student(f, x, eps) -> grad``: the central-difference estimate of the gradient of ``f`` at
+), """Check ``student(f, x, eps) -> grad``: the central-difference estimate of the gradient of ``f`` at
     ``x``, a float64 tensor of any shape (0-d too); ``grad`` has the shape of ``x``.
 
     Compared with autograd to 1e-7 at ε = 1e-5, which a one-sided difference does not reach;
     autograd raises while the function runs.
-    """
+    """)
 
 
 _PASSES = 2 * 175e9

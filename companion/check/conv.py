@@ -26,7 +26,7 @@ def _an_int(case: tuple, out: Any) -> Any:
     return out
 
 
-@define(CheckSpec(
+conv_output_size = define(CheckSpec(
     "conv_output_size", _output_size, view=_an_int, forbidden=("companion.conv.output_size",),
     cases=lambda gen: [(f"n = {n}, k = {k}, p = {p}, s = {s}", (n, k, p, s)) for n, k, p, s in [
         (28, 3, 0, 1), (28, 3, 1, 1), (28, 2, 0, 2), (7, 3, 1, 2), (32, 5, 2, 3), (5, 5, 0, 1), (3, 5, 1, 1),
@@ -42,12 +42,10 @@ def _an_int(case: tuple, out: Any) -> Any:
     hint="pad the n positions with p on both ends (n + 2p), see how far the kernel's first position can "
     "move (n + 2p − k), count the steps of size s that fit — whole steps only, integer division — and add "
     "one for the starting position.",
-))
-def conv_output_size(student: Callable[..., Any]) -> CheckResult:
-    """Check ``student(n, k, p, s) -> int``: the number of outputs along one axis of a convolution or a
+), """Check ``student(n, k, p, s) -> int``: the number of outputs along one axis of a convolution or a
     pooling over ``n`` inputs, with kernel size ``k``, padding ``p`` and stride ``s``. Cases: MNIST-sized
     layers, a 2×2 pooling, strides that do not divide evenly, a kernel as large as the padded input,
-    a 1×1 kernel and a large image."""
+    a 1×1 kernel and a large image.""")
 
 
 def _conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
@@ -77,7 +75,7 @@ def _conv_cases(gen: torch.Generator) -> list:
     return [(f"{text}: x {tuple(x.shape)}, weight {tuple(w.shape)}", (x, w, b)) for text, (x, w, b) in cases]
 
 
-@define(CheckSpec(
+conv2d_forward = define(CheckSpec(
     "conv2d_forward", _conv2d, _conv_cases, rtol=1e-9, atol=1e-9,
     forbidden=(*(f"torch.nn.functional.conv{kind}" for kind in ("1d", "2d", "3d", "_transpose1d", "_transpose2d",
                                                                  "_transpose3d")),
@@ -94,11 +92,9 @@ def _conv_cases(gen: torch.Generator) -> list:
     "x[:, :, i:i+kh, j:j+kw] of shape [N, C, kh, kw], multiply it with every filter (broadcast to "
     "[N, O, C, kh, kw]) and sum over C, kh and kw; add the bias per filter. Do not flip the kernel. "
     "Without loops: x.unfold(2, kh, 1).unfold(3, kw, 1) cuts out every window at once (im2col).",
-))
-def conv2d_forward(student: Callable[..., Any]) -> CheckResult:
-    """Check ``student(x, weight, bias)``: a convolution layer's forward pass with stride 1 and no padding,
+), """Check ``student(x, weight, bias)``: a convolution layer's forward pass with stride 1 and no padding,
     as every framework computes it, without PyTorch's or the course's convolutions (they raise while it
-    runs). Shapes: ``x [N, C, H, W]``, ``weight [O, C, kh, kw]``, ``bias [O]`` → ``[N, O, H', W']``."""
+    runs). Shapes: ``x [N, C, H, W]``, ``weight [O, C, kh, kw]``, ``bias [O]`` → ``[N, O, H', W']``.""")
 
 
 def _max_pool2d(x: torch.Tensor, k: int) -> torch.Tensor:
@@ -112,7 +108,7 @@ def _overlap(case: tuple, expected: Any, got: Any) -> str:
     return ""
 
 
-@define(CheckSpec(
+max_pool2d = define(CheckSpec(
     "max_pool2d", _max_pool2d, rtol=1e-5, atol=1e-8, diagnose=_overlap,
     forbidden=("torch.nn.functional.max_pool2d", "torch.nn.functional.max_pool2d_with_indices",
                "torch.nn.functional.adaptive_max_pool2d", "torch.max_pool2d", "companion.conv.max_pool2d"),
@@ -134,11 +130,9 @@ def _overlap(case: tuple, expected: Any, got: Any) -> str:
     hint="the output has H // k rows and W // k columns; output (i, j) is the largest entry of the window "
     "x[:, :, i*k:(i+1)*k, j*k:(j+1)*k], for every image and channel separately (amax over the last two "
     "dimensions). Or cut all windows at once with x.unfold(2, k, k).unfold(3, k, k).",
-))
-def max_pool2d(student: Callable[..., Any]) -> CheckResult:
-    """Check ``student(x, k)``: max pooling of ``x [N, C, H, W]`` over non-overlapping ``k × k`` windows,
+), """Check ``student(x, k)``: max pooling of ``x [N, C, H, W]`` over non-overlapping ``k × k`` windows,
     rows and columns that do not fill a window dropped, without PyTorch's or the course's pooling (they
     raise while it runs). Cases: a 4×4 example, all-negative values, several images and channels,
-    ``k = 1``, sides that ``k`` does not divide, a window as large as the image."""
+    ``k = 1``, sides that ``k`` does not divide, a window as large as the image.""")
 
 

@@ -150,9 +150,10 @@ SPECS: dict[str, CheckSpec] = {}
 """Every check of the course by its public name, ``check.<name>``."""
 
 
-def define(spec: CheckSpec) -> Callable[[Callable[..., Any]], Callable[..., CheckResult]]:
-    """Register ``spec`` in :data:`SPECS` (and its hint); decorate the public check ``check.<name>``, a function
-    whose signature and docstring are all it holds: it becomes ``judge`` of ``produce`` on a fresh seed."""
+def define(spec: CheckSpec, doc: str = "") -> Callable[..., Any]:
+    """Register ``spec`` in :data:`SPECS` (and its hint) and give the public check ``check.<name>``, which is
+    ``judge`` of ``produce`` on a fresh seed. With ``doc``, it is ``check.<name>(student)`` documented by ``doc``;
+    without, ``define`` decorates a function whose signature and docstring are all it holds (a check of answers)."""
     SPECS[spec.name] = spec
     if spec.hint:
         register_hint(spec.name, spec.hint)
@@ -168,7 +169,20 @@ def define(spec: CheckSpec) -> Callable[[Callable[..., Any]], Callable[..., Chec
 
         return check
 
-    return public
+    if not doc:
+        return public
+
+    def student_check(student: Callable[..., Any]) -> CheckResult: ...
+
+    student_check.__name__ = student_check.__qualname__ = spec.name
+    student_check.__doc__ = doc
+    student_check.__module__ = sys._getframe(1).f_globals["__name__"]  # the defining module, as namedtuple does
+    return public(student_check)
+
+
+def randn(gen: torch.Generator, *shape: int, scale: float = 1.0, dtype: torch.dtype = torch.float64) -> torch.Tensor:
+    """A case's random tensor: ``scale`` times standard normal entries of ``shape``, drawn from ``gen``."""
+    return scale * torch.randn(*shape, generator=gen, dtype=dtype)
 
 
 def scaled(reference: Callable[..., Any], factor: float | Callable[..., float]) -> Callable[..., Any]:

@@ -47,18 +47,16 @@ def _line_cases(gen: torch.Generator) -> list:
     return [(f"m = {m:.4g}, b = {b:.4g}, N = {len(x)}", (m, b, x, y)) for m, b, x, y in cases]
 
 
-@define(CheckSpec(
+mse_gradients = define(CheckSpec(
     "mse_gradients", _line, _line_cases, labels=("∂L/∂m", "∂L/∂b"), mistakes=_gradient_mistakes(_line),
     rtol=1e-9, atol=1e-12, passed="4 of 4 cases match torch.autograd.",
     hint="write one term as e² with e = y − (m·x + b); the chain rule gives 2e · ∂e/∂m = −2x·e and "
     "2e · ∂e/∂b = −2e; then take the mean over the examples, as the loss does.",
-))
-def mse_gradients(student: Callable[..., Any]) -> CheckResult:
-    """Check ``student(m, b, x, y) -> (∂L/∂m, ∂L/∂b)`` for network 1's mean squared error L.
+), """Check ``student(m, b, x, y) -> (∂L/∂m, ∂L/∂b)`` for network 1's mean squared error L.
 
     ``m``, ``b``: floats; ``x``, ``y``: float64 ``[N]``; the answer: two numbers. Compared with
     autograd on chapter 2's example and on random data with N = 5, 1 and 100.
-    """
+    """)
 
 
 def _parabola(a: float, b: float, c: float, x: torch.Tensor, y: torch.Tensor) -> tuple:
@@ -80,20 +78,18 @@ def _parabola_cases(gen: torch.Generator) -> list:
     return [(f"a = {a:.4g}, b = {b:.4g}, c = {c:.4g}, N = {len(x)}", (a, b, c, x, y)) for a, b, c, x, y in cases]
 
 
-@define(CheckSpec(
+quadratic_gradients = define(CheckSpec(
     "quadratic_gradients", _parabola, _parabola_cases, labels=("∂L/∂a", "∂L/∂b", "∂L/∂c"),
     mistakes=_gradient_mistakes(_parabola), forbidden=AUTOGRAD_FORBIDDEN, rtol=1e-9, atol=1e-12,
     passed="5 of 5 cases match torch.autograd.",
     hint="write one term as e² with e = y − (a·x² + b·x + c); the chain rule gives 2e times ∂e/∂a = −x², "
     "∂e/∂b = −x and ∂e/∂c = −1; then take the mean over the examples, as the loss does.",
-))
-def quadratic_gradients(student: Callable[..., Any]) -> CheckResult:
-    """Check ``student(a, b, c, x, y) -> (∂L/∂a, ∂L/∂b, ∂L/∂c)`` for the mean squared error of the model
+), """Check ``student(a, b, c, x, y) -> (∂L/∂a, ∂L/∂b, ∂L/∂c)`` for the mean squared error of the model
     ŷ = a·x² + b·x + c, derived by hand: autograd raises while the function runs.
 
     ``a``, ``b``, ``c``: floats; ``x``, ``y``: float64 ``[N]``. Cases: a small example, one example,
     all-zero inputs, N = 100, large inputs.
-    """
+    """)
 
 
 def _stable_limit(x: Sequence[float]) -> float:
@@ -144,7 +140,7 @@ def _epoch_cases(gen: torch.Generator) -> list:
             for size, seed in zip((8, 1, 7, 30), seeds)]  # fmt: skip
 
 
-@define(CheckSpec(
+minibatch_epoch = define(CheckSpec(
     "minibatch_epoch", _epoch, _epoch_cases, labels=("m after the epoch", "b after the epoch"), rtol=1e-9, atol=1e-12,
     apply=lambda student, *case: student(*case[:-1], torch.Generator().manual_seed(case[-1])),
     mistakes={"one step on the whole data set: take a step after every batch":
@@ -152,13 +148,11 @@ def _epoch_cases(gen: torch.Generator) -> list:
     passed="4 of 4 cases match the reference epoch.",
     hint="loop `for xb, yb in data.batches(x, y, batch_size, generator=generator):`, compute the MSE "
     "gradients on xb, yb, and update m and b inside the loop, after every batch.",
-))
-def minibatch_epoch(student: Callable[..., Any]) -> CheckResult:
-    """Check ``student(m, b, x, y, batch_size, lr, generator) -> (m, b)``: one epoch of mini-batch gradient
+), """Check ``student(m, b, x, y, batch_size, lr, generator) -> (m, b)``: one epoch of mini-batch gradient
     descent over the batches of ``companion.data.batches(x, y, batch_size, generator=generator)``.
 
     The student and the reference get identically seeded generators; batches of 8 (the last one
     shorter), 1, 7 and the whole data set.
-    """
+    """)
 
 

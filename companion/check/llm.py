@@ -46,7 +46,7 @@ def _merge_cases(gen: torch.Generator) -> list:
     return [(f"ids of length {len(ids)}, pair {pair}, new id {new}", (ids, pair, new)) for ids, pair, new in cases]
 
 
-@define(CheckSpec(
+bpe_merge = define(CheckSpec(
     "bpe_merge", _merge, _merge_cases, forbidden=("companion.tokenize._merge",),
     mistakes=keyed(_merge, {
         "first only": "only the first occurrence is merged: a merge replaces every occurrence",
@@ -56,12 +56,10 @@ def _merge_cases(gen: torch.Generator) -> list:
     }),
     hint="walk through the ids with an index i: where ids[i] and ids[i + 1] are the pair, append new_id and "
     "step over both; otherwise append ids[i] and step over one.",
-))
-def bpe_merge(student: Callable[..., Any]) -> CheckResult:
-    """Check ``student(ids, pair, new_id)``: the list of token ids with every occurrence of the adjacent
+), """Check ``student(ids, pair, new_id)``: the list of token ids with every occurrence of the adjacent
     ``pair`` (two ids, in that order) replaced by ``new_id``, scanning from the left, as one step of
     BPE training and encoding. ``ids``: a list of ints; the result: a new list of ints. The course's own
-    ``companion.tokenize._merge`` raises while the function runs."""
+    ``companion.tokenize._merge`` raises while the function runs.""")
 
 
 def _rms(x: torch.Tensor, weight: torch.Tensor, eps: float, mistake: str = "") -> torch.Tensor:
@@ -86,7 +84,7 @@ def _rms_cases(gen: torch.Generator) -> list:
     return [(f"x {tuple(x.shape)}, eps={eps:g}", (x, w, eps)) for x, w, eps in cases]
 
 
-@define(CheckSpec(
+rms_norm = define(CheckSpec(
     "rms_norm", _rms, _rms_cases, rtol=1e-7, atol=1e-9,
     forbidden=("torch.nn.functional.rms_norm", "torch.rms_norm", "torch.nn.functional.layer_norm",
                "companion.attention.RMSNorm.forward"),
@@ -98,11 +96,9 @@ def _rms_cases(gen: torch.Generator) -> list:
     }),
     hint="per vector (the last dimension): the mean of the squared entries, plus eps, square-rooted; divide x by "
     "it (torch.rsqrt gives one over a square root) and multiply by weight. Keep the dimension for broadcasting.",
-))
-def rms_norm(student: Callable[..., Any]) -> CheckResult:
-    """Check ``student(x, weight, eps)``: RMSNorm of every vector along the last dimension of
+), """Check ``student(x, weight, eps)``: RMSNorm of every vector along the last dimension of
     ``x [..., d]`` (float64), scaled by ``weight [d]``; same shape out. ``F.rms_norm``, ``torch.nn.RMSNorm``
-    and the course's ``RMSNorm`` raise while the function runs."""
+    and the course's ``RMSNorm`` raise while the function runs.""")
 
 
 def _nucleus(probs: torch.Tensor, p: float, mistake: str = "") -> torch.Tensor:
@@ -128,7 +124,7 @@ def _nucleus_cases(gen: torch.Generator) -> list:
     return [(f"probs {tuple(q.shape)}, p={p}", (q, p)) for q, p in cases]
 
 
-@define(CheckSpec(
+nucleus = define(CheckSpec(
     "nucleus", _nucleus, _nucleus_cases, rtol=1e-7, atol=1e-10,
     forbidden=("companion.models.base.sample_next",),
     mistakes=keyed(_nucleus, {
@@ -141,8 +137,6 @@ def _nucleus_cases(gen: torch.Generator) -> list:
     hint="sort each row from the most likely token down; a token is kept when the probability of the tokens "
     "before it in that order is still below p (so the one that crosses p stays); zero the others, scatter "
     "back to the original order, and divide by the row's new sum.",
-))
-def nucleus(student: Callable[..., Any]) -> CheckResult:
-    """Check ``student(probs, p)``: the distribution of top-p (nucleus) sampling. ``probs [B, V]`` (float64,
+), """Check ``student(probs, p)``: the distribution of top-p (nucleus) sampling. ``probs [B, V]`` (float64,
     rows summing to 1) and ``p`` in (0, 1] → ``[B, V]``: the smallest set of most likely tokens whose
-    probabilities add up to at least ``p`` keep theirs, renormalised to sum to 1; the others get 0."""
+    probabilities add up to at least ``p`` keep theirs, renormalised to sum to 1; the others get 0.""")

@@ -34,17 +34,15 @@ def _neuron_cases(gen: torch.Generator) -> list:
     ]  # fmt: skip
 
 
-@define(CheckSpec(
+neuron_forward = define(CheckSpec(
     "neuron_forward", lambda x, w, b: torch.relu(x @ w + b), _neuron_cases, rtol=1e-5, atol=1e-5,
     hint="weighted sum x·w, plus the bias b, then ReLU (max(0, ·)); `x @ w` works for one vector [n] and for "
     "a batch [B, n] alike.",
-))
-def neuron_forward(student: Callable[..., Any]) -> CheckResult:
-    """Check ``student(x, w, b)``, one ReLU neuron: ``x [..., n]``, ``w [n]``, ``b []`` → ``[...]``.
+), """Check ``student(x, w, b)``, one ReLU neuron: ``x [..., n]``, ``w [n]``, ``b []`` → ``[...]``.
 
     Cases: single vectors, a batch, a batch of one (the answer keeps its batch dimension),
     zero inputs, large inputs.
-    """
+    """)
 
 
 def _mlp_parameter_count(sizes: Sequence[int]) -> int:
@@ -144,7 +142,7 @@ def linear_fold(answer: Any) -> CheckResult:
     (three numbers: a list, tuple or tensor, in that order)."""
 
 
-@define(CheckSpec(
+stable_softmax = define(CheckSpec(
     "stable_softmax", lambda z: torch.softmax(z, dim=-1), forbidden=SOFTMAX_FORBIDDEN, rtol=1e-4, atol=1e-6,
     cases=lambda gen: [
         ("one vector", (torch.tensor([2.0, 1.0, 0.1, -1.0]),)),
@@ -158,12 +156,10 @@ def linear_fold(answer: Any) -> CheckResult:
     ],
     hint="subtract each row's largest logit, z − z.max(dim=-1, keepdim=True).values, before the "
     "exponentials (that changes nothing in the result), then divide each row by its sum.",
-))
-def stable_softmax(student: Callable[..., Any]) -> CheckResult:
-    """Check ``student(z)``: the softmax over the last dimension of float32 logits ``[..., K]``, without
+), """Check ``student(z)``: the softmax over the last dimension of float32 logits ``[..., K]``, without
     overflow and without PyTorch's softmax or log-softmax (they raise while it runs).
 
     Cases: one vector, batches, all zeros, one class, logits near ±1000, rows far apart.
-    """
+    """)
 
 
