@@ -4,12 +4,11 @@ head, and the parameters of a Transformer block."""
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from typing import Any
 
 import torch
 
-from companion.check.core import CheckResult, CheckSpec, define, keyed
+from companion.check.core import CheckSpec, define, keyed
 
 __all__ = ["attention_head", "attention_weights", "causal_mask", "transformer_block_parameters"]
 
@@ -53,7 +52,7 @@ attention_weights = define(CheckSpec(
     },
     hint="scores = q @ k.transpose(-2, -1) compares every query with every key ([..., L, S]); divide them by "
     "math.sqrt(d_k), d_k = q.shape[-1], then take torch.softmax over the last dimension (the keys).",
-), """Check ``student(q, k)``: the scaled dot-product attention weights, softmax over the keys.
+), doc="""Check ``student(q, k)``: the scaled dot-product attention weights, softmax over the keys.
 
     Shapes: ``q [..., L, d_k]``, ``k [..., S, d_k]`` → ``[..., L, S]``, each row summing to 1.
     """)
@@ -74,7 +73,7 @@ causal_mask = define(CheckSpec(
     hint="row i is query i and column j is key j; a token may attend to itself and to the tokens before it, "
     "never to those after it, so the True entries fill one triangle of the matrix, diagonal included "
     "(torch.tril and torch.triu keep one triangle of a matrix).",
-), """Check ``student(n)``: the causal mask for ``n`` tokens, a bool ``[n, n]`` tensor, True where query
+), doc="""Check ``student(n)``: the causal mask for ``n`` tokens, a bool ``[n, n]`` tensor, True where query
     ``i`` (the row) may attend to key ``j`` (the column), the convention of the boolean ``attn_mask`` of
     ``F.scaled_dot_product_attention``. The course's own ``attention.causal_mask`` raises while it runs.""")
 
@@ -105,7 +104,7 @@ attention_head = define(CheckSpec(
     hint="project x three times (x @ w_q, x @ w_k, x @ w_v); scores = q @ kᵀ / √d_k with d_k = w_q.shape[1]; "
     "set the scores above the diagonal to -inf with masked_fill before the softmax over the last "
     "dimension; multiply the weights by v.",
-), """Check ``student(x, w_q, w_k, w_v)``: one causal self-attention head, without
+), doc="""Check ``student(x, w_q, w_k, w_v)``: one causal self-attention head, without
     ``F.scaled_dot_product_attention`` (it raises while the function runs).
 
     Shapes: ``x [B, L, d]``, ``w_q, w_k [d, d_k]``, ``w_v [d, d_v]`` → ``[B, L, d_v]``.
@@ -119,7 +118,7 @@ def _block_parameters(dim: int, mlp_ratio: int = 4) -> int:
     return sum(p.numel() for p in TransformerBlock(dim, heads, mlp_ratio=mlp_ratio).parameters())
 
 
-@define(CheckSpec(
+transformer_block_parameters = define(CheckSpec(
     "transformer_block_parameters", _block_parameters, answers=1, passed="correct.",
     mistakes={
         "that counts the weight matrices only: add the biases and the layer norms' γ and β":
@@ -131,9 +130,8 @@ def _block_parameters(dim: int, mlp_ratio: int = 4) -> int:
     },
     hint="attention: W_q, W_k, W_v and W_o are d×d, with d biases each; the MLP: d×4d plus 4d biases, "
     "4d×d plus d biases; each of the two layer norms has d scales γ and d shifts β.",
-))
-def transformer_block_parameters(answer: Any, dim: Any, mlp_ratio: Any = 4) -> CheckResult:
-    """Check a count of the parameters of one :class:`companion.attention.TransformerBlock` of width
-    ``dim`` (and MLP width ``mlp_ratio · dim``); the count is made by building the block."""
+), "answer", "dim", ("mlp_ratio", 4), doc="""Check a count of the parameters of one
+    :class:`companion.attention.TransformerBlock` of width ``dim`` (and MLP width ``mlp_ratio · dim``); the count is
+    made by building the block.""")
 
 

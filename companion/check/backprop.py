@@ -69,9 +69,9 @@ def value_operation(
 softplus = define(_operation_spec("softplus", torch.nn.functional.softplus, SOFTPLUS_INPUTS, hint=(
     "d/dx ln(1 + e^x) = e^x / (1 + e^x) = 1 / (1 + e^(−x)), the sigmoid. For large |x| never evaluate "
     "e^x of a large positive x: softplus(x) = max(x, 0) + log1p(e^(−|x|)), and the sigmoid is "
-    "1 / (1 + e^(−x)) for x ≥ 0 and e^x / (1 + e^x) for x < 0 (or use Value.sigmoid's formula).")), """Check ``student(v: Value) -> Value``: softplus with its
-    backward rule, at moderate inputs and at ±30 and ±800, where a formula that exponentiates a large x
-    overflows a float.""")
+    "1 / (1 + e^(−x)) for x ≥ 0 and e^x / (1 + e^x) for x < 0 (or use Value.sigmoid's formula).")),
+    doc="""Check ``student(v: Value) -> Value``: softplus with its backward rule, at moderate inputs and at ±30 and
+    ±800, where a formula that exponentiates a large x overflows a float.""")
 
 
 def _linear_backward(x: torch.Tensor, W: torch.Tensor, b: torch.Tensor, grad_y: torch.Tensor) -> tuple:
@@ -101,7 +101,7 @@ linear_backward = define(CheckSpec(
     ],
     hint="write y_bj = Σ_i x_bi W_ji + b_j and apply the chain rule: ∂L/∂x = grad_y @ W, ∂L/∂W = grad_yᵀ @ x, "
     "∂L/∂b = grad_y summed over the batch; each gradient has the shape of its variable.",
-), """Check ``student(x, W, b, grad_y) -> (grad_x, grad_W, grad_b)``: the backward pass of a linear
+), doc="""Check ``student(x, W, b, grad_y) -> (grad_x, grad_W, grad_b)``: the backward pass of a linear
     layer ``y = x Wᵀ + b``, given ∂L/∂y.
 
     Shapes: ``x [B, n_in]``, ``W [n_out, n_in]``, ``b [n_out]``, ``grad_y [B, n_out]``; each gradient
@@ -137,7 +137,7 @@ numerical_gradient = define(CheckSpec(
     hint="for each flat index i: copy x, add ε to entry i for one copy and subtract it for another "
     "(x.reshape(-1) gives a flat view of a copy), and store (f(x + ε eᵢ) − f(x − ε eᵢ)) / 2ε at "
     "index i of a tensor shaped like x (grad.view(-1)[i] = ...).",
-), """Check ``student(f, x, eps) -> grad``: the central-difference estimate of the gradient of ``f`` at
+), doc="""Check ``student(f, x, eps) -> grad``: the central-difference estimate of the gradient of ``f`` at
     ``x``, a float64 tensor of any shape (0-d too); ``grad`` has the shape of ``x``.
 
     Compared with autograd to 1e-7 at ε = 1e-5, which a one-sided difference does not reach;
@@ -146,14 +146,12 @@ numerical_gradient = define(CheckSpec(
 
 
 _PASSES = 2 * 175e9
-@define(CheckSpec(
+finite_difference_cost = define(CheckSpec(
     "finite_difference_cost", lambda: (_PASSES, _PASSES / (365.25 * 24 * 3600)), answers=2, rtol=1e-3,
     labels=("the number of forward passes", "the number of years"), passed="both numbers are right.",
     hint="a central difference evaluates the loss twice for every parameter (nudged up and nudged down); a "
     "year has 365.25 × 24 × 3600 seconds.",
-))
-def finite_difference_cost(passes: Any, years: Any) -> CheckResult:
-    """Check two numbers: the forward passes one central-difference gradient of GPT-3 takes, and how many
-    years that is at one second per pass (to 0.1 %; a year of 365 or 365.25 days both pass)."""
+), "passes", "years", doc="""Check two numbers: the forward passes one central-difference gradient of GPT-3 takes, and
+    how many years that is at one second per pass (to 0.1 %; a year of 365 or 365.25 days both pass).""")
 
 

@@ -3,12 +3,11 @@ layer's forward pass and max pooling, each written without the library's own."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import torch
 
-from companion.check.core import CheckResult, CheckSpec, Wrong, define
+from companion.check.core import CheckSpec, Wrong, define
 
 __all__ = ["conv2d_forward", "conv_output_size", "max_pool2d"]
 
@@ -42,7 +41,7 @@ conv_output_size = define(CheckSpec(
     hint="pad the n positions with p on both ends (n + 2p), see how far the kernel's first position can "
     "move (n + 2p − k), count the steps of size s that fit — whole steps only, integer division — and add "
     "one for the starting position.",
-), """Check ``student(n, k, p, s) -> int``: the number of outputs along one axis of a convolution or a
+), doc="""Check ``student(n, k, p, s) -> int``: the number of outputs along one axis of a convolution or a
     pooling over ``n`` inputs, with kernel size ``k``, padding ``p`` and stride ``s``. Cases: MNIST-sized
     layers, a 2×2 pooling, strides that do not divide evenly, a kernel as large as the padded input,
     a 1×1 kernel and a large image.""")
@@ -92,7 +91,7 @@ conv2d_forward = define(CheckSpec(
     "x[:, :, i:i+kh, j:j+kw] of shape [N, C, kh, kw], multiply it with every filter (broadcast to "
     "[N, O, C, kh, kw]) and sum over C, kh and kw; add the bias per filter. Do not flip the kernel. "
     "Without loops: x.unfold(2, kh, 1).unfold(3, kw, 1) cuts out every window at once (im2col).",
-), """Check ``student(x, weight, bias)``: a convolution layer's forward pass with stride 1 and no padding,
+), doc="""Check ``student(x, weight, bias)``: a convolution layer's forward pass with stride 1 and no padding,
     as every framework computes it, without PyTorch's or the course's convolutions (they raise while it
     runs). Shapes: ``x [N, C, H, W]``, ``weight [O, C, kh, kw]``, ``bias [O]`` → ``[N, O, H', W']``.""")
 
@@ -130,7 +129,7 @@ max_pool2d = define(CheckSpec(
     hint="the output has H // k rows and W // k columns; output (i, j) is the largest entry of the window "
     "x[:, :, i*k:(i+1)*k, j*k:(j+1)*k], for every image and channel separately (amax over the last two "
     "dimensions). Or cut all windows at once with x.unfold(2, k, k).unfold(3, k, k).",
-), """Check ``student(x, k)``: max pooling of ``x [N, C, H, W]`` over non-overlapping ``k × k`` windows,
+), doc="""Check ``student(x, k)``: max pooling of ``x [N, C, H, W]`` over non-overlapping ``k × k`` windows,
     rows and columns that do not fill a window dropped, without PyTorch's or the course's pooling (they
     raise while it runs). Cases: a 4×4 example, all-negative values, several images and channels,
     ``k = 1``, sides that ``k`` does not divide, a window as large as the image.""")

@@ -150,39 +150,34 @@ SPECS: dict[str, CheckSpec] = {}
 """Every check of the course by its public name, ``check.<name>``."""
 
 
-def define(spec: CheckSpec, doc: str = "") -> Callable[..., Any]:
-    """Register ``spec`` in :data:`SPECS` (and its hint) and give the public check ``check.<name>``, which is
-    ``judge`` of ``produce`` on a fresh seed. With ``doc``, it is ``check.<name>(student)`` documented by ``doc``;
-    without, ``define`` decorates a function whose signature and docstring are all it holds (a check of answers)."""
+def define(spec: CheckSpec, *params: str | tuple[str, Any], doc: str) -> Callable[..., CheckResult]:
+    """Register ``spec`` in :data:`SPECS` (and its hint) and give its public check ``check.<name>``: ``judge`` of
+    ``produce`` on a fresh seed, documented by ``doc``, taking ``params`` (names, or ``(name, default)`` pairs;
+    by default the student's function ``student`` alone)."""
     SPECS[spec.name] = spec
     if spec.hint:
         register_hint(spec.name, spec.hint)
 
-    def public(template: Callable[..., Any]) -> Callable[..., CheckResult]:
-        signature = inspect.signature(template)
+    def parameter(p: str | tuple[str, Any]) -> inspect.Parameter:
+        name, default = (p, inspect.Parameter.empty) if isinstance(p, str) else p
+        return inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=default)
 
-        @functools.wraps(template)
-        def check(*args: Any, **kwargs: Any) -> CheckResult:
-            bound = signature.bind(*args, **kwargs)
-            bound.apply_defaults()
-            return _self_check(spec, tuple(bound.arguments.values()))
+    signature = inspect.Signature([parameter(p) for p in params or ("student",)], return_annotation=CheckResult)
 
-        return check
+    def check(*args: Any, **kwargs: Any) -> CheckResult:
+        bound = signature.bind(*args, **kwargs)
+        bound.apply_defaults()
+        return _self_check(spec, tuple(bound.arguments.values()))
 
-    if not doc:
-        return public
-
-    def student_check(student: Callable[..., Any]) -> CheckResult: ...
-
-    student_check.__name__ = student_check.__qualname__ = spec.name
-    student_check.__doc__ = doc
-    student_check.__module__ = sys._getframe(1).f_globals["__name__"]  # the defining module, as namedtuple does
-    return public(student_check)
+    check.__name__ = check.__qualname__ = spec.name
+    check.__doc__, check.__signature__ = doc, signature  # type: ignore[attr-defined]
+    check.__module__ = sys._getframe(1).f_globals["__name__"]  # the defining module, as namedtuple does
+    return check
 
 
 def randn(gen: torch.Generator, *shape: int, scale: float = 1.0, dtype: torch.dtype = torch.float64) -> torch.Tensor:
     """A case's random tensor: ``scale`` times standard normal entries of ``shape``, drawn from ``gen``."""
-    return scale * torch.randn(*shape, generator=gen, dtype=dtype)
+    return scale * torch.randn(shape, generator=gen, dtype=dtype)
 
 
 def scaled(reference: Callable[..., Any], factor: float | Callable[..., float]) -> Callable[..., Any]:

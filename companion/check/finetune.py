@@ -3,13 +3,10 @@ the answer-only mask of instruction tuning."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
-
 import torch
 from torch.nn import functional as F
 
-from companion.check.core import CheckResult, CheckSpec, define, keyed
+from companion.check.core import CheckSpec, define, keyed
 
 __all__ = ["answer_only_mask", "dpo_loss", "lora_forward"]
 
@@ -49,7 +46,7 @@ lora_forward = define(CheckSpec(
     hint="the frozen layer gives x @ W.T + b; the low-rank path first shrinks x to r numbers with A "
     "(x @ A.T), then grows them back with B (@ B.T); r is A.shape[0]; add the two, the second "
     "multiplied by alpha / r.",
-), """Check ``student(x, weight, bias, A, B, alpha)``: a linear layer with a LoRA update, without the
+), doc="""Check ``student(x, weight, bias, A, B, alpha)``: a linear layer with a LoRA update, without the
     course's ``LoRALinear`` (it raises while the function runs).
 
     Shapes (float64): ``x [..., in]``, ``weight [out, in]``, ``bias [out]``, ``A [r, in]``, ``B [out, r]``, ``alpha`` a
@@ -87,7 +84,7 @@ dpo_loss = define(CheckSpec(
     hint="each answer's implicit reward is beta times (its policy log-probability minus its reference "
     "log-probability); the loss of a pair is -log σ(reward of the chosen − reward of the rejected), "
     "and F.logsigmoid computes log σ stably; average over the pairs.",
-), """Check ``student(policy_chosen, policy_rejected, ref_chosen, ref_rejected, beta)``: the DPO loss of a
+), doc="""Check ``student(policy_chosen, policy_rejected, ref_chosen, ref_rejected, beta)``: the DPO loss of a
     batch of preference pairs, a 0-d tensor, without ``companion.preference.dpo_loss`` (it raises while the
     function runs). Each of the four log-probabilities is a float tensor ``[B]``.""")
 
@@ -133,5 +130,5 @@ answer_only_mask = define(CheckSpec(
     hint="walk along each row: nothing is marked up to and including the first start_id; from the next "
     "token on, mark every token up to and including the first end_id, then nothing. Running sums along "
     "the row (cumsum) tell, at each position, whether a start or an end token came before.",
-), """Check ``student(ids, start_id, end_id)``: the answer-only loss mask of a batch of conversations,
+), doc="""Check ``student(ids, start_id, end_id)``: the answer-only loss mask of a batch of conversations,
     a bool tensor of the shape of ``ids`` (``int64 [B, T]``), without ``companion.instruct.answer_mask``.""")

@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from companion.check.core import CheckResult, CheckSpec, define, scaled
+from companion.check.core import CheckSpec, define, scaled
 
 __all__ = ["largest_stable_learning_rate", "minibatch_epoch", "mse_gradients", "quadratic_gradients"]
 
@@ -52,7 +52,7 @@ mse_gradients = define(CheckSpec(
     rtol=1e-9, atol=1e-12, passed="4 of 4 cases match torch.autograd.",
     hint="write one term as e² with e = y − (m·x + b); the chain rule gives 2e · ∂e/∂m = −2x·e and "
     "2e · ∂e/∂b = −2e; then take the mean over the examples, as the loss does.",
-), """Check ``student(m, b, x, y) -> (∂L/∂m, ∂L/∂b)`` for network 1's mean squared error L.
+), doc="""Check ``student(m, b, x, y) -> (∂L/∂m, ∂L/∂b)`` for network 1's mean squared error L.
 
     ``m``, ``b``: floats; ``x``, ``y``: float64 ``[N]``; the answer: two numbers. Compared with
     autograd on chapter 2's example and on random data with N = 5, 1 and 100.
@@ -84,7 +84,7 @@ quadratic_gradients = define(CheckSpec(
     passed="5 of 5 cases match torch.autograd.",
     hint="write one term as e² with e = y − (a·x² + b·x + c); the chain rule gives 2e times ∂e/∂a = −x², "
     "∂e/∂b = −x and ∂e/∂c = −1; then take the mean over the examples, as the loss does.",
-), """Check ``student(a, b, c, x, y) -> (∂L/∂a, ∂L/∂b, ∂L/∂c)`` for the mean squared error of the model
+), doc="""Check ``student(a, b, c, x, y) -> (∂L/∂a, ∂L/∂b, ∂L/∂c)`` for the mean squared error of the model
     ŷ = a·x² + b·x + c, derived by hand: autograd raises while the function runs.
 
     ``a``, ``b``, ``c``: floats; ``x``, ``y``: float64 ``[N]``. Cases: a small example, one example,
@@ -108,19 +108,18 @@ def _what_happens(case: tuple, expected: float, got: Any) -> str:
     return f"η = {got:g} converges, but so do larger rates."
 
 
-@define(CheckSpec(
+largest_stable_learning_rate = define(CheckSpec(
     "largest_stable_learning_rate", _stable_limit, answers=1, rtol=0.02, diagnose=_what_happens,
     passed="correct: below it gradient descent converges, above it it diverges.",
     hint="the loss is quadratic in (m, b) with Hessian H = (2/N) Σ [[x², x], [x, 1]]; a step multiplies the "
     "error along an eigenvector of H by (1 − ηλ), so the steps converge while |1 − ηλ_max| < 1, "
     "that is for η < 2/λ_max (torch.linalg.eigvalsh gives λ). Or try rates and watch the loss.",
-))
-def largest_stable_learning_rate(answer: Any, x: Any = (1.0, 2.0)) -> CheckResult:
-    """Check the largest learning rate at which gradient descent on network 1's MSE still converges,
-    for the training inputs ``x`` (chapter 2's by default); within 2 %, so an experiment's answer counts.
+), "answer", ("x", (1.0, 2.0)), doc="""Check the largest learning rate at which gradient descent on network 1's MSE
+    still converges, for the training inputs ``x`` (chapter 2's by default); within 2 %, so an experiment's answer
+    counts.
 
     A wrong answer is told whether gradient descent converges or diverges at it, and how far off it is.
-    """
+    """)
 
 
 def _epoch(m: float, b: float, x: torch.Tensor, y: torch.Tensor, batch_size: int, lr: float, seed: int) -> tuple:
@@ -148,7 +147,7 @@ minibatch_epoch = define(CheckSpec(
     passed="4 of 4 cases match the reference epoch.",
     hint="loop `for xb, yb in data.batches(x, y, batch_size, generator=generator):`, compute the MSE "
     "gradients on xb, yb, and update m and b inside the loop, after every batch.",
-), """Check ``student(m, b, x, y, batch_size, lr, generator) -> (m, b)``: one epoch of mini-batch gradient
+), doc="""Check ``student(m, b, x, y, batch_size, lr, generator) -> (m, b)``: one epoch of mini-batch gradient
     descent over the batches of ``companion.data.batches(x, y, batch_size, generator=generator)``.
 
     The student and the reference get identically seeded generators; batches of 8 (the last one

@@ -3,12 +3,9 @@ sampling."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
-
 import torch
 
-from companion.check.core import CheckResult, CheckSpec, define, keyed
+from companion.check.core import CheckSpec, define, keyed
 
 __all__ = ["bpe_merge", "nucleus", "rms_norm"]
 
@@ -56,7 +53,7 @@ bpe_merge = define(CheckSpec(
     }),
     hint="walk through the ids with an index i: where ids[i] and ids[i + 1] are the pair, append new_id and "
     "step over both; otherwise append ids[i] and step over one.",
-), """Check ``student(ids, pair, new_id)``: the list of token ids with every occurrence of the adjacent
+), doc="""Check ``student(ids, pair, new_id)``: the list of token ids with every occurrence of the adjacent
     ``pair`` (two ids, in that order) replaced by ``new_id``, scanning from the left, as one step of
     BPE training and encoding. ``ids``: a list of ints; the result: a new list of ints. The course's own
     ``companion.tokenize._merge`` raises while the function runs.""")
@@ -96,7 +93,7 @@ rms_norm = define(CheckSpec(
     }),
     hint="per vector (the last dimension): the mean of the squared entries, plus eps, square-rooted; divide x by "
     "it (torch.rsqrt gives one over a square root) and multiply by weight. Keep the dimension for broadcasting.",
-), """Check ``student(x, weight, eps)``: RMSNorm of every vector along the last dimension of
+), doc="""Check ``student(x, weight, eps)``: RMSNorm of every vector along the last dimension of
     ``x [..., d]`` (float64), scaled by ``weight [d]``; same shape out. ``F.rms_norm``, ``torch.nn.RMSNorm``
     and the course's ``RMSNorm`` raise while the function runs.""")
 
@@ -137,6 +134,6 @@ nucleus = define(CheckSpec(
     hint="sort each row from the most likely token down; a token is kept when the probability of the tokens "
     "before it in that order is still below p (so the one that crosses p stays); zero the others, scatter "
     "back to the original order, and divide by the row's new sum.",
-), """Check ``student(probs, p)``: the distribution of top-p (nucleus) sampling. ``probs [B, V]`` (float64,
+), doc="""Check ``student(probs, p)``: the distribution of top-p (nucleus) sampling. ``probs [B, V]`` (float64,
     rows summing to 1) and ``p`` in (0, 1] → ``[B, V]``: the smallest set of most likely tokens whose
     probabilities add up to at least ``p`` keep theirs, renormalised to sum to 1; the others get 0.""")

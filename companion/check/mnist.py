@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from torch.nn import functional as F
 
-from companion.check.core import CheckResult, CheckSpec, Raised, define, scaled
+from companion.check.core import CheckSpec, Raised, define, scaled
 from companion.check.learning import AUTOGRAD_FORBIDDEN
 from companion.check.neurons import SOFTMAX_FORBIDDEN
 
@@ -55,7 +55,7 @@ softmax = define(CheckSpec(
               lambda z: torch.softmax(z, dim=0)},
     hint="exponentiate each score and divide by the row's sum (dim=1); subtract each row's "
     "maximum first, which changes nothing mathematically but keeps exp from overflowing.",
-), """Check ``student(logits)``: the softmax of each row, logits ``[B, C]`` → probabilities ``[B, C]``;
+), doc="""Check ``student(logits)``: the softmax of each row, logits ``[B, C]`` → probabilities ``[B, C]``;
     the last case has logits near ±1000.""")
 
 
@@ -80,7 +80,7 @@ cross_entropy = define(CheckSpec(
     hint="log softmax(z)_k = z_k − log Σ_j e^(z_j); torch.logsumexp(z, dim=1, keepdim=True) computes the second "
     "term without overflow. Pick each row's entry of the true class with z[torch.arange(B), y], negate "
     "and average over the batch.",
-), """Check ``student(logits, targets)``: the mean cross-entropy of logits ``[B, C]`` against class indices
+), doc="""Check ``student(logits, targets)``: the mean cross-entropy of logits ``[B, C]`` against class indices
     ``[B]`` (int64), a 0-d tensor; the last case has logits near ±1000. PyTorch's cross-entropy, NLL
     loss, softmax and log-softmax raise while the function runs.""")
 
@@ -106,7 +106,7 @@ cross_entropy_grad = define(CheckSpec(
     hint="for one example, L = −z_y + log Σ_j e^(z_j), so ∂L/∂z_k = softmax(z)_k − [k = y]: the probabilities "
     "minus the one-hot target (torch.softmax and F.one_hot are allowed). The batch loss is the mean, "
     "so divide by B.",
-), """Check ``student(logits, targets)``: the gradient of the mean cross-entropy with respect to the logits
+), doc="""Check ``student(logits, targets)``: the gradient of the mean cross-entropy with respect to the logits
     ``[B, C]``, without autograd (it raises while the function runs).""")
 
 
@@ -137,7 +137,7 @@ binary_cross_entropy = define(CheckSpec(
     hint="with σ(z) = 1 / (1 + e^(−z)): −log σ(z) = log(1 + e^(−z)) and −log(1 − σ(z)) = log(1 + e^z), so one "
     "example's loss is log(1 + e^z) − y·z = softplus(z) − y·z. Compute softplus without overflow as "
     "max(z, 0) + log1p(e^(−|z|)) (chapter 3, exercise 1), then average.",
-), """Check ``student(logits, targets)``: the mean binary cross-entropy of sigmoid outputs, logits ``[N]``
+), doc="""Check ``student(logits, targets)``: the mean binary cross-entropy of sigmoid outputs, logits ``[N]``
     and targets ``[N]`` (0.0 or 1.0) → a 0-d tensor; the last cases have logits ±30 and ±1000. PyTorch's
     ready-made losses, log-sigmoid and (log-)softmax raise while the function runs.""")
 
@@ -163,7 +163,7 @@ confusion_matrix = define(CheckSpec(
               lambda p, t, c: _confusion(t, p, c)},
     hint="start from torch.zeros(C, C) and add 1 at [true, predicted] for each sample; rows are "
     "the true classes, columns the predictions, and the matrix is C × C even for classes that never occur.",
-), """Check ``student(predictions, targets, num_classes)``: the counts ``[C, C]`` of each (true, predicted)
+), doc="""Check ``student(predictions, targets, num_classes)``: the counts ``[C, C]`` of each (true, predicted)
     pair, rows true, columns predicted; int64 class indices ``[N]``. The last case has classes that never
     occur.""")
 
@@ -198,7 +198,7 @@ precision_recall = define(CheckSpec(
     mistakes={"precision and recall are swapped": lambda p, t, k: _precision_recall(p, t, k)[::-1]},
     hint="precision: of the samples predicted as k, the share that are k; recall: of the samples "
     "that are k, the share predicted as k. Return 0.0 when nothing is predicted as k (or nothing is k).",
-), """Check ``student(predictions, targets, k) -> (precision, recall)`` of class ``k``, int64 class indices
+), doc="""Check ``student(predictions, targets, k) -> (precision, recall)`` of class ``k``, int64 class indices
     ``[N]``; the last cases have a class that is never predicted and a class that never occurs.""")
 
 

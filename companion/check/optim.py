@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from companion.check.core import CheckResult, CheckSpec, Wrong, define, keyed
+from companion.check.core import CheckSpec, Wrong, define, keyed
 
 __all__ = ["ADAM_MISTAKES", "MOMENTUM_MISTAKES", "SCHEDULE_MISTAKES", "adam_step", "momentum_step",
            "uncorrected_adam_ratio", "warmup_cosine_lr"]  # fmt: skip
@@ -66,7 +66,7 @@ adam_step = define(CheckSpec(
     hint="update the running averages first: m ← β₁m + (1 − β₁)g and v ← β₂v + (1 − β₂)g²; then correct "
     "copies of them, m̂ = m/(1 − β₁ᵗ) and v̂ = v/(1 − β₂ᵗ), and step θ − lr·m̂/(√v̂ + ε). Return the new θ "
     "and the uncorrected m and v.",
-), """Check ``student(theta, grad, m, v, t, lr, beta1, beta2, eps) -> (theta, m, v)``: one Adam step.
+), doc="""Check ``student(theta, grad, m, v, t, lr, beta1, beta2, eps) -> (theta, m, v)``: one Adam step.
 
     ``theta``, ``grad``, ``m``, ``v``: float64 tensors of one shape (``m``, ``v``: the running averages
     after step t − 1); ``t``: this step's number, from 1. Five cases (the first step, a later one, tiny
@@ -108,7 +108,7 @@ momentum_step = define(CheckSpec(
     forbidden=("torch.optim.SGD.step", "companion.optim.SGD.step"),
     hint="the buffer is a decaying sum, buf ← momentum·buf + grad; the heavy-ball step is θ − lr·buf, and "
     "Nesterov's is θ − lr·(grad + momentum·buf) with the buffer already updated.",
-), """Check ``student(theta, grad, buf, lr, momentum, nesterov) -> (theta, buf)``: one step of SGD with
+), doc="""Check ``student(theta, grad, buf, lr, momentum, nesterov) -> (theta, buf)``: one step of SGD with
     momentum in PyTorch's convention; ``theta``, ``grad``, ``buf``: float64 tensors of one shape (``buf``
     is zero before the first step). The optimizers' own ``step`` raise while it runs.""")
 
@@ -164,7 +164,7 @@ warmup_cosine_lr = define(CheckSpec(
     hint="during the warm-up the rate grows in proportion to step/warmup_steps; after it, measure the progress "
     "p from 0 to 1 over the remaining total_steps − warmup_steps steps, starting where the warm-up ends, "
     "and use final_lr + ½(peak_lr − final_lr)(1 + cos πp).",
-), """Check ``student(step, total_steps, warmup_steps, peak_lr, final_lr) -> lr``: a linear warm-up from 0 to
+), doc="""Check ``student(step, total_steps, warmup_steps, peak_lr, final_lr) -> lr``: a linear warm-up from 0 to
     ``peak_lr``, then a cosine decay to ``final_lr`` at ``total_steps``. Compared at every step of four
     schedules (one without warm-up, one whose warm-up is a single step).""")
 
@@ -173,7 +173,7 @@ def _ratio(t: int = 10, beta1: float = 0.9, beta2: float = 0.999) -> float:
     return (1 - beta1**t) / math.sqrt(1 - beta2**t)
 
 
-@define(CheckSpec(
+uncorrected_adam_ratio = define(CheckSpec(
     "uncorrected_adam_ratio", _ratio, answers=1, rtol=1e-3, passed="correct.",
     mistakes={
         "the value at step 1, not at step 10": lambda: _ratio(1),
@@ -184,9 +184,7 @@ def _ratio(t: int = 10, beta1: float = 0.9, beta2: float = 0.999) -> float:
     },
     hint="for a gradient g that never changes, m_t = (1 − β₁ᵗ)g and v_t = (1 − β₂ᵗ)g²; without the correction "
     "the step is lr·m_t/√v_t (ε is negligible), so the ratio is (1 − β₁ᵗ)/√(1 − β₂ᵗ) at t = 10.",
-))
-def uncorrected_adam_ratio(answer: Any) -> CheckResult:
-    """Check a number: how many times the learning rate Adam *without* bias correction steps at t = 10 for
-    a constant gradient, with β₁ = 0.9 and β₂ = 0.999 (to 0.1 %)."""
+), "answer", doc="""Check a number: how many times the learning rate Adam *without* bias correction steps at t = 10 for
+    a constant gradient, with β₁ = 0.9 and β₂ = 0.999 (to 0.1 %).""")
 
 

@@ -4,12 +4,10 @@ by norm, and the validation loss of bigram and trigram models."""
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
-from typing import Any
 
 import torch
 
-from companion.check.core import CheckResult, CheckSpec, define, keyed
+from companion.check.core import CheckSpec, define, keyed
 
 __all__ = ["BIGRAM_MISTAKES", "CLIP_MISTAKES", "GRU_STEP_MISTAKES", "LSTM_STEP_MISTAKES", "RNN_STEP_MISTAKES",
            "TRIGRAM_MISTAKES", "bigram_loss", "clip_grad_norm", "gru_step", "lstm_step", "rnn_step",
@@ -60,7 +58,7 @@ rnn_step = define(CheckSpec(
     forbidden=("companion.recurrent.rnn_cell",),
     hint="for a batch the rows are samples: pre = h @ W.T + x @ U.T + b has shape [N, H]; the new state is "
     "torch.tanh(pre).",
-), """Check ``student(x, h, W, U, b) -> h_new``: one step of a plain RNN on a batch.
+), doc="""Check ``student(x, h, W, U, b) -> h_new``: one step of a plain RNN on a batch.
 
     Shapes (float64): ``x [N, F]``, ``h [N, H]``, ``W [H, H]``, ``U [H, F]``, ``b [H]`` → ``[N, H]``. Cases: a
     square case F = H first (it tells W from U and W from Wᵀ), a batch of one, a zero state, large inputs
@@ -117,7 +115,7 @@ lstm_step = define(CheckSpec(
     forbidden=("companion.recurrent.lstm_cell",),
     hint="pre = x @ W_ih.T + h @ W_hh.T + b, then i, f, g, o = pre.chunk(4, dim=1); sigmoid on i, f, o and tanh "
     "on g; c_new = f * c + i * g; h_new = o * torch.tanh(c_new).",
-), """Check ``student(x, h, c, W_ih, W_hh, b) -> (h_new, c_new)``: one LSTM step with torch's layout.
+), doc="""Check ``student(x, h, c, W_ih, W_hh, b) -> (h_new, c_new)``: one LSTM step with torch's layout.
 
     Shapes (float64): ``x [N, F]``, ``h, c [N, H]``, ``W_ih [4H, F]``, ``W_hh [4H, H]``, ``b [4H]``; the rows
     of the weights in gate order i, f, g, o. Cases: a batch of one, a zero state, F ≠ H, large inputs,
@@ -171,7 +169,7 @@ clip_grad_norm = define(CheckSpec(
     hint="one norm for all the gradients together: square every entry of every tensor, add them all up, take "
     "the square root. Only a norm above max_norm is reduced, and then every tensor is scaled by the same "
     "factor, the one that brings the total norm down to max_norm.",
-), """Check ``student(grads, max_norm) -> (clipped, total_norm)``: clipping a list of float64 gradient
+), doc="""Check ``student(grads, max_norm) -> (clipped, total_norm)``: clipping a list of float64 gradient
     tensors by their global norm, without ``torch.nn.utils.clip_grad_norm_``; ``clipped`` is a list of
     tensors of the same shapes. Cases: a norm below the limit, above it, one tensor, tensors of several
     shapes, an all-zero gradient, a huge gradient.""")
@@ -212,7 +210,7 @@ gru_step = define(CheckSpec(
     hint="each of the two affine maps, x W_ihᵀ + b_ih and h W_hhᵀ + b_hh, holds three blocks of H columns, in the "
     "order r, z, n; the two gates are sigmoids of their blocks added up; in the candidate the reset gate scales "
     "the whole hidden block, its bias included; and z is the share of the old state that the new one keeps.",
-), """Check ``student(x, h, W_ih, W_hh, b_ih, b_hh) -> h_new``: one GRU step with torch's layout.
+), doc="""Check ``student(x, h, W_ih, W_hh, b_ih, b_hh) -> h_new``: one GRU step with torch's layout.
 
     Shapes (float64): ``x [N, F]``, ``h [N, H]``, ``W_ih [3H, F]``, ``W_hh [3H, H]``, ``b_ih, b_hh [3H]``;
     the rows in gate order r, z, n. Cases: a batch of one, a zero state, F ≠ H, large inputs, large biases.
@@ -298,17 +296,18 @@ def _ngram_spec(name: str, order: int, mistakes: dict[str, str], hint: str) -> C
 
 
 bigram_loss = define(_ngram_spec("bigram_loss", 2, BIGRAM_MISTAKES,
-            "counts = torch.ones(V, V) (the added one), then counts[a, b] += 1 for each neighbouring pair of train "
-            "(index_put_ with accumulate=True, or a loop); probs = counts / counts.sum(1, keepdim=True); the loss is "
-            "-probs[val[:-1], val[1:]].log().mean()."), """Check ``student(train_ids, val_ids, vocab_size) ->
-    loss``: the validation loss in nats of the add-one bigram model counted on ``train_ids``, the mean over the
-    pairs of ``val_ids`` (int64 ids in 0 … V−1). Cases: a hand-sized text, random texts, a validation pair
-    never seen in training, characters that never occur.""")  # fmt: skip
+    "counts = torch.ones(V, V) (the added one), then counts[a, b] += 1 for each neighbouring pair of train "
+    "(index_put_ with accumulate=True, or a loop); probs = counts / counts.sum(1, keepdim=True); the loss is "
+    "-probs[val[:-1], val[1:]].log().mean()."),
+    doc="""Check ``student(train_ids, val_ids, vocab_size) -> loss``: the validation loss in nats of the add-one
+    bigram model counted on ``train_ids``, the mean over the pairs of ``val_ids`` (int64 ids in 0 … V−1). Cases: a
+    hand-sized text, random texts, a validation pair never seen in training, characters that never occur.""")
 trigram_loss = define(_ngram_spec("trigram_loss", 3, TRIGRAM_MISTAKES,
-            "a trigram model is a bigram model whose context is a pair of characters: give each pair (a, b) a row "
-            "of V counts of its own (V² rows), count the triples of the training ids so that repeats add up "
-            "(index_put_ with accumulate=True, or a loop), add one, turn each row into probabilities, and average "
-            "the negative log-probability of the last character of each validation triple."), """Check ``student(train_ids, val_ids, vocab_size) -> loss``: the validation loss in nats of the add-one
+    "a trigram model is a bigram model whose context is a pair of characters: give each pair (a, b) a row "
+    "of V counts of its own (V² rows), count the triples of the training ids so that repeats add up "
+    "(index_put_ with accumulate=True, or a loop), add one, turn each row into probabilities, and average "
+    "the negative log-probability of the last character of each validation triple."),
+    doc="""Check ``student(train_ids, val_ids, vocab_size) -> loss``: the validation loss in nats of the add-one
     trigram model counted on ``train_ids``, the mean over the ``len(val_ids) − 2`` triples of ``val_ids``.
     Cases as for :func:`bigram_loss`.""")  # fmt: skip
 

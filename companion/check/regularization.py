@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from typing import Any
 
 import torch
 
-from companion.check.core import CheckResult, CheckSpec, Wrong, define
+from companion.check.core import CheckSpec, Wrong, define
 
 __all__ = ["early_stopping", "l1_penalty", "l2_penalty", "shift_images"]
 
@@ -69,7 +68,7 @@ l2_penalty = define(_penalty_spec(
     },
     "square every entry of every tensor, add them all up into one number, and multiply by λ/2; "
     "keep it a tensor (no .item()) so that backward() reaches the weights.",
-), """Check ``student(params, lam)``: the L2 penalty with its factor ½ over a list of tensors, as
+), doc="""Check ``student(params, lam)``: the L2 penalty with its factor ½ over a list of tensors, as
     one 0-d tensor that autograd can differentiate; the value on five cases (zeros included) and its
     gradient, which is what ``weight_decay=lam`` adds in ``torch.optim.SGD``.""")  # fmt: skip
 l1_penalty = define(_penalty_spec(
@@ -83,7 +82,7 @@ l1_penalty = define(_penalty_spec(
     },
     "add up the absolute values of every entry of every tensor and multiply by λ (no ½ here); "
     "keep it a tensor so that backward() reaches the weights.",
-), """Check ``student(params, lam)``: the L1 penalty over a list of tensors, compared like
+), doc="""Check ``student(params, lam)``: the L1 penalty over a list of tensors, compared like
     :func:`l2_penalty`.""")  # fmt: skip
 
 
@@ -121,7 +120,7 @@ shift_images = define(CheckSpec(
     hint="torch.roll wraps the pixels that leave one edge around to the other; a shift must fill the "
     "uncovered rows and columns with 0 instead. Start from torch.zeros_like(images) and copy into it the "
     "slice of the images that stays in view (or pad with zeros by F.pad and cut the window out).",
-), """Check ``student(images, dx, dy)``: images ``[N, H, W]`` moved ``dx`` pixels right and ``dy`` down
+), doc="""Check ``student(images, dx, dy)``: images ``[N, H, W]`` moved ``dx`` pixels right and ``dy`` down
     (negative: left, up), the uncovered pixels 0; the same shape back. Cases: each direction, no shift,
     a non-square image, a shift by the whole width, a batch of one.""")
 
@@ -159,7 +158,7 @@ early_stopping = define(CheckSpec(
     hint="count epochs from 1; an epoch improves only when its loss is below every earlier one (a tie is "
     "not an improvement); training ends at the first epoch that comes `patience` epochs after the last "
     "improvement, or at the last epoch when that never comes.",
-), """Check ``student(losses, patience) -> (best_epoch, last_epoch)``: early stopping on a list of
+), doc="""Check ``student(losses, patience) -> (best_epoch, last_epoch)``: early stopping on a list of
     validation losses, epochs counted from 1. Cases: a run that stops, more patience, one that never
     stops, ties, a late improvement after a stall, a single epoch and a patience of 1.""")
 

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import torch
 
-from companion.check.core import CheckResult, CheckSpec, define, keyed, scaled
+from companion.check.core import CheckSpec, define, keyed, scaled
 
 __all__ = ["all_reduce_mean", "gpt_parameter_count", "training_bytes", "training_days"]
 
@@ -41,7 +41,7 @@ gpt_parameter_count = define(CheckSpec(
     hint="add up the parts: token embeddings V·d and positions T·d; per block 4d² + 4d for attention "
     "(q, k, v, output, each with a bias), d·4d + 4d + 4d·d + d for the feed-forward and 2·2d for two "
     "layer norms; 2d for the final layer norm; nothing for the tied head.",
-), """Check ``student(vocab_size, context, dim, layers) -> int``: the parameters of a GPT-2-style model
+), doc="""Check ``student(vocab_size, context, dim, layers) -> int``: the parameters of a GPT-2-style model
     (pre-norm blocks with biases and a 4·d feed-forward, learned positions, a final layer norm, a head
     tied to the token embedding), without the course's own count (it raises while the function runs).""")
 
@@ -73,7 +73,7 @@ training_bytes = define(CheckSpec(
     hint="count bytes per parameter: weights and gradients take 4 bytes each in fp32, 2 each in mixed "
     "precision, which adds a 4-byte fp32 master copy; the optimizer keeps 0 (SGD), 1 (momentum) or 2 "
     "(Adam) fp32 numbers. Multiply by n_params.",
-), """Check ``student(n_params, optimizer, mixed) -> int``: the bytes of weights, gradients and optimizer
+), doc="""Check ``student(n_params, optimizer, mixed) -> int``: the bytes of weights, gradients and optimizer
     state in training; ``optimizer`` is ``"sgd"``, ``"momentum"`` or ``"adam"``, and ``mixed`` selects mixed
     precision. The course's own ``scale.training_memory`` raises while the function runs.""")
 
@@ -105,7 +105,7 @@ all_reduce_mean = define(CheckSpec(
     mistakes={"the sum, not the mean, of the workers' gradients": scaled(_mean, lambda grads: len(grads))},
     hint="add the workers' tensors element by element, divide by the number of workers, and give every "
     "worker its own copy of the result (a list as long as the input).",
-), """Check ``student(grads)``: the all-reduce of data-parallel training, done by hand. ``grads`` holds one
+), doc="""Check ``student(grads)``: the all-reduce of data-parallel training, done by hand. ``grads`` holds one
     gradient tensor per worker, all of one shape; the answer is one tensor per worker, each what
     ``DistributedDataParallel`` leaves in every worker's ``.grad``.""")
 
@@ -114,7 +114,7 @@ def _days(factor: float = 1.0) -> float:
     return factor * 6 * 175e9 * 300e9 / (1024 * 312e12 * 0.4) / 86_400
 
 
-@define(CheckSpec(
+training_days = define(CheckSpec(
     "training_days", _days, answers=1, rtol=0.02, passed="correct.",
     mistakes={
         "that is hours, not days": lambda: _days(24),
@@ -126,9 +126,7 @@ def _days(factor: float = 1.0) -> float:
     },
     hint="FLOPs = 6 × parameters × tokens; FLOP/s of the cluster = GPUs × peak × utilization; "
     "seconds = FLOPs / (FLOP/s); days = seconds / 86,400.",
-))
-def training_days(answer: Any) -> CheckResult:
-    """Check the days GPT-3's training takes on 1,024 A100s at 40 % of their 312 TFLOP/s (bf16) peak:
-    175 billion parameters, 300 billion training tokens; within 2 %."""
+), "answer", doc="""Check the days GPT-3's training takes on 1,024 A100s at 40 % of their 312 TFLOP/s (bf16) peak:
+    175 billion parameters, 300 billion training tokens; within 2 %.""")
 
 
