@@ -3,12 +3,13 @@ head, and the parameters of a Transformer block."""
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any
 
 import torch
 
-from companion.check.core import CheckSpec, define, keyed
+from companion.check.core import CheckSpec, define, keyed, randn
 
 __all__ = ["attention_head", "attention_weights", "causal_mask", "transformer_block_parameters"]
 
@@ -17,15 +18,13 @@ _FUSED = ("torch.nn.functional.scaled_dot_product_attention", "torch.nn.function
 
 
 def _qk_cases(gen: torch.Generator) -> list:
-    def randn(*shape: int, scale: float = 1.0) -> torch.Tensor:
-        return torch.randn(*shape, generator=gen) * scale
-
+    r = functools.partial(randn, gen, dtype=torch.float32)
     cases = [
         (torch.tensor([[1.0, 0.0], [0.0, 1.0]]), torch.tensor([[1.0, 0.0], [1.0, 1.0], [0.0, 2.0]])),
-        (randn(3, 4, 8), randn(3, 5, 8)),
-        (randn(1, 1, 16), randn(1, 6, 16)),
-        (randn(2, 3, 64, scale=2.0), randn(2, 3, 64, scale=2.0)),
-        (randn(2, 4, 5, 8), randn(2, 4, 7, 8)),
+        (r(3, 4, 8), r(3, 5, 8)),
+        (r(1, 1, 16), r(1, 6, 16)),
+        (r(2, 3, 64, scale=2.0), r(2, 3, 64, scale=2.0)),
+        (r(2, 4, 5, 8), r(2, 4, 7, 8)),
     ]
     return [(f"q {tuple(q.shape)}, k {tuple(k.shape)}", (q, k)) for q, k in cases]
 

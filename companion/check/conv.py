@@ -3,11 +3,12 @@ layer's forward pass and max pooling, each written without the library's own."""
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import torch
 
-from companion.check.core import CheckSpec, Wrong, define
+from companion.check.core import CheckSpec, Wrong, define, randn
 
 __all__ = ["conv2d_forward", "conv_output_size", "max_pool2d"]
 
@@ -57,19 +58,17 @@ def _conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.
 
 
 def _conv_cases(gen: torch.Generator) -> list:
-    def randn(*shape: int) -> torch.Tensor:
-        return torch.randn(*shape, generator=gen, dtype=torch.float64)
-
+    r = functools.partial(randn, gen)
     edge = torch.tensor([[[[1.0, 0.0, -1.0], [2.0, 0.0, -2.0], [1.0, 0.0, -1.0]]]], dtype=torch.float64)
     step = torch.zeros(1, 1, 5, 5, dtype=torch.float64)
     step[..., 2:] = 1.0
     cases = [
         ("one 5×5 image, one 3×3 edge filter, no bias", (step, edge, torch.zeros(1, dtype=torch.float64))),
-        ("one image, one channel, one random 3×3 filter", (randn(1, 1, 6, 6), randn(1, 1, 3, 3), randn(1))),
-        ("2 images of 3 channels, 4 filters", (randn(2, 3, 7, 7), randn(4, 3, 3, 3), randn(4))),
-        ("a non-square image and a non-square 2×3 kernel", (randn(2, 2, 5, 8), randn(3, 2, 2, 3), randn(3))),
-        ("1×1 filters", (randn(3, 4, 4, 5), randn(2, 4, 1, 1), randn(2))),
-        ("a kernel as large as the image", (randn(2, 2, 4, 4), randn(5, 2, 4, 4), randn(5))),
+        ("one image, one channel, one random 3×3 filter", (r(1, 1, 6, 6), r(1, 1, 3, 3), r(1))),
+        ("2 images of 3 channels, 4 filters", (r(2, 3, 7, 7), r(4, 3, 3, 3), r(4))),
+        ("a non-square image and a non-square 2×3 kernel", (r(2, 2, 5, 8), r(3, 2, 2, 3), r(3))),
+        ("1×1 filters", (r(3, 4, 4, 5), r(2, 4, 1, 1), r(2))),
+        ("a kernel as large as the image", (r(2, 2, 4, 4), r(5, 2, 4, 4), r(5))),
     ]
     return [(f"{text}: x {tuple(x.shape)}, weight {tuple(w.shape)}", (x, w, b)) for text, (x, w, b) in cases]
 

@@ -3,23 +3,23 @@ the answer-only mask of instruction tuning."""
 
 from __future__ import annotations
 
+import functools
+
 import torch
 from torch.nn import functional as F
 
-from companion.check.core import CheckSpec, define, keyed
+from companion.check.core import CheckSpec, define, keyed, randn
 
 __all__ = ["answer_only_mask", "dpo_loss", "lora_forward"]
 
 
 def _lora_cases(gen: torch.Generator) -> list:
-    def randn(*shape: int) -> torch.Tensor:
-        return torch.randn(*shape, generator=gen, dtype=torch.float64)
-
+    r = functools.partial(randn, gen)
     cases = []
-    for batch, d_in, d_out, r, alpha in [((2,), 4, 3, 1, 1.0), ((3,), 8, 6, 2, 8.0), ((2, 5), 16, 12, 4, 8.0),
+    for batch, d_in, d_out, rank, alpha in [((2,), 4, 3, 1, 1.0), ((3,), 8, 6, 2, 8.0), ((2, 5), 16, 12, 4, 8.0),
                                          ((4,), 12, 20, 3, 16.0)]:  # fmt: skip
-        args = (randn(*batch, d_in), randn(d_out, d_in), randn(d_out), randn(r, d_in), randn(d_out, r), alpha)
-        cases.append((f"x {tuple(args[0].shape)}, W {(d_out, d_in)}, r = {r}, α = {alpha:g}", args))
+        args = (r(*batch, d_in), r(d_out, d_in), r(d_out), r(rank, d_in), r(d_out, rank), alpha)
+        cases.append((f"x {tuple(args[0].shape)}, W {(d_out, d_in)}, r = {rank}, α = {alpha:g}", args))
     return cases
 
 

@@ -3,12 +3,13 @@ learning rate, and one epoch of mini-batch gradient descent."""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
 
-from companion.check.core import CheckSpec, define, scaled
+from companion.check.core import CheckSpec, define, randn, scaled
 
 __all__ = ["largest_stable_learning_rate", "minibatch_epoch", "mse_gradients", "quadratic_gradients"]
 
@@ -64,16 +65,14 @@ def _parabola(a: float, b: float, c: float, x: torch.Tensor, y: torch.Tensor) ->
 
 
 def _parabola_cases(gen: torch.Generator) -> list:
-    def rand(n: int, scale: float = 1.0) -> torch.Tensor:
-        return scale * torch.randn(n, generator=gen, dtype=torch.float64)
-
+    rand = functools.partial(randn, gen)
     f64 = {"dtype": torch.float64}
     cases = [
         (0.5, -1.0, 2.0, torch.tensor([1.0, 2.0, 3.0], **f64), torch.tensor([3.0, 5.0, 7.0], **f64)),
         (1.5, 0.25, -1.0, torch.tensor([2.0], **f64), torch.tensor([-1.0], **f64)),
         (0.3, -0.7, 0.2, torch.zeros(4, **f64), rand(4)),
-        (*rand(3).tolist(), rand(100), rand(100, 3.0)),
-        (0.01, -0.5, 3.0, rand(6, 50.0), rand(6, 100.0)),
+        (*rand(3).tolist(), rand(100), rand(100, scale=3.0)),
+        (0.01, -0.5, 3.0, rand(6, scale=50.0), rand(6, scale=100.0)),
     ]
     return [(f"a = {a:.4g}, b = {b:.4g}, c = {c:.4g}, N = {len(x)}", (a, b, c, x, y)) for a, b, c, x, y in cases]
 

@@ -3,9 +3,11 @@ sampling."""
 
 from __future__ import annotations
 
+import functools
+
 import torch
 
-from companion.check.core import CheckSpec, define, keyed
+from companion.check.core import CheckSpec, define, keyed, randn
 
 __all__ = ["bpe_merge", "nucleus", "rms_norm"]
 
@@ -69,14 +71,12 @@ def _rms(x: torch.Tensor, weight: torch.Tensor, eps: float, mistake: str = "") -
 
 
 def _rms_cases(gen: torch.Generator) -> list:
-    def r(*shape: int, scale: float = 1.0, shift: float = 0.0) -> torch.Tensor:
-        return torch.randn(*shape, generator=gen, dtype=torch.float64) * scale + shift
-
+    r = functools.partial(randn, gen)
     cases = [
-        (r(4, 8, shift=2.0), r(8), 1e-6),
-        (r(2, 5, 16, scale=3.0, shift=-1.0), r(16), 1e-5),
+        (r(4, 8) + 2.0, r(8), 1e-6),
+        (r(2, 5, 16, scale=3.0) - 1.0, r(16), 1e-5),
         (r(3, 6) * 1e-4, torch.ones(6, dtype=torch.float64), 1e-2),
-        (r(1, 7, 32, shift=0.5), r(32), 1e-6),
+        (r(1, 7, 32) + 0.5, r(32), 1e-6),
     ]
     return [(f"x {tuple(x.shape)}, eps={eps:g}", (x, w, eps)) for x, w, eps in cases]
 
@@ -109,7 +109,7 @@ def _nucleus(probs: torch.Tensor, p: float, mistake: str = "") -> torch.Tensor:
 
 def _nucleus_cases(gen: torch.Generator) -> list:
     def dist(b: int, v: int, temperature: float) -> torch.Tensor:
-        return torch.softmax(torch.randn(b, v, generator=gen, dtype=torch.float64) / temperature, dim=-1)
+        return torch.softmax(randn(gen, b, v) / temperature, dim=-1)
 
     cases = [
         (torch.tensor([[0.5, 0.1, 0.3, 0.1]], dtype=torch.float64), 0.7),

@@ -3,13 +3,14 @@ and the size of Adam's step without its bias correction."""
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 from typing import Any
 
 import torch
 
-from companion.check.core import CheckSpec, Wrong, define, keyed
+from companion.check.core import CheckSpec, Wrong, define, keyed, randn
 
 __all__ = ["ADAM_MISTAKES", "MOMENTUM_MISTAKES", "SCHEDULE_MISTAKES", "adam_step", "momentum_step",
            "uncorrected_adam_ratio", "warmup_cosine_lr"]  # fmt: skip
@@ -38,9 +39,7 @@ def _adam_step(
 
 
 def _adam_cases(gen: torch.Generator) -> list:
-    def rand(*shape: int, scale: float = 1.0) -> torch.Tensor:
-        return scale * torch.randn(*shape, generator=gen, dtype=torch.float64)
-
+    rand = functools.partial(randn, gen)
     zeros = torch.zeros(3, dtype=torch.float64)
     cases = [  # theta, grad, m, v, t, lr, beta1, beta2, eps
         (rand(3), rand(3), zeros, zeros, 1, 0.01, 0.9, 0.999, 1e-8),
@@ -96,7 +95,7 @@ def _momentum_cases(gen: torch.Generator) -> list:
     for shape, nesterov, first, momentum in [((3,), False, True, 0.9), ((2, 3), False, False, 0.5),
                                              ((4,), True, True, 0.9), ((5,), True, False, 0.5),
                                              ((3,), True, False, 0.0)]:  # fmt: skip
-        theta, grad, buf = (torch.randn(*shape, generator=gen, dtype=torch.float64) for _ in range(3))
+        theta, grad, buf = (randn(gen, *shape) for _ in range(3))
         case = (theta, grad, torch.zeros_like(buf) if first else buf, 0.1, momentum, nesterov)
         cases.append((f"shape {shape}, lr = 0.1, momentum = {momentum:g}, nesterov = {nesterov}", case))
     return cases

@@ -7,17 +7,13 @@ import math
 
 import torch
 
-from companion.check.core import CheckSpec, define, keyed
+from companion.check.core import CheckSpec, define, keyed, randn
 
 __all__ = ["BIGRAM_MISTAKES", "CLIP_MISTAKES", "GRU_STEP_MISTAKES", "LSTM_STEP_MISTAKES", "RNN_STEP_MISTAKES",
            "TRIGRAM_MISTAKES", "bigram_loss", "clip_grad_norm", "gru_step", "lstm_step", "rnn_step",
            "trigram_loss"]  # fmt: skip
 
 Tensor = torch.Tensor
-
-
-def _rand(gen: torch.Generator, *shape: int, scale: float = 1.0) -> Tensor:
-    return scale * torch.randn(*shape, generator=gen, dtype=torch.float64)
 
 
 def _describe(n: int, f: int, h: int, scale: float, zero: bool, extra: str = "") -> str:
@@ -46,9 +42,9 @@ def _rnn_cases(gen: torch.Generator) -> list:
     cases = []
     for n, f, h, scale, zero in [(5, 4, 4, 1.0, False), (1, 3, 4, 1.0, False), (3, 2, 5, 1.0, True),
                                  (4, 3, 4, 20.0, False), (6, 1, 3, 1.0, False)]:  # fmt: skip
-        state = torch.zeros(n, h, dtype=torch.float64) if zero else _rand(gen, n, h, scale=0.5)
-        args = (_rand(gen, n, f, scale=scale), state, _rand(gen, h, h, scale=0.5), _rand(gen, h, f, scale=0.5),
-                _rand(gen, h, scale=0.1))  # fmt: skip
+        state = torch.zeros(n, h, dtype=torch.float64) if zero else randn(gen, n, h, scale=0.5)
+        args = (randn(gen, n, f, scale=scale), state, randn(gen, h, h, scale=0.5), randn(gen, h, f, scale=0.5),
+                randn(gen, h, scale=0.1))  # fmt: skip
         cases.append((_describe(n, f, h, scale, zero), args))
     return cases
 
@@ -97,14 +93,14 @@ def _gated_cases(gen: torch.Generator, gates: int, big: str) -> list:
     for n, f, h, scale, zero, large in [(1, 3, 2, 1.0, False, False), (4, 3, 3, 1.0, True, False),
                                         (5, 2, 4, 1.0, False, False), (3, 4, 3, 10.0, False, False),
                                         (2, 3, 5, 1.0, False, True)]:  # fmt: skip
-        state = torch.zeros(n, h, dtype=torch.float64) if zero else _rand(gen, n, h, scale=0.5)
-        weights = (_rand(gen, gates * h, f, scale=0.5), _rand(gen, gates * h, h, scale=0.5))
-        x = _rand(gen, n, f, scale=scale)
+        state = torch.zeros(n, h, dtype=torch.float64) if zero else randn(gen, n, h, scale=0.5)
+        weights = (randn(gen, gates * h, f, scale=0.5), randn(gen, gates * h, h, scale=0.5))
+        x = randn(gen, n, f, scale=scale)
         if gates == 4:  # the LSTM: a cell state and one bias
-            cell = torch.zeros(n, h, dtype=torch.float64) if zero else _rand(gen, n, h, scale=5.0 if large else 1.0)
-            args = (x, state, cell, *weights, _rand(gen, 4 * h, scale=0.5))
+            cell = torch.zeros(n, h, dtype=torch.float64) if zero else randn(gen, n, h, scale=5.0 if large else 1.0)
+            args = (x, state, cell, *weights, randn(gen, 4 * h, scale=0.5))
         else:  # the GRU: two biases
-            args = (x, state, *weights, *(_rand(gen, 3 * h, scale=3.0 if large else 0.5) for _ in range(2)))
+            args = (x, state, *weights, *(randn(gen, 3 * h, scale=3.0 if large else 0.5) for _ in range(2)))
         cases.append((_describe(n, f, h, scale, zero, f", large {big}" if large else ""), args))
     return cases
 
@@ -149,16 +145,16 @@ def _clip(grads: list[Tensor], max_norm: float, mistake: str = "") -> tuple[list
 
 
 def _clip_cases(gen: torch.Generator) -> list:
-    layers = [_rand(gen, 4, 3), _rand(gen, 4), _rand(gen, 2, 4), _rand(gen, 2)]
+    layers = [randn(gen, 4, 3), randn(gen, 4), randn(gen, 2, 4), randn(gen, 2)]
     return [
         ("one tensor of shape (3,) with norm 0.5, max_norm = 1", ([torch.tensor([0.3, 0.0, -0.4]).double()], 1.0)),
         ("one tensor of shape (3,) with norm 5, max_norm = 1", ([torch.tensor([3.0, 0.0, -4.0]).double()], 1.0)),
         ("4 tensors of shapes (4, 3), (4,), (2, 4), (2,), max_norm = 1", (layers, 1.0)),
         ("the same 4 tensors, max_norm = 100: no clipping", (layers, 100.0)),
         ("a tensor of zeros and a small one, max_norm = 0.5",
-         ([torch.zeros(3, 3, dtype=torch.float64), _rand(gen, 5, scale=0.01)], 0.5)),
+         ([torch.zeros(3, 3, dtype=torch.float64), randn(gen, 5, scale=0.01)], 0.5)),
         ("huge gradients of norm about 1e6, max_norm = 5",
-         ([_rand(gen, 10, 10, scale=1e5), _rand(gen, 10, scale=1e5)], 5.0)),
+         ([randn(gen, 10, 10, scale=1e5), randn(gen, 10, scale=1e5)], 5.0)),
     ]  # fmt: skip
 
 
