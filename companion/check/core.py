@@ -236,12 +236,6 @@ def _resolve(dotted: str) -> Any:
     return obj
 
 
-def _code(obj: Any) -> CodeType | None:
-    while isinstance(obj, functools.partial):
-        obj = obj.func
-    return getattr(getattr(obj, "__func__", obj), "__code__", None)
-
-
 class _Blocker(TorchFunctionMode):
     """Within ``with``, the forbidden operations raise :class:`ForbiddenCallError` and are recorded,
     however the student's code reached them: torch calls through this torch function mode, Python
@@ -255,7 +249,7 @@ class _Blocker(TorchFunctionMode):
         for name, obj in named:  # the first name of an object is the one that is told
             if obj is not None:
                 self.objects.setdefault(id(obj), (obj, name))
-            if (code := _code(obj)) is not None:
+            if (code := getattr(getattr(obj, "__func__", obj), "__code__", None)) is not None:
                 self.codes.setdefault(id(code), (code, name))
         self.blocked: list[str] = []
 
