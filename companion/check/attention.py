@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from companion.check.core import CheckSpec, define, keyed, randn
+from companion.check.core import CheckSpec, define, keyed, randn, rows_sum_to
 
 __all__ = ["attention_head", "attention_weights", "causal_mask", "transformer_block_parameters"]
 
@@ -33,15 +33,9 @@ def _scores(q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
     return q @ k.transpose(-2, -1)
 
 
-def _rows_sum_to_one(case: tuple, expected: Any, got: Any) -> str:
-    if got.shape == expected.shape and not torch.allclose(got.float().sum(-1), torch.ones(()), atol=1e-4):
-        return "Each row of weights should sum to 1; yours do not."
-    return ""
-
-
 attention_weights = define(CheckSpec(
     "attention_weights", lambda q, k: torch.softmax(_scores(q, k) / math.sqrt(q.shape[-1]), dim=-1), _qk_cases,
-    rtol=1e-5, atol=1e-6, forbidden=_FUSED, diagnose=_rows_sum_to_one,
+    rtol=1e-5, atol=1e-6, forbidden=_FUSED, diagnose=rows_sum_to(1, "Each row of weights should sum to 1; yours do not."),
     mistakes={
         "the scores are not divided by √d_k": lambda q, k: torch.softmax(_scores(q, k), dim=-1),
         "the scores are divided by d_k instead of √d_k": lambda q, k: torch.softmax(_scores(q, k) / q.shape[-1], -1),

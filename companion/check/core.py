@@ -180,6 +180,19 @@ def randn(gen: torch.Generator, *shape: int, scale: float = 1.0, dtype: torch.dt
     return scale * torch.randn(shape, generator=gen, dtype=dtype)
 
 
+def rows_sum_to(total: float, message: str, atol: float = 1e-4) -> Callable[[tuple, Any, Any], str]:
+    """A ``diagnose``: ``message`` for a finite tensor of the expected shape whose rows (along the last dimension)
+    do not sum to ``total``."""
+
+    def diagnose(case: tuple, expected: Any, got: Any) -> str:
+        sums = got.double().sum(-1)
+        if got.shape != expected.shape or not sums.isfinite().all():
+            return ""
+        return "" if torch.allclose(sums, torch.full_like(sums, total), atol=atol) else message
+
+    return diagnose
+
+
 def scaled(reference: Callable[..., Any], factor: float | Callable[..., float]) -> Callable[..., Any]:
     """A mistake: ``reference`` with every output multiplied by ``factor`` (a number or a function of the case)."""
 

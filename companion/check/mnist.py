@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from torch.nn import functional as F
 
-from companion.check.core import CheckSpec, Raised, define, scaled
+from companion.check.core import CheckSpec, Raised, define, rows_sum_to, scaled
 from companion.check.learning import AUTOGRAD_FORBIDDEN
 from companion.check.neurons import SOFTMAX_FORBIDDEN
 
@@ -40,13 +40,9 @@ def _finite(got: Any) -> bool:
 
 
 def _rows(case: tuple, expected: Any, got: Any) -> str:
-    if not isinstance(got, torch.Tensor) or got.shape != expected.shape:
-        return ""
-    if not _finite(got):
+    if got.shape == expected.shape and not _finite(got):
         return "exp overflows for logits this large (e^89 is already beyond float32)."
-    if not torch.allclose(got.double().sum(1), torch.ones(len(got), dtype=torch.float64), atol=1e-4):
-        return "The rows do not add up to 1."
-    return ""
+    return rows_sum_to(1, "The rows do not add up to 1.")(case, expected, got)
 
 
 softmax = define(CheckSpec(
@@ -90,18 +86,10 @@ def _cross_entropy_grad(logits: torch.Tensor, targets: torch.Tensor) -> torch.Te
     return torch.autograd.grad(F.cross_entropy(leaf, targets), leaf)[0]
 
 
-def _rows_add_to_zero(case: tuple, expected: Any, got: Any) -> str:
-    if isinstance(got, torch.Tensor) and got.shape == expected.shape and _finite(got) and not torch.allclose(
-        got.double().sum(1), torch.zeros(len(got), dtype=torch.float64), atol=1e-5
-    ):
-        return ("The entries of each row should add up to 0: raising all the logits of a row by the same amount "
-                "changes no probability, so it cannot change the loss.")  # fmt: skip
-    return ""
-
-
 cross_entropy_grad = define(CheckSpec(
     "cross_entropy_grad", _cross_entropy_grad, lambda gen: _logits(gen, targets=True), rtol=1e-4, atol=1e-7,
-    forbidden=AUTOGRAD_FORBIDDEN, diagnose=_rows_add_to_zero,
+    forbidden=AUTOGRAD_FORBIDDEN, diagnose=rows_sum_to(0, "The entries of each row should add up to 0: raising all the "
+    "logits of a row by the same amount changes no probability, so it cannot change the loss.", atol=1e-5),
     mistakes=_batch_sum(_cross_entropy_grad, "the loss is the mean over the batch"),
     hint="for one example, L = −z_y + log Σ_j e^(z_j), so ∂L/∂z_k = softmax(z)_k − [k = y]: the probabilities "
     "minus the one-hot target (torch.softmax and F.one_hot are allowed). The batch loss is the mean, "
