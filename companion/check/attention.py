@@ -35,7 +35,8 @@ def _scores(q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
 
 attention_weights = define(CheckSpec(
     "attention_weights", lambda q, k: torch.softmax(_scores(q, k) / math.sqrt(q.shape[-1]), dim=-1), _qk_cases,
-    rtol=1e-5, atol=1e-6, forbidden=_FUSED, diagnose=rows_sum_to(1, "Each row of weights should sum to 1; yours do not."),
+    rtol=1e-5, atol=1e-6, forbidden=_FUSED,
+    diagnose=rows_sum_to(1, "Each row of weights should sum to 1; yours do not."),
     mistakes={
         "the scores are not divided by √d_k": lambda q, k: torch.softmax(_scores(q, k), dim=-1),
         "the scores are divided by d_k instead of √d_k": lambda q, k: torch.softmax(_scores(q, k) / q.shape[-1], -1),

@@ -16,11 +16,6 @@ __all__ = ["BIGRAM_MISTAKES", "CLIP_MISTAKES", "GRU_STEP_MISTAKES", "LSTM_STEP_M
 Tensor = torch.Tensor
 
 
-def _describe(n: int, f: int, h: int, scale: float, zero: bool, extra: str = "") -> str:
-    return (f"N = {n}, F = {f}, H = {h}{', large inputs' if scale > 1 else ''}{', h = 0' if zero else ''}"
-            f"{extra}")  # fmt: skip
-
-
 RNN_STEP_MISTAKES = {
     "swapped": "W and U are swapped: W multiplies the previous state h, U the input x",
     "not transposed": "the weight matrices are not transposed: row i of W holds the weights into unit i, "
@@ -38,19 +33,34 @@ def _rnn_step(x: Tensor, h: Tensor, W: Tensor, U: Tensor, b: Tensor, mistake: st
     return pre if mistake == "no tanh" else torch.sigmoid(pre) if mistake == "sigmoid" else torch.tanh(pre)
 
 
-def _rnn_cases(gen: torch.Generator) -> list:
+_RNN_SIZES = [(5, 4, 4, 1.0, False, False), (1, 3, 4, 1.0, False, False), (3, 2, 5, 1.0, True, False),
+              (4, 3, 4, 20.0, False, False), (6, 1, 3, 1.0, False, False)]  # N, F, H, x's scale, h = 0, large
+_GATED_SIZES = [(1, 3, 2, 1.0, False, False), (4, 3, 3, 1.0, True, False), (5, 2, 4, 1.0, False, False),
+                (3, 4, 3, 10.0, False, False), (2, 3, 5, 1.0, False, True)]
+
+
+def _cell_cases(gen: torch.Generator, gates: int, big: str = "") -> list:
+    """Cases of a cell whose weights hold ``gates`` blocks of rows (1: the plain RNN, whose first case has F = H);
+    a gated cell's last case has a large ``big`` (cell state or biases)."""
     cases = []
-    for n, f, h, scale, zero in [(5, 4, 4, 1.0, False), (1, 3, 4, 1.0, False), (3, 2, 5, 1.0, True),
-                                 (4, 3, 4, 20.0, False), (6, 1, 3, 1.0, False)]:  # fmt: skip
+    for n, f, h, scale, zero, large in _RNN_SIZES if gates == 1 else _GATED_SIZES:
         state = torch.zeros(n, h, dtype=torch.float64) if zero else randn(gen, n, h, scale=0.5)
-        args = (randn(gen, n, f, scale=scale), state, randn(gen, h, h, scale=0.5), randn(gen, h, f, scale=0.5),
-                randn(gen, h, scale=0.1))  # fmt: skip
-        cases.append((_describe(n, f, h, scale, zero), args))
+        x, w_x = randn(gen, n, f, scale=scale), randn(gen, gates * h, f, scale=0.5)
+        w_h = randn(gen, gates * h, h, scale=0.5)
+        if gates == 1:  # the RNN: W (on h) before U (on x), one bias
+            args = (x, state, w_h, w_x, randn(gen, h, scale=0.1))
+        elif gates == 4:  # the LSTM: a cell state and one bias
+            cell = torch.zeros(n, h, dtype=torch.float64) if zero else randn(gen, n, h, scale=5.0 if large else 1.0)
+            args = (x, state, cell, w_x, w_h, randn(gen, 4 * h, scale=0.5))
+        else:  # the GRU: two biases
+            args = (x, state, w_x, w_h, *(randn(gen, 3 * h, scale=3.0 if large else 0.5) for _ in range(2)))
+        text = f"N = {n}, F = {f}, H = {h}{', large inputs' if scale > 1 else ''}{', h = 0' if zero else ''}"
+        cases.append((text + (f", large {big}" if large else ""), args))
     return cases
 
 
 rnn_step = define(CheckSpec(
-    "rnn_step", _rnn_step, _rnn_cases, mistakes=keyed(_rnn_step, RNN_STEP_MISTAKES), rtol=1e-7, atol=1e-10,
+    "rnn_step", _rnn_step, lambda gen: _cell_cases(gen, 1), mistakes=keyed(_rnn_step, RNN_STEP_MISTAKES), rtol=1e-7, atol=1e-10,
     forbidden=("companion.recurrent.rnn_cell",),
     hint="for a batch the rows are samples: pre = h @ W.T + x @ U.T + b has shape [N, H]; the new state is "
     "torch.tanh(pre).",
@@ -87,26 +97,8 @@ def _lstm_step(
     return (c_new, h_new) if mistake == "h and c swapped" else (h_new, c_new)
 
 
-def _gated_cases(gen: torch.Generator, gates: int, big: str) -> list:
-    """Cases of a gated cell with ``gates`` blocks of rows; the last one has a large ``big`` (cell state or biases)."""
-    cases = []
-    for n, f, h, scale, zero, large in [(1, 3, 2, 1.0, False, False), (4, 3, 3, 1.0, True, False),
-                                        (5, 2, 4, 1.0, False, False), (3, 4, 3, 10.0, False, False),
-                                        (2, 3, 5, 1.0, False, True)]:  # fmt: skip
-        state = torch.zeros(n, h, dtype=torch.float64) if zero else randn(gen, n, h, scale=0.5)
-        weights = (randn(gen, gates * h, f, scale=0.5), randn(gen, gates * h, h, scale=0.5))
-        x = randn(gen, n, f, scale=scale)
-        if gates == 4:  # the LSTM: a cell state and one bias
-            cell = torch.zeros(n, h, dtype=torch.float64) if zero else randn(gen, n, h, scale=5.0 if large else 1.0)
-            args = (x, state, cell, *weights, randn(gen, 4 * h, scale=0.5))
-        else:  # the GRU: two biases
-            args = (x, state, *weights, *(randn(gen, 3 * h, scale=3.0 if large else 0.5) for _ in range(2)))
-        cases.append((_describe(n, f, h, scale, zero, f", large {big}" if large else ""), args))
-    return cases
-
-
 lstm_step = define(CheckSpec(
-    "lstm_step", _lstm_step, lambda gen: _gated_cases(gen, 4, "c"), labels=("h_new", "c_new"),
+    "lstm_step", _lstm_step, lambda gen: _cell_cases(gen, 4, "c"), labels=("h_new", "c_new"),
     mistakes=keyed(_lstm_step, LSTM_STEP_MISTAKES), rtol=1e-7, atol=1e-10,
     forbidden=("companion.recurrent.lstm_cell",),
     hint="pre = x @ W_ih.T + h @ W_hh.T + b, then i, f, g, o = pre.chunk(4, dim=1); sigmoid on i, f, o and tanh "
@@ -201,7 +193,7 @@ def _gru_step(
 
 
 gru_step = define(CheckSpec(
-    "gru_step", _gru_step, lambda gen: _gated_cases(gen, 3, "biases"), mistakes=keyed(_gru_step, GRU_STEP_MISTAKES),
+    "gru_step", _gru_step, lambda gen: _cell_cases(gen, 3, "biases"), mistakes=keyed(_gru_step, GRU_STEP_MISTAKES),
     rtol=1e-7, atol=1e-10, forbidden=("companion.recurrent.gru_cell",),
     hint="each of the two affine maps, x W_ihᵀ + b_ih and h W_hhᵀ + b_hh, holds three blocks of H columns, in the "
     "order r, z, n; the two gates are sigmoids of their blocks added up; in the candidate the reset gate scales "
