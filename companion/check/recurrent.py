@@ -60,8 +60,8 @@ def _cell_cases(gen: torch.Generator, gates: int, big: str = "") -> list:
 
 
 rnn_step = define(CheckSpec(
-    "rnn_step", _rnn_step, lambda gen: _cell_cases(gen, 1), mistakes=keyed(_rnn_step, RNN_STEP_MISTAKES), rtol=1e-7, atol=1e-10,
-    forbidden=("companion.recurrent.rnn_cell",),
+    "rnn_step", _rnn_step, lambda gen: _cell_cases(gen, 1), mistakes=keyed(_rnn_step, RNN_STEP_MISTAKES),
+    rtol=1e-7, atol=1e-10, forbidden=("companion.recurrent.rnn_cell",),
     hint="for a batch the rows are samples: pre = h @ W.T + x @ U.T + b has shape [N, H]; the new state is "
     "torch.tanh(pre).",
 ), doc="""Check ``student(x, h, W, U, b) -> h_new``: one step of a plain RNN on a batch.
