@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from companion.check.core import CheckResult, CheckSpec, Raised, Wrong, _self_check, define, explain_difference
+from companion.check.core import CheckResult, CheckSpec, Raised, Wrong, _self_check, define, explain_difference, randn
 from companion.check.learning import AUTOGRAD_FORBIDDEN
 
 __all__ = ["finite_difference_cost", "linear_backward", "numerical_gradient", "softplus", "value_operation"]
@@ -95,8 +95,7 @@ linear_backward = define(CheckSpec(
     "linear_backward", _linear_backward, labels=("grad_x", "grad_W", "grad_b"), diagnose=_averaged,
     rtol=1e-9, atol=1e-12, passed="3 of 3 cases match torch.autograd.",
     cases=lambda gen: [
-        (f"B = {b}, n_in = {i}, n_out = {o}", tuple(torch.randn(*s, generator=gen, dtype=torch.float64)
-                                                    for s in [(b, i), (o, i), (o,), (b, o)]))
+        (f"B = {b}, n_in = {i}, n_out = {o}", tuple(randn(gen, *s) for s in [(b, i), (o, i), (o,), (b, o)]))
         for b, i, o in [(1, 3, 2), (5, 4, 3), (16, 10, 1)]
     ],
     hint="write y_bj = Σ_i x_bi W_ji + b_j and apply the chain rule: ∂L/∂x = grad_y @ W, ∂L/∂W = grad_yᵀ @ x, "
@@ -115,8 +114,7 @@ def _numerical_cases(gen: torch.Generator) -> list:
         ("sum(exp(x/2)) + prod(x)", lambda t: (t / 2).exp().sum() + t.prod(), (2, 3)),
         ("x³ − 2x", lambda t: t**3 - 2 * t, ()),
     ]
-    return [(f"f = {label}, x of shape {shape}", (f, torch.randn(shape, generator=gen, dtype=torch.float64), 1e-5))
-            for label, f, shape in functions]  # fmt: skip
+    return [(f"f = {label}, x of shape {shape}", (f, randn(gen, *shape), 1e-5)) for label, f, shape in functions]
 
 
 def _autograd_gradient(f: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, eps: float) -> torch.Tensor:

@@ -42,9 +42,9 @@ def _line_cases(gen: torch.Generator) -> list:
     f64 = {"dtype": torch.float64}
     cases = [(-1.0, 5.0, torch.tensor([1.0, 2.0], **f64), torch.tensor([3.0, 5.0], **f64))]
     for n in (5, 1, 100):
-        x = torch.randn(n, generator=gen, **f64)
-        m, b = torch.randn(2, generator=gen, **f64).tolist()
-        cases.append((m, b, x, 2 * x + 1 + 0.3 * torch.randn(n, generator=gen, **f64)))
+        x = randn(gen, n)
+        m, b = randn(gen, 2).tolist()
+        cases.append((m, b, x, 2 * x + 1 + 0.3 * randn(gen, n)))
     return [(f"m = {m:.4g}, b = {b:.4g}, N = {len(x)}", (m, b, x, y)) for m, b, x, y in cases]
 
 
@@ -132,7 +132,7 @@ def _epoch(m: float, b: float, x: torch.Tensor, y: torch.Tensor, batch_size: int
 
 def _epoch_cases(gen: torch.Generator) -> list:
     x = 4 * torch.rand(30, generator=gen, dtype=torch.float64) - 2
-    y = 2 * x + 1 + 0.5 * torch.randn(30, generator=gen, dtype=torch.float64)
+    y = 2 * x + 1 + randn(gen, 30, scale=0.5)
     seeds = torch.randint(0, 2**31, (4,), generator=gen).tolist()
     return [(f"N = 30, batch_size = {size}, lr = 0.05", (-1.0, 5.0, x, y, size, 0.05, seed))
             for size, seed in zip((8, 1, 7, 30), seeds)]  # fmt: skip
