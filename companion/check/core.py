@@ -160,9 +160,10 @@ def define(spec: CheckSpec, *params: str | tuple[str, Any], doc: str) -> Callabl
 
     def parameter(p: str | tuple[str, Any]) -> inspect.Parameter:
         name, default = (p, inspect.Parameter.empty) if isinstance(p, str) else p
-        return inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=default)
+        kind = "Callable[..., Any]" if name == "student" else "Any"
+        return inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=default, annotation=kind)
 
-    signature = inspect.Signature([parameter(p) for p in params or ("student",)], return_annotation=CheckResult)
+    signature = inspect.Signature([parameter(p) for p in params or ("student",)], return_annotation="CheckResult")
 
     def check(*args: Any, **kwargs: Any) -> CheckResult:
         bound = signature.bind(*args, **kwargs)
