@@ -160,8 +160,8 @@ def define(spec: CheckSpec, *params: str | tuple[str, Any], doc: str) -> Callabl
 
     def parameter(p: str | tuple[str, Any]) -> inspect.Parameter:
         name, default = (p, inspect.Parameter.empty) if isinstance(p, str) else p
-        kind = "Callable[..., Any]" if name == "student" else "Any"
-        return inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=default, annotation=kind)
+        annotation = "Callable[..., Any]" if name == "student" else "Any"
+        return inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=default, annotation=annotation)
 
     signature = inspect.Signature([parameter(p) for p in params or ("student",)], return_annotation="CheckResult")
 
