@@ -301,11 +301,12 @@ def test_produce_records_errors_and_blocked_calls_by_name():
     record = check.produce("stable_softmax", (crashes,), seed=0)["cases"]
     assert len(record) == 1 and record[0]["out"]["type"] == "IndexError" and "your line" in record[0]["out"]["line"]
 
-    def swallows(z, softmax=torch.softmax):  # captured before the check, and the error swallowed
-        try:
-            softmax(z, dim=-1)
-        except RuntimeError:
-            pass
+    def swallows(z, softmax=torch.softmax):  # captured before the check, the error swallowed, twice
+        for _ in range(2):
+            try:
+                softmax(z, dim=-1)
+            except RuntimeError:
+                pass
         return z
 
     record = check.produce("stable_softmax", (swallows,), seed=0)["cases"]
@@ -326,6 +327,13 @@ def test_load_produced_rejects_malformed_files(tmp_path):
                               '"args": [{"$": "tensor", "key": "a9", "dtype": "float32"}], "cases": null}')},
         {"__json__": np.array('{"format": "other", "check": "neuron_forward"}')},
         {"__json__": np.array('{"format": "companion.check/1", "check": "no_such_check", "args": [], "cases": null}')},
+        {"__json__": np.array("{}"), "b0": np.zeros(2)},
+        {"__json__": np.array('{"format": "companion.check/1", "check": "neuron_forward", "seed": 1, '
+                              '"args": [{"$": "tensor", "key": "a0", "dtype": "nope"}], "cases": null}'),
+         "a0": np.zeros(2)},
+        {"__json__": np.array('{"format": "companion.check/1", "check": "neuron_forward", "args": {}, "cases": null}')},
+        {"__json__": np.array('{"format": "companion.check/1", "check": "neuron_forward", "args": [], '
+                              '"cases": [{"out": null, "blocked": "torch.softmax"}]}')},
     ]:
         with open(path, "wb") as file:
             np.savez(file, **bad)
@@ -337,3 +345,44 @@ def test_load_produced_rejects_malformed_files(tmp_path):
         check.load_produced(path)
     check.save_produced(path, good)
     assert check.load_produced(path)["check"] == "neuron_forward"
+
+
+def test_numpy_answers_and_outputs_travel_as_numbers_and_arrays():
+    assert check.value("mean", np.float64(2.5), 2.5)
+    assert check.parameter_count(np.int64(13), [2, 3, 1])
+    assert check.compare("f", lambda x: x.numpy() * 2, lambda x: x * 2, [(torch.arange(3.0),)])
+    assert not check.compare("f", lambda x: x.numpy(), lambda x: x * 2, [(torch.arange(1.0, 4.0),)])
+    assert check.explain_difference(1.0, [[1, 2], [3]]) == "expected a number, got list"
+    assert check.explain_difference(1.0, ["one"]) == "expected a number, got list"
+    with pytest.raises(TypeError, match="must be numeric; got str"):
+        check.value("x", 1.0, "one")
+
+
+def test_a_forbidden_name_this_torch_lacks_blocks_nothing():
+    assert check.compare("f", lambda x: x + 1, lambda x: x + 1, [(torch.ones(2),)], forbidden=("torch.no_such_op",))
+
+
+def test_a_mistake_is_judged_on_the_cases_where_it_runs():
+    from companion.check.core import CheckSpec, _self_check
+
+    def shape_bound(ndim):  # a mistake that keeps x as it is, written for one number of dimensions only
+        def variant(x):
+            if x.ndim != ndim:
+                raise ValueError(f"{ndim} dimensions only")
+            return x
+
+        return variant
+
+    cases = [("a vector", (torch.ones(3),)), ("a matrix", (torch.ones(2, 2),))]
+    spec = CheckSpec("doubling", lambda x: 2 * x, lambda gen: cases,
+                     mistakes={"vectors only": shape_bound(1), "matrices only": shape_bound(2)})  # fmt: skip
+    result = _self_check(spec, (lambda x: 2 * x if x.ndim == 1 else x,))  # wrong on the matrix only
+    assert not result and "It looks like this mistake: matrices only." in result.message
+
+
+def test_judge_rejects_case_records_that_do_not_fit_the_cases():
+    produced = check.produce("neuron_forward", (lambda x, w, b: torch.relu(x @ w + b),), seed=2)
+    assert check.judge("neuron_forward", 2, produced)
+    for records in ([], produced["cases"] * 2, produced["cases"][:3]):
+        with pytest.raises(ValueError, match="case records"):
+            check.judge("neuron_forward", 2, {**produced, "cases": records})

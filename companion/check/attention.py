@@ -3,13 +3,13 @@ head, and the parameters of a Transformer block."""
 
 from __future__ import annotations
 
+import functools
 import math
-from collections.abc import Callable
 from typing import Any
 
 import torch
 
-from companion.check.core import CheckResult, CheckSpec, define, keyed
+from companion.check.core import CheckSpec, define, keyed, randn, rows_sum_to
 
 __all__ = ["attention_head", "attention_weights", "causal_mask", "transformer_block_parameters"]
 
@@ -18,15 +18,13 @@ _FUSED = ("torch.nn.functional.scaled_dot_product_attention", "torch.nn.function
 
 
 def _qk_cases(gen: torch.Generator) -> list:
-    def randn(*shape: int, scale: float = 1.0) -> torch.Tensor:
-        return torch.randn(*shape, generator=gen) * scale
-
+    r = functools.partial(randn, gen, dtype=torch.float32)
     cases = [
         (torch.tensor([[1.0, 0.0], [0.0, 1.0]]), torch.tensor([[1.0, 0.0], [1.0, 1.0], [0.0, 2.0]])),
-        (randn(3, 4, 8), randn(3, 5, 8)),
-        (randn(1, 1, 16), randn(1, 6, 16)),
-        (randn(2, 3, 64, scale=2.0), randn(2, 3, 64, scale=2.0)),
-        (randn(2, 4, 5, 8), randn(2, 4, 7, 8)),
+        (r(3, 4, 8), r(3, 5, 8)),
+        (r(1, 1, 16), r(1, 6, 16)),
+        (r(2, 3, 64, scale=2.0), r(2, 3, 64, scale=2.0)),
+        (r(2, 4, 5, 8), r(2, 4, 7, 8)),
     ]
     return [(f"q {tuple(q.shape)}, k {tuple(k.shape)}", (q, k)) for q, k in cases]
 
@@ -35,15 +33,10 @@ def _scores(q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
     return q @ k.transpose(-2, -1)
 
 
-def _rows_sum_to_one(case: tuple, expected: Any, got: Any) -> str:
-    if got.shape == expected.shape and not torch.allclose(got.float().sum(-1), torch.ones(()), atol=1e-4):
-        return "Each row of weights should sum to 1; yours do not."
-    return ""
-
-
-@define(CheckSpec(
+attention_weights = define(CheckSpec(
     "attention_weights", lambda q, k: torch.softmax(_scores(q, k) / math.sqrt(q.shape[-1]), dim=-1), _qk_cases,
-    rtol=1e-5, atol=1e-6, forbidden=_FUSED, diagnose=_rows_sum_to_one,
+    rtol=1e-5, atol=1e-6, forbidden=_FUSED,
+    diagnose=rows_sum_to(1, "Each row of weights should sum to 1; yours do not."),
     mistakes={
         "the scores are not divided by √d_k": lambda q, k: torch.softmax(_scores(q, k), dim=-1),
         "the scores are divided by d_k instead of √d_k": lambda q, k: torch.softmax(_scores(q, k) / q.shape[-1], -1),
@@ -53,19 +46,17 @@ def _rows_sum_to_one(case: tuple, expected: Any, got: Any) -> str:
     },
     hint="scores = q @ k.transpose(-2, -1) compares every query with every key ([..., L, S]); divide them by "
     "math.sqrt(d_k), d_k = q.shape[-1], then take torch.softmax over the last dimension (the keys).",
-))
-def attention_weights(student: Callable[..., Any]) -> CheckResult:
-    """Check ``student(q, k)``: the scaled dot-product attention weights, softmax over the keys.
+), doc="""Check ``student(q, k)``: the scaled dot-product attention weights, softmax over the keys.
 
     Shapes: ``q [..., L, d_k]``, ``k [..., S, d_k]`` → ``[..., L, S]``, each row summing to 1.
-    """
+    """)
 
 
 def _causal(n: int) -> torch.Tensor:
     return torch.ones(n, n, dtype=torch.bool).tril()
 
 
-@define(CheckSpec(
+causal_mask = define(CheckSpec(
     "causal_mask", _causal, lambda gen: [(f"n={n}", (n,)) for n in (1, 2, 5, 8)],
     forbidden=("companion.attention.causal_mask",), passed="4 of 4 sizes match the reference.",
     mistakes={
@@ -76,11 +67,9 @@ def _causal(n: int) -> torch.Tensor:
     hint="row i is query i and column j is key j; a token may attend to itself and to the tokens before it, "
     "never to those after it, so the True entries fill one triangle of the matrix, diagonal included "
     "(torch.tril and torch.triu keep one triangle of a matrix).",
-))
-def causal_mask(student: Callable[..., Any]) -> CheckResult:
-    """Check ``student(n)``: the causal mask for ``n`` tokens, a bool ``[n, n]`` tensor, True where query
+), doc="""Check ``student(n)``: the causal mask for ``n`` tokens, a bool ``[n, n]`` tensor, True where query
     ``i`` (the row) may attend to key ``j`` (the column), the convention of the boolean ``attn_mask`` of
-    ``F.scaled_dot_product_attention``. The course's own ``attention.causal_mask`` raises while it runs."""
+    ``F.scaled_dot_product_attention``. The course's own ``attention.causal_mask`` raises while it runs.""")
 
 
 def _head(x: torch.Tensor, w_q: torch.Tensor, w_k: torch.Tensor, w_v: torch.Tensor, mistake: str = "") -> torch.Tensor:
@@ -93,7 +82,7 @@ def _head(x: torch.Tensor, w_q: torch.Tensor, w_k: torch.Tensor, w_v: torch.Tens
     return torch.softmax(scores if mistake == "unmasked" else scores.masked_fill(future, float("-inf")), dim=-1) @ v
 
 
-@define(CheckSpec(
+attention_head = define(CheckSpec(
     "attention_head", _head, rtol=1e-5, atol=1e-6, forbidden=_FUSED,
     cases=lambda gen: [
         (f"B = {b}, L = {n}, d = {d}, d_k = {dk}, d_v = {dv}", tuple(torch.randn(*s, generator=gen) for s in [
@@ -109,13 +98,11 @@ def _head(x: torch.Tensor, w_q: torch.Tensor, w_k: torch.Tensor, w_v: torch.Tens
     hint="project x three times (x @ w_q, x @ w_k, x @ w_v); scores = q @ kᵀ / √d_k with d_k = w_q.shape[1]; "
     "set the scores above the diagonal to -inf with masked_fill before the softmax over the last "
     "dimension; multiply the weights by v.",
-))
-def attention_head(student: Callable[..., Any]) -> CheckResult:
-    """Check ``student(x, w_q, w_k, w_v)``: one causal self-attention head, without
+), doc="""Check ``student(x, w_q, w_k, w_v)``: one causal self-attention head, without
     ``F.scaled_dot_product_attention`` (it raises while the function runs).
 
     Shapes: ``x [B, L, d]``, ``w_q, w_k [d, d_k]``, ``w_v [d, d_v]`` → ``[B, L, d_v]``.
-    """
+    """)
 
 
 def _block_parameters(dim: int, mlp_ratio: int = 4) -> int:
@@ -125,7 +112,7 @@ def _block_parameters(dim: int, mlp_ratio: int = 4) -> int:
     return sum(p.numel() for p in TransformerBlock(dim, heads, mlp_ratio=mlp_ratio).parameters())
 
 
-@define(CheckSpec(
+transformer_block_parameters = define(CheckSpec(
     "transformer_block_parameters", _block_parameters, answers=1, passed="correct.",
     mistakes={
         "that counts the weight matrices only: add the biases and the layer norms' γ and β":
@@ -137,9 +124,8 @@ def _block_parameters(dim: int, mlp_ratio: int = 4) -> int:
     },
     hint="attention: W_q, W_k, W_v and W_o are d×d, with d biases each; the MLP: d×4d plus 4d biases, "
     "4d×d plus d biases; each of the two layer norms has d scales γ and d shifts β.",
-))
-def transformer_block_parameters(answer: Any, dim: Any, mlp_ratio: Any = 4) -> CheckResult:
-    """Check a count of the parameters of one :class:`companion.attention.TransformerBlock` of width
-    ``dim`` (and MLP width ``mlp_ratio · dim``); the count is made by building the block."""
+), "answer", "dim", ("mlp_ratio", 4), doc="""Check a count of the parameters of one
+    :class:`companion.attention.TransformerBlock` of width ``dim`` (and MLP width ``mlp_ratio · dim``); the count is
+    made by building the block.""")
 
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from companion.check.core import CheckResult, CheckSpec, Raised, Wrong, _self_check, define, explain_difference
+from companion.check.core import CheckResult, CheckSpec, Raised, Wrong, _self_check, define, explain_difference, randn
 from companion.check.learning import AUTOGRAD_FORBIDDEN
 
 __all__ = ["finite_difference_cost", "linear_backward", "numerical_gradient", "softplus", "value_operation"]
@@ -66,14 +66,12 @@ def value_operation(
     return _self_check(_operation_spec(name, torch_fn, inputs), (student,))
 
 
-@define(_operation_spec("softplus", torch.nn.functional.softplus, SOFTPLUS_INPUTS, hint=(
+softplus = define(_operation_spec("softplus", torch.nn.functional.softplus, SOFTPLUS_INPUTS, hint=(
     "d/dx ln(1 + e^x) = e^x / (1 + e^x) = 1 / (1 + e^(−x)), the sigmoid. For large |x| never evaluate "
     "e^x of a large positive x: softplus(x) = max(x, 0) + log1p(e^(−|x|)), and the sigmoid is "
-    "1 / (1 + e^(−x)) for x ≥ 0 and e^x / (1 + e^x) for x < 0 (or use Value.sigmoid's formula).")))
-def softplus(student: Callable[..., Any]) -> CheckResult:
-    """Check ``student(v: Value) -> Value``: softplus with its
-    backward rule, at moderate inputs and at ±30 and ±800, where a formula that exponentiates a large x
-    overflows a float."""
+    "1 / (1 + e^(−x)) for x ≥ 0 and e^x / (1 + e^x) for x < 0 (or use Value.sigmoid's formula).")),
+    doc="""Check ``student(v: Value) -> Value``: softplus with its backward rule, at moderate inputs and at ±30 and
+    ±800, where a formula that exponentiates a large x overflows a float.""")
 
 
 def _linear_backward(x: torch.Tensor, W: torch.Tensor, b: torch.Tensor, grad_y: torch.Tensor) -> tuple:
@@ -93,24 +91,21 @@ def _averaged(case: tuple, expected: Any, got: Any) -> str:
     return ""
 
 
-@define(CheckSpec(
+linear_backward = define(CheckSpec(
     "linear_backward", _linear_backward, labels=("grad_x", "grad_W", "grad_b"), diagnose=_averaged,
     rtol=1e-9, atol=1e-12, passed="3 of 3 cases match torch.autograd.",
     cases=lambda gen: [
-        (f"B = {b}, n_in = {i}, n_out = {o}", tuple(torch.randn(*s, generator=gen, dtype=torch.float64)
-                                                    for s in [(b, i), (o, i), (o,), (b, o)]))
+        (f"B = {b}, n_in = {i}, n_out = {o}", tuple(randn(gen, *s) for s in [(b, i), (o, i), (o,), (b, o)]))
         for b, i, o in [(1, 3, 2), (5, 4, 3), (16, 10, 1)]
     ],
     hint="write y_bj = Σ_i x_bi W_ji + b_j and apply the chain rule: ∂L/∂x = grad_y @ W, ∂L/∂W = grad_yᵀ @ x, "
     "∂L/∂b = grad_y summed over the batch; each gradient has the shape of its variable.",
-))
-def linear_backward(student: Callable[..., Any]) -> CheckResult:
-    """Check ``student(x, W, b, grad_y) -> (grad_x, grad_W, grad_b)``: the backward pass of a linear
+), doc="""Check ``student(x, W, b, grad_y) -> (grad_x, grad_W, grad_b)``: the backward pass of a linear
     layer ``y = x Wᵀ + b``, given ∂L/∂y.
 
     Shapes: ``x [B, n_in]``, ``W [n_out, n_in]``, ``b [n_out]``, ``grad_y [B, n_out]``; each gradient
     has the shape of its variable. Compared with autograd in float64 for B = 1, batches and one output.
-    """
+    """)
 
 
 def _numerical_cases(gen: torch.Generator) -> list:
@@ -119,8 +114,7 @@ def _numerical_cases(gen: torch.Generator) -> list:
         ("sum(exp(x/2)) + prod(x)", lambda t: (t / 2).exp().sum() + t.prod(), (2, 3)),
         ("x³ − 2x", lambda t: t**3 - 2 * t, ()),
     ]
-    return [(f"f = {label}, x of shape {shape}", (f, torch.randn(shape, generator=gen, dtype=torch.float64), 1e-5))
-            for label, f, shape in functions]  # fmt: skip
+    return [(f"f = {label}, x of shape {shape}", (f, randn(gen, *shape), 1e-5)) for label, f, shape in functions]
 
 
 def _autograd_gradient(f: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, eps: float) -> torch.Tensor:
@@ -133,7 +127,7 @@ def _one_sided(f: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, eps: 
     return torch.stack([(f(x + step.reshape(x.shape)) - f(x)) / eps for step in steps]).reshape(x.shape)
 
 
-@define(CheckSpec(
+numerical_gradient = define(CheckSpec(
     "numerical_gradient", _autograd_gradient, _numerical_cases, forbidden=AUTOGRAD_FORBIDDEN, rtol=1e-7, atol=1e-9,
     mistakes={"a one-sided difference, whose error is of order ε; the exercise asks for the central difference, "
               "whose error is of order ε²": _one_sided},
@@ -141,25 +135,21 @@ def _one_sided(f: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, eps: 
     hint="for each flat index i: copy x, add ε to entry i for one copy and subtract it for another "
     "(x.reshape(-1) gives a flat view of a copy), and store (f(x + ε eᵢ) − f(x − ε eᵢ)) / 2ε at "
     "index i of a tensor shaped like x (grad.view(-1)[i] = ...).",
-))
-def numerical_gradient(student: Callable[..., Any]) -> CheckResult:
-    """Check ``student(f, x, eps) -> grad``: the central-difference estimate of the gradient of ``f`` at
+), doc="""Check ``student(f, x, eps) -> grad``: the central-difference estimate of the gradient of ``f`` at
     ``x``, a float64 tensor of any shape (0-d too); ``grad`` has the shape of ``x``.
 
     Compared with autograd to 1e-7 at ε = 1e-5, which a one-sided difference does not reach;
     autograd raises while the function runs.
-    """
+    """)
 
 
 _PASSES = 2 * 175e9
-@define(CheckSpec(
+finite_difference_cost = define(CheckSpec(
     "finite_difference_cost", lambda: (_PASSES, _PASSES / (365.25 * 24 * 3600)), answers=2, rtol=1e-3,
     labels=("the number of forward passes", "the number of years"), passed="both numbers are right.",
     hint="a central difference evaluates the loss twice for every parameter (nudged up and nudged down); a "
     "year has 365.25 × 24 × 3600 seconds.",
-))
-def finite_difference_cost(passes: Any, years: Any) -> CheckResult:
-    """Check two numbers: the forward passes one central-difference gradient of GPT-3 takes, and how many
-    years that is at one second per pass (to 0.1 %; a year of 365 or 365.25 days both pass)."""
+), "passes", "years", doc="""Check two numbers: the forward passes one central-difference gradient of GPT-3 takes, and
+    how many years that is at one second per pass (to 0.1 %; a year of 365 or 365.25 days both pass).""")
 
 

@@ -3,12 +3,12 @@ layer's forward pass and max pooling, each written without the library's own."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import functools
 from typing import Any
 
 import torch
 
-from companion.check.core import CheckResult, CheckSpec, Wrong, define
+from companion.check.core import CheckSpec, Wrong, define, randn
 
 __all__ = ["conv2d_forward", "conv_output_size", "max_pool2d"]
 
@@ -26,7 +26,7 @@ def _an_int(case: tuple, out: Any) -> Any:
     return out
 
 
-@define(CheckSpec(
+conv_output_size = define(CheckSpec(
     "conv_output_size", _output_size, view=_an_int, forbidden=("companion.conv.output_size",),
     cases=lambda gen: [(f"n = {n}, k = {k}, p = {p}, s = {s}", (n, k, p, s)) for n, k, p, s in [
         (28, 3, 0, 1), (28, 3, 1, 1), (28, 2, 0, 2), (7, 3, 1, 2), (32, 5, 2, 3), (5, 5, 0, 1), (3, 5, 1, 1),
@@ -42,12 +42,10 @@ def _an_int(case: tuple, out: Any) -> Any:
     hint="pad the n positions with p on both ends (n + 2p), see how far the kernel's first position can "
     "move (n + 2p − k), count the steps of size s that fit — whole steps only, integer division — and add "
     "one for the starting position.",
-))
-def conv_output_size(student: Callable[..., Any]) -> CheckResult:
-    """Check ``student(n, k, p, s) -> int``: the number of outputs along one axis of a convolution or a
+), doc="""Check ``student(n, k, p, s) -> int``: the number of outputs along one axis of a convolution or a
     pooling over ``n`` inputs, with kernel size ``k``, padding ``p`` and stride ``s``. Cases: MNIST-sized
     layers, a 2×2 pooling, strides that do not divide evenly, a kernel as large as the padded input,
-    a 1×1 kernel and a large image."""
+    a 1×1 kernel and a large image.""")
 
 
 def _conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
@@ -60,24 +58,22 @@ def _conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.
 
 
 def _conv_cases(gen: torch.Generator) -> list:
-    def randn(*shape: int) -> torch.Tensor:
-        return torch.randn(*shape, generator=gen, dtype=torch.float64)
-
+    r = functools.partial(randn, gen)
     edge = torch.tensor([[[[1.0, 0.0, -1.0], [2.0, 0.0, -2.0], [1.0, 0.0, -1.0]]]], dtype=torch.float64)
     step = torch.zeros(1, 1, 5, 5, dtype=torch.float64)
     step[..., 2:] = 1.0
     cases = [
         ("one 5×5 image, one 3×3 edge filter, no bias", (step, edge, torch.zeros(1, dtype=torch.float64))),
-        ("one image, one channel, one random 3×3 filter", (randn(1, 1, 6, 6), randn(1, 1, 3, 3), randn(1))),
-        ("2 images of 3 channels, 4 filters", (randn(2, 3, 7, 7), randn(4, 3, 3, 3), randn(4))),
-        ("a non-square image and a non-square 2×3 kernel", (randn(2, 2, 5, 8), randn(3, 2, 2, 3), randn(3))),
-        ("1×1 filters", (randn(3, 4, 4, 5), randn(2, 4, 1, 1), randn(2))),
-        ("a kernel as large as the image", (randn(2, 2, 4, 4), randn(5, 2, 4, 4), randn(5))),
+        ("one image, one channel, one random 3×3 filter", (r(1, 1, 6, 6), r(1, 1, 3, 3), r(1))),
+        ("2 images of 3 channels, 4 filters", (r(2, 3, 7, 7), r(4, 3, 3, 3), r(4))),
+        ("a non-square image and a non-square 2×3 kernel", (r(2, 2, 5, 8), r(3, 2, 2, 3), r(3))),
+        ("1×1 filters", (r(3, 4, 4, 5), r(2, 4, 1, 1), r(2))),
+        ("a kernel as large as the image", (r(2, 2, 4, 4), r(5, 2, 4, 4), r(5))),
     ]
     return [(f"{text}: x {tuple(x.shape)}, weight {tuple(w.shape)}", (x, w, b)) for text, (x, w, b) in cases]
 
 
-@define(CheckSpec(
+conv2d_forward = define(CheckSpec(
     "conv2d_forward", _conv2d, _conv_cases, rtol=1e-9, atol=1e-9,
     forbidden=(*(f"torch.nn.functional.conv{kind}" for kind in ("1d", "2d", "3d", "_transpose1d", "_transpose2d",
                                                                  "_transpose3d")),
@@ -94,11 +90,9 @@ def _conv_cases(gen: torch.Generator) -> list:
     "x[:, :, i:i+kh, j:j+kw] of shape [N, C, kh, kw], multiply it with every filter (broadcast to "
     "[N, O, C, kh, kw]) and sum over C, kh and kw; add the bias per filter. Do not flip the kernel. "
     "Without loops: x.unfold(2, kh, 1).unfold(3, kw, 1) cuts out every window at once (im2col).",
-))
-def conv2d_forward(student: Callable[..., Any]) -> CheckResult:
-    """Check ``student(x, weight, bias)``: a convolution layer's forward pass with stride 1 and no padding,
+), doc="""Check ``student(x, weight, bias)``: a convolution layer's forward pass with stride 1 and no padding,
     as every framework computes it, without PyTorch's or the course's convolutions (they raise while it
-    runs). Shapes: ``x [N, C, H, W]``, ``weight [O, C, kh, kw]``, ``bias [O]`` → ``[N, O, H', W']``."""
+    runs). Shapes: ``x [N, C, H, W]``, ``weight [O, C, kh, kw]``, ``bias [O]`` → ``[N, O, H', W']``.""")
 
 
 def _max_pool2d(x: torch.Tensor, k: int) -> torch.Tensor:
@@ -112,7 +106,7 @@ def _overlap(case: tuple, expected: Any, got: Any) -> str:
     return ""
 
 
-@define(CheckSpec(
+max_pool2d = define(CheckSpec(
     "max_pool2d", _max_pool2d, rtol=1e-5, atol=1e-8, diagnose=_overlap,
     forbidden=("torch.nn.functional.max_pool2d", "torch.nn.functional.max_pool2d_with_indices",
                "torch.nn.functional.adaptive_max_pool2d", "torch.max_pool2d", "companion.conv.max_pool2d"),
@@ -134,11 +128,9 @@ def _overlap(case: tuple, expected: Any, got: Any) -> str:
     hint="the output has H // k rows and W // k columns; output (i, j) is the largest entry of the window "
     "x[:, :, i*k:(i+1)*k, j*k:(j+1)*k], for every image and channel separately (amax over the last two "
     "dimensions). Or cut all windows at once with x.unfold(2, k, k).unfold(3, k, k).",
-))
-def max_pool2d(student: Callable[..., Any]) -> CheckResult:
-    """Check ``student(x, k)``: max pooling of ``x [N, C, H, W]`` over non-overlapping ``k × k`` windows,
+), doc="""Check ``student(x, k)``: max pooling of ``x [N, C, H, W]`` over non-overlapping ``k × k`` windows,
     rows and columns that do not fill a window dropped, without PyTorch's or the course's pooling (they
     raise while it runs). Cases: a 4×4 example, all-negative values, several images and channels,
-    ``k = 1``, sides that ``k`` does not divide, a window as large as the image."""
+    ``k = 1``, sides that ``k`` does not divide, a window as large as the image.""")
 
 

@@ -150,25 +150,48 @@ SPECS: dict[str, CheckSpec] = {}
 """Every check of the course by its public name, ``check.<name>``."""
 
 
-def define(spec: CheckSpec) -> Callable[[Callable[..., Any]], Callable[..., CheckResult]]:
-    """Register ``spec`` in :data:`SPECS` (and its hint); decorate the public check ``check.<name>``, a function
-    whose signature and docstring are all it holds: it becomes ``judge`` of ``produce`` on a fresh seed."""
+def define(spec: CheckSpec, *params: str | tuple[str, Any], doc: str) -> Callable[..., CheckResult]:
+    """Register ``spec`` in :data:`SPECS` (and its hint) and give its public check ``check.<name>``: ``judge`` of
+    ``produce`` on a fresh seed, documented by ``doc``, taking ``params`` (names, or ``(name, default)`` pairs;
+    by default the student's function ``student`` alone)."""
     SPECS[spec.name] = spec
     if spec.hint:
         register_hint(spec.name, spec.hint)
 
-    def public(template: Callable[..., Any]) -> Callable[..., CheckResult]:
-        signature = inspect.signature(template)
+    def parameter(p: str | tuple[str, Any]) -> inspect.Parameter:
+        name, default = (p, inspect.Parameter.empty) if isinstance(p, str) else p
+        annotation = "Callable[..., Any]" if name == "student" else "Any"
+        return inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=default, annotation=annotation)
 
-        @functools.wraps(template)
-        def check(*args: Any, **kwargs: Any) -> CheckResult:
-            bound = signature.bind(*args, **kwargs)
-            bound.apply_defaults()
-            return _self_check(spec, tuple(bound.arguments.values()))
+    signature = inspect.Signature([parameter(p) for p in params or ("student",)], return_annotation="CheckResult")
 
-        return check
+    def check(*args: Any, **kwargs: Any) -> CheckResult:
+        bound = signature.bind(*args, **kwargs)
+        bound.apply_defaults()
+        return _self_check(spec, tuple(bound.arguments.values()))
 
-    return public
+    check.__name__ = check.__qualname__ = spec.name
+    check.__doc__, check.__signature__ = doc, signature  # type: ignore[attr-defined]
+    check.__module__ = sys._getframe(1).f_globals["__name__"]  # the defining module, as namedtuple does
+    return check
+
+
+def randn(gen: torch.Generator, *shape: int, scale: float = 1.0, dtype: torch.dtype = torch.float64) -> torch.Tensor:
+    """A case's random tensor: ``scale`` times standard normal entries of ``shape``, drawn from ``gen``."""
+    return scale * torch.randn(shape, generator=gen, dtype=dtype)
+
+
+def rows_sum_to(total: float, message: str, atol: float = 1e-4) -> Callable[[tuple, Any, Any], str]:
+    """A ``diagnose``: ``message`` for a finite tensor of the expected shape whose rows (along the last dimension)
+    do not sum to ``total``."""
+
+    def diagnose(case: tuple, expected: Any, got: Any) -> str:
+        sums = got.double().sum(-1)
+        if got.shape != expected.shape or not sums.isfinite().all():
+            return ""
+        return "" if torch.allclose(sums, torch.full_like(sums, total), atol=atol) else message
+
+    return diagnose
 
 
 def scaled(reference: Callable[..., Any], factor: float | Callable[..., float]) -> Callable[..., Any]:
@@ -227,12 +250,6 @@ def _resolve(dotted: str) -> Any:
     return obj
 
 
-def _code(obj: Any) -> CodeType | None:
-    while isinstance(obj, functools.partial):
-        obj = obj.func
-    return getattr(getattr(obj, "__func__", obj), "__code__", None)
-
-
 class _Blocker(TorchFunctionMode):
     """Within ``with``, the forbidden operations raise :class:`ForbiddenCallError` and are recorded,
     however the student's code reached them: torch calls through this torch function mode, Python
@@ -246,7 +263,7 @@ class _Blocker(TorchFunctionMode):
         for name, obj in named:  # the first name of an object is the one that is told
             if obj is not None:
                 self.objects.setdefault(id(obj), (obj, name))
-            if (code := _code(obj)) is not None:
+            if (code := getattr(getattr(obj, "__func__", obj), "__code__", None)) is not None:
                 self.codes.setdefault(id(code), (code, name))
         self.blocked: list[str] = []
 

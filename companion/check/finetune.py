@@ -3,26 +3,23 @@ the answer-only mask of instruction tuning."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
+import functools
 
 import torch
 from torch.nn import functional as F
 
-from companion.check.core import CheckResult, CheckSpec, define, keyed
+from companion.check.core import CheckSpec, define, keyed, randn
 
 __all__ = ["answer_only_mask", "dpo_loss", "lora_forward"]
 
 
 def _lora_cases(gen: torch.Generator) -> list:
-    def randn(*shape: int) -> torch.Tensor:
-        return torch.randn(*shape, generator=gen, dtype=torch.float64)
-
+    r = functools.partial(randn, gen)
     cases = []
-    for batch, d_in, d_out, r, alpha in [((2,), 4, 3, 1, 1.0), ((3,), 8, 6, 2, 8.0), ((2, 5), 16, 12, 4, 8.0),
+    for batch, d_in, d_out, rank, alpha in [((2,), 4, 3, 1, 1.0), ((3,), 8, 6, 2, 8.0), ((2, 5), 16, 12, 4, 8.0),
                                          ((4,), 12, 20, 3, 16.0)]:  # fmt: skip
-        args = (randn(*batch, d_in), randn(d_out, d_in), randn(d_out), randn(r, d_in), randn(d_out, r), alpha)
-        cases.append((f"x {tuple(args[0].shape)}, W {(d_out, d_in)}, r = {r}, α = {alpha:g}", args))
+        args = (r(*batch, d_in), r(d_out, d_in), r(d_out), r(rank, d_in), r(d_out, rank), alpha)
+        cases.append((f"x {tuple(args[0].shape)}, W {(d_out, d_in)}, r = {rank}, α = {alpha:g}", args))
     return cases
 
 
@@ -36,7 +33,7 @@ def _lora(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, a: torch.Te
     return base + scale * (x @ a.T) @ b.T
 
 
-@define(CheckSpec(
+lora_forward = define(CheckSpec(
     "lora_forward", _lora, _lora_cases, rtol=1e-7, atol=1e-9,
     forbidden=("companion.lora.LoRALinear.forward", "companion.lora.LoRALinear.merge"),
     mistakes=keyed(_lora, {
@@ -49,14 +46,12 @@ def _lora(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, a: torch.Te
     hint="the frozen layer gives x @ W.T + b; the low-rank path first shrinks x to r numbers with A "
     "(x @ A.T), then grows them back with B (@ B.T); r is A.shape[0]; add the two, the second "
     "multiplied by alpha / r.",
-))
-def lora_forward(student: Callable[..., Any]) -> CheckResult:
-    """Check ``student(x, weight, bias, A, B, alpha)``: a linear layer with a LoRA update, without the
+), doc="""Check ``student(x, weight, bias, A, B, alpha)``: a linear layer with a LoRA update, without the
     course's ``LoRALinear`` (it raises while the function runs).
 
     Shapes (float64): ``x [..., in]``, ``weight [out, in]``, ``bias [out]``, ``A [r, in]``, ``B [out, r]``, ``alpha`` a
     float → ``[..., out]``.
-    """
+    """)
 
 
 def _dpo_cases(gen: torch.Generator) -> list:
@@ -77,7 +72,7 @@ def _dpo(pc: torch.Tensor, pr: torch.Tensor, rc: torch.Tensor, rr: torch.Tensor,
     return losses.sum() if mistake == "sum" else losses.mean()
 
 
-@define(CheckSpec(
+dpo_loss = define(CheckSpec(
     "dpo_loss", _dpo, _dpo_cases, rtol=1e-5, atol=1e-7, forbidden=("companion.preference.dpo_loss",),
     mistakes=keyed(_dpo, {
         "swapped": "chosen and rejected are swapped: the loss falls when the rejected answer gains",
@@ -89,11 +84,9 @@ def _dpo(pc: torch.Tensor, pr: torch.Tensor, rc: torch.Tensor, rr: torch.Tensor,
     hint="each answer's implicit reward is beta times (its policy log-probability minus its reference "
     "log-probability); the loss of a pair is -log σ(reward of the chosen − reward of the rejected), "
     "and F.logsigmoid computes log σ stably; average over the pairs.",
-))
-def dpo_loss(student: Callable[..., Any]) -> CheckResult:
-    """Check ``student(policy_chosen, policy_rejected, ref_chosen, ref_rejected, beta)``: the DPO loss of a
+), doc="""Check ``student(policy_chosen, policy_rejected, ref_chosen, ref_rejected, beta)``: the DPO loss of a
     batch of preference pairs, a 0-d tensor, without ``companion.preference.dpo_loss`` (it raises while the
-    function runs). Each of the four log-probabilities is a float tensor ``[B]``."""
+    function runs). Each of the four log-probabilities is a float tensor ``[B]``.""")
 
 
 START, END = 1, 2
@@ -125,7 +118,7 @@ def _mask(ids: torch.Tensor, start_id: int, end_id: int, mistake: str = "") -> t
     return after if mistake == "padding" else after & ~ended
 
 
-@define(CheckSpec(
+answer_only_mask = define(CheckSpec(
     "answer_only_mask", _mask, _mask_cases,
     forbidden=("companion.instruct.answer_mask", "companion.instruct.ChatTemplate.answer_mask"),
     mistakes=keyed(_mask, {
@@ -137,7 +130,5 @@ def _mask(ids: torch.Tensor, start_id: int, end_id: int, mistake: str = "") -> t
     hint="walk along each row: nothing is marked up to and including the first start_id; from the next "
     "token on, mark every token up to and including the first end_id, then nothing. Running sums along "
     "the row (cumsum) tell, at each position, whether a start or an end token came before.",
-))
-def answer_only_mask(student: Callable[..., Any]) -> CheckResult:
-    """Check ``student(ids, start_id, end_id)``: the answer-only loss mask of a batch of conversations,
-    a bool tensor of the shape of ``ids`` (``int64 [B, T]``), without ``companion.instruct.answer_mask``."""
+), doc="""Check ``student(ids, start_id, end_id)``: the answer-only loss mask of a batch of conversations,
+    a bool tensor of the shape of ``ids`` (``int64 [B, T]``), without ``companion.instruct.answer_mask``.""")

@@ -3,12 +3,13 @@ learning rate, and one epoch of mini-batch gradient descent."""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
 
-from companion.check.core import CheckResult, CheckSpec, define, scaled
+from companion.check.core import CheckSpec, define, randn, scaled
 
 __all__ = ["largest_stable_learning_rate", "minibatch_epoch", "mse_gradients", "quadratic_gradients"]
 
@@ -41,24 +42,22 @@ def _line_cases(gen: torch.Generator) -> list:
     f64 = {"dtype": torch.float64}
     cases = [(-1.0, 5.0, torch.tensor([1.0, 2.0], **f64), torch.tensor([3.0, 5.0], **f64))]
     for n in (5, 1, 100):
-        x = torch.randn(n, generator=gen, **f64)
-        m, b = torch.randn(2, generator=gen, **f64).tolist()
-        cases.append((m, b, x, 2 * x + 1 + 0.3 * torch.randn(n, generator=gen, **f64)))
+        x = randn(gen, n)
+        m, b = randn(gen, 2).tolist()
+        cases.append((m, b, x, 2 * x + 1 + 0.3 * randn(gen, n)))
     return [(f"m = {m:.4g}, b = {b:.4g}, N = {len(x)}", (m, b, x, y)) for m, b, x, y in cases]
 
 
-@define(CheckSpec(
+mse_gradients = define(CheckSpec(
     "mse_gradients", _line, _line_cases, labels=("∂L/∂m", "∂L/∂b"), mistakes=_gradient_mistakes(_line),
     rtol=1e-9, atol=1e-12, passed="4 of 4 cases match torch.autograd.",
     hint="write one term as e² with e = y − (m·x + b); the chain rule gives 2e · ∂e/∂m = −2x·e and "
     "2e · ∂e/∂b = −2e; then take the mean over the examples, as the loss does.",
-))
-def mse_gradients(student: Callable[..., Any]) -> CheckResult:
-    """Check ``student(m, b, x, y) -> (∂L/∂m, ∂L/∂b)`` for network 1's mean squared error L.
+), doc="""Check ``student(m, b, x, y) -> (∂L/∂m, ∂L/∂b)`` for network 1's mean squared error L.
 
     ``m``, ``b``: floats; ``x``, ``y``: float64 ``[N]``; the answer: two numbers. Compared with
     autograd on chapter 2's example and on random data with N = 5, 1 and 100.
-    """
+    """)
 
 
 def _parabola(a: float, b: float, c: float, x: torch.Tensor, y: torch.Tensor) -> tuple:
@@ -66,34 +65,30 @@ def _parabola(a: float, b: float, c: float, x: torch.Tensor, y: torch.Tensor) ->
 
 
 def _parabola_cases(gen: torch.Generator) -> list:
-    def rand(n: int, scale: float = 1.0) -> torch.Tensor:
-        return scale * torch.randn(n, generator=gen, dtype=torch.float64)
-
+    rand = functools.partial(randn, gen)
     f64 = {"dtype": torch.float64}
     cases = [
         (0.5, -1.0, 2.0, torch.tensor([1.0, 2.0, 3.0], **f64), torch.tensor([3.0, 5.0, 7.0], **f64)),
         (1.5, 0.25, -1.0, torch.tensor([2.0], **f64), torch.tensor([-1.0], **f64)),
         (0.3, -0.7, 0.2, torch.zeros(4, **f64), rand(4)),
-        (*rand(3).tolist(), rand(100), rand(100, 3.0)),
-        (0.01, -0.5, 3.0, rand(6, 50.0), rand(6, 100.0)),
+        (*rand(3).tolist(), rand(100), rand(100, scale=3.0)),
+        (0.01, -0.5, 3.0, rand(6, scale=50.0), rand(6, scale=100.0)),
     ]
     return [(f"a = {a:.4g}, b = {b:.4g}, c = {c:.4g}, N = {len(x)}", (a, b, c, x, y)) for a, b, c, x, y in cases]
 
 
-@define(CheckSpec(
+quadratic_gradients = define(CheckSpec(
     "quadratic_gradients", _parabola, _parabola_cases, labels=("∂L/∂a", "∂L/∂b", "∂L/∂c"),
     mistakes=_gradient_mistakes(_parabola), forbidden=AUTOGRAD_FORBIDDEN, rtol=1e-9, atol=1e-12,
     passed="5 of 5 cases match torch.autograd.",
     hint="write one term as e² with e = y − (a·x² + b·x + c); the chain rule gives 2e times ∂e/∂a = −x², "
     "∂e/∂b = −x and ∂e/∂c = −1; then take the mean over the examples, as the loss does.",
-))
-def quadratic_gradients(student: Callable[..., Any]) -> CheckResult:
-    """Check ``student(a, b, c, x, y) -> (∂L/∂a, ∂L/∂b, ∂L/∂c)`` for the mean squared error of the model
+), doc="""Check ``student(a, b, c, x, y) -> (∂L/∂a, ∂L/∂b, ∂L/∂c)`` for the mean squared error of the model
     ŷ = a·x² + b·x + c, derived by hand: autograd raises while the function runs.
 
     ``a``, ``b``, ``c``: floats; ``x``, ``y``: float64 ``[N]``. Cases: a small example, one example,
     all-zero inputs, N = 100, large inputs.
-    """
+    """)
 
 
 def _stable_limit(x: Sequence[float]) -> float:
@@ -112,19 +107,18 @@ def _what_happens(case: tuple, expected: float, got: Any) -> str:
     return f"η = {got:g} converges, but so do larger rates."
 
 
-@define(CheckSpec(
+largest_stable_learning_rate = define(CheckSpec(
     "largest_stable_learning_rate", _stable_limit, answers=1, rtol=0.02, diagnose=_what_happens,
     passed="correct: below it gradient descent converges, above it it diverges.",
     hint="the loss is quadratic in (m, b) with Hessian H = (2/N) Σ [[x², x], [x, 1]]; a step multiplies the "
     "error along an eigenvector of H by (1 − ηλ), so the steps converge while |1 − ηλ_max| < 1, "
     "that is for η < 2/λ_max (torch.linalg.eigvalsh gives λ). Or try rates and watch the loss.",
-))
-def largest_stable_learning_rate(answer: Any, x: Any = (1.0, 2.0)) -> CheckResult:
-    """Check the largest learning rate at which gradient descent on network 1's MSE still converges,
-    for the training inputs ``x`` (chapter 2's by default); within 2 %, so an experiment's answer counts.
+), "answer", ("x", (1.0, 2.0)), doc="""Check the largest learning rate at which gradient descent on network 1's MSE
+    still converges, for the training inputs ``x`` (chapter 2's by default); within 2 %, so an experiment's answer
+    counts.
 
     A wrong answer is told whether gradient descent converges or diverges at it, and how far off it is.
-    """
+    """)
 
 
 def _epoch(m: float, b: float, x: torch.Tensor, y: torch.Tensor, batch_size: int, lr: float, seed: int) -> tuple:
@@ -138,13 +132,13 @@ def _epoch(m: float, b: float, x: torch.Tensor, y: torch.Tensor, batch_size: int
 
 def _epoch_cases(gen: torch.Generator) -> list:
     x = 4 * torch.rand(30, generator=gen, dtype=torch.float64) - 2
-    y = 2 * x + 1 + 0.5 * torch.randn(30, generator=gen, dtype=torch.float64)
+    y = 2 * x + 1 + randn(gen, 30, scale=0.5)
     seeds = torch.randint(0, 2**31, (4,), generator=gen).tolist()
     return [(f"N = 30, batch_size = {size}, lr = 0.05", (-1.0, 5.0, x, y, size, 0.05, seed))
             for size, seed in zip((8, 1, 7, 30), seeds)]  # fmt: skip
 
 
-@define(CheckSpec(
+minibatch_epoch = define(CheckSpec(
     "minibatch_epoch", _epoch, _epoch_cases, labels=("m after the epoch", "b after the epoch"), rtol=1e-9, atol=1e-12,
     apply=lambda student, *case: student(*case[:-1], torch.Generator().manual_seed(case[-1])),
     mistakes={"one step on the whole data set: take a step after every batch":
@@ -152,13 +146,11 @@ def _epoch_cases(gen: torch.Generator) -> list:
     passed="4 of 4 cases match the reference epoch.",
     hint="loop `for xb, yb in data.batches(x, y, batch_size, generator=generator):`, compute the MSE "
     "gradients on xb, yb, and update m and b inside the loop, after every batch.",
-))
-def minibatch_epoch(student: Callable[..., Any]) -> CheckResult:
-    """Check ``student(m, b, x, y, batch_size, lr, generator) -> (m, b)``: one epoch of mini-batch gradient
+), doc="""Check ``student(m, b, x, y, batch_size, lr, generator) -> (m, b)``: one epoch of mini-batch gradient
     descent over the batches of ``companion.data.batches(x, y, batch_size, generator=generator)``.
 
     The student and the reference get identically seeded generators; batches of 8 (the last one
     shorter), 1, 7 and the whole data set.
-    """
+    """)
 
 

@@ -3,12 +3,11 @@ sampling."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
+import functools
 
 import torch
 
-from companion.check.core import CheckResult, CheckSpec, define, keyed
+from companion.check.core import CheckSpec, define, keyed, randn
 
 __all__ = ["bpe_merge", "nucleus", "rms_norm"]
 
@@ -46,7 +45,7 @@ def _merge_cases(gen: torch.Generator) -> list:
     return [(f"ids of length {len(ids)}, pair {pair}, new id {new}", (ids, pair, new)) for ids, pair, new in cases]
 
 
-@define(CheckSpec(
+bpe_merge = define(CheckSpec(
     "bpe_merge", _merge, _merge_cases, forbidden=("companion.tokenize._merge",),
     mistakes=keyed(_merge, {
         "first only": "only the first occurrence is merged: a merge replaces every occurrence",
@@ -56,12 +55,10 @@ def _merge_cases(gen: torch.Generator) -> list:
     }),
     hint="walk through the ids with an index i: where ids[i] and ids[i + 1] are the pair, append new_id and "
     "step over both; otherwise append ids[i] and step over one.",
-))
-def bpe_merge(student: Callable[..., Any]) -> CheckResult:
-    """Check ``student(ids, pair, new_id)``: the list of token ids with every occurrence of the adjacent
+), doc="""Check ``student(ids, pair, new_id)``: the list of token ids with every occurrence of the adjacent
     ``pair`` (two ids, in that order) replaced by ``new_id``, scanning from the left, as one step of
     BPE training and encoding. ``ids``: a list of ints; the result: a new list of ints. The course's own
-    ``companion.tokenize._merge`` raises while the function runs."""
+    ``companion.tokenize._merge`` raises while the function runs.""")
 
 
 def _rms(x: torch.Tensor, weight: torch.Tensor, eps: float, mistake: str = "") -> torch.Tensor:
@@ -74,19 +71,17 @@ def _rms(x: torch.Tensor, weight: torch.Tensor, eps: float, mistake: str = "") -
 
 
 def _rms_cases(gen: torch.Generator) -> list:
-    def r(*shape: int, scale: float = 1.0, shift: float = 0.0) -> torch.Tensor:
-        return torch.randn(*shape, generator=gen, dtype=torch.float64) * scale + shift
-
+    r = functools.partial(randn, gen)
     cases = [
-        (r(4, 8, shift=2.0), r(8), 1e-6),
-        (r(2, 5, 16, scale=3.0, shift=-1.0), r(16), 1e-5),
+        (r(4, 8) + 2.0, r(8), 1e-6),
+        (r(2, 5, 16, scale=3.0) - 1.0, r(16), 1e-5),
         (r(3, 6) * 1e-4, torch.ones(6, dtype=torch.float64), 1e-2),
-        (r(1, 7, 32, shift=0.5), r(32), 1e-6),
+        (r(1, 7, 32) + 0.5, r(32), 1e-6),
     ]
     return [(f"x {tuple(x.shape)}, eps={eps:g}", (x, w, eps)) for x, w, eps in cases]
 
 
-@define(CheckSpec(
+rms_norm = define(CheckSpec(
     "rms_norm", _rms, _rms_cases, rtol=1e-7, atol=1e-9,
     forbidden=("torch.nn.functional.rms_norm", "torch.rms_norm", "torch.nn.functional.layer_norm",
                "companion.attention.RMSNorm.forward"),
@@ -98,11 +93,9 @@ def _rms_cases(gen: torch.Generator) -> list:
     }),
     hint="per vector (the last dimension): the mean of the squared entries, plus eps, square-rooted; divide x by "
     "it (torch.rsqrt gives one over a square root) and multiply by weight. Keep the dimension for broadcasting.",
-))
-def rms_norm(student: Callable[..., Any]) -> CheckResult:
-    """Check ``student(x, weight, eps)``: RMSNorm of every vector along the last dimension of
+), doc="""Check ``student(x, weight, eps)``: RMSNorm of every vector along the last dimension of
     ``x [..., d]`` (float64), scaled by ``weight [d]``; same shape out. ``F.rms_norm``, ``torch.nn.RMSNorm``
-    and the course's ``RMSNorm`` raise while the function runs."""
+    and the course's ``RMSNorm`` raise while the function runs.""")
 
 
 def _nucleus(probs: torch.Tensor, p: float, mistake: str = "") -> torch.Tensor:
@@ -116,7 +109,7 @@ def _nucleus(probs: torch.Tensor, p: float, mistake: str = "") -> torch.Tensor:
 
 def _nucleus_cases(gen: torch.Generator) -> list:
     def dist(b: int, v: int, temperature: float) -> torch.Tensor:
-        return torch.softmax(torch.randn(b, v, generator=gen, dtype=torch.float64) / temperature, dim=-1)
+        return torch.softmax(randn(gen, b, v) / temperature, dim=-1)
 
     cases = [
         (torch.tensor([[0.5, 0.1, 0.3, 0.1]], dtype=torch.float64), 0.7),
@@ -128,7 +121,7 @@ def _nucleus_cases(gen: torch.Generator) -> list:
     return [(f"probs {tuple(q.shape)}, p={p}", (q, p)) for q, p in cases]
 
 
-@define(CheckSpec(
+nucleus = define(CheckSpec(
     "nucleus", _nucleus, _nucleus_cases, rtol=1e-7, atol=1e-10,
     forbidden=("companion.models.base.sample_next",),
     mistakes=keyed(_nucleus, {
@@ -141,8 +134,6 @@ def _nucleus_cases(gen: torch.Generator) -> list:
     hint="sort each row from the most likely token down; a token is kept when the probability of the tokens "
     "before it in that order is still below p (so the one that crosses p stays); zero the others, scatter "
     "back to the original order, and divide by the row's new sum.",
-))
-def nucleus(student: Callable[..., Any]) -> CheckResult:
-    """Check ``student(probs, p)``: the distribution of top-p (nucleus) sampling. ``probs [B, V]`` (float64,
+), doc="""Check ``student(probs, p)``: the distribution of top-p (nucleus) sampling. ``probs [B, V]`` (float64,
     rows summing to 1) and ``p`` in (0, 1] → ``[B, V]``: the smallest set of most likely tokens whose
-    probabilities add up to at least ``p`` keep theirs, renormalised to sum to 1; the others get 0."""
+    probabilities add up to at least ``p`` keep theirs, renormalised to sum to 1; the others get 0.""")

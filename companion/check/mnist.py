@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from torch.nn import functional as F
 
-from companion.check.core import CheckResult, CheckSpec, Raised, define, scaled
+from companion.check.core import CheckSpec, Raised, define, rows_sum_to, scaled
 from companion.check.learning import AUTOGRAD_FORBIDDEN
 from companion.check.neurons import SOFTMAX_FORBIDDEN
 
@@ -40,25 +40,19 @@ def _finite(got: Any) -> bool:
 
 
 def _rows(case: tuple, expected: Any, got: Any) -> str:
-    if not isinstance(got, torch.Tensor) or got.shape != expected.shape:
-        return ""
-    if not _finite(got):
+    if got.shape == expected.shape and not _finite(got):
         return "exp overflows for logits this large (e^89 is already beyond float32)."
-    if not torch.allclose(got.double().sum(1), torch.ones(len(got), dtype=torch.float64), atol=1e-4):
-        return "The rows do not add up to 1."
-    return ""
+    return rows_sum_to(1, "The rows do not add up to 1.")(case, expected, got)
 
 
-@define(CheckSpec(
+softmax = define(CheckSpec(
     "softmax", lambda z: torch.softmax(z, dim=1), _logits, rtol=1e-4, atol=1e-7, diagnose=_rows,
     mistakes={"each column adds up to 1 instead of each row: a row holds the scores of one example":
               lambda z: torch.softmax(z, dim=0)},
     hint="exponentiate each score and divide by the row's sum (dim=1); subtract each row's "
     "maximum first, which changes nothing mathematically but keeps exp from overflowing.",
-))
-def softmax(student: Callable[..., Any]) -> CheckResult:
-    """Check ``student(logits)``: the softmax of each row, logits ``[B, C]`` → probabilities ``[B, C]``;
-    the last case has logits near ±1000."""
+), doc="""Check ``student(logits)``: the softmax of each row, logits ``[B, C]`` → probabilities ``[B, C]``;
+    the last case has logits near ±1000.""")
 
 
 def _mean_loss(case: tuple, expected: Any, got: Any) -> str:
@@ -75,18 +69,16 @@ def _batch_sum(reference: Callable[..., Any], what: str) -> dict[str, Callable[.
     return {f"the sum over the batch; {what}": scaled(reference, lambda z, *rest: len(z))}
 
 
-@define(CheckSpec(
+cross_entropy = define(CheckSpec(
     "cross_entropy", F.cross_entropy, lambda gen: _logits(gen, targets=True), rtol=1e-5, atol=1e-4,
     forbidden=CROSS_ENTROPY_FORBIDDEN, diagnose=_mean_loss,
     mistakes=_batch_sum(F.cross_entropy, "average over the batch instead of summing"),
     hint="log softmax(z)_k = z_k − log Σ_j e^(z_j); torch.logsumexp(z, dim=1, keepdim=True) computes the second "
     "term without overflow. Pick each row's entry of the true class with z[torch.arange(B), y], negate "
     "and average over the batch.",
-))
-def cross_entropy(student: Callable[..., Any]) -> CheckResult:
-    """Check ``student(logits, targets)``: the mean cross-entropy of logits ``[B, C]`` against class indices
+), doc="""Check ``student(logits, targets)``: the mean cross-entropy of logits ``[B, C]`` against class indices
     ``[B]`` (int64), a 0-d tensor; the last case has logits near ±1000. PyTorch's cross-entropy, NLL
-    loss, softmax and log-softmax raise while the function runs."""
+    loss, softmax and log-softmax raise while the function runs.""")
 
 
 def _cross_entropy_grad(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -94,26 +86,16 @@ def _cross_entropy_grad(logits: torch.Tensor, targets: torch.Tensor) -> torch.Te
     return torch.autograd.grad(F.cross_entropy(leaf, targets), leaf)[0]
 
 
-def _rows_add_to_zero(case: tuple, expected: Any, got: Any) -> str:
-    if isinstance(got, torch.Tensor) and got.shape == expected.shape and _finite(got) and not torch.allclose(
-        got.double().sum(1), torch.zeros(len(got), dtype=torch.float64), atol=1e-5
-    ):
-        return ("The entries of each row should add up to 0: raising all the logits of a row by the same amount "
-                "changes no probability, so it cannot change the loss.")  # fmt: skip
-    return ""
-
-
-@define(CheckSpec(
+cross_entropy_grad = define(CheckSpec(
     "cross_entropy_grad", _cross_entropy_grad, lambda gen: _logits(gen, targets=True), rtol=1e-4, atol=1e-7,
-    forbidden=AUTOGRAD_FORBIDDEN, diagnose=_rows_add_to_zero,
+    forbidden=AUTOGRAD_FORBIDDEN, diagnose=rows_sum_to(0, "The entries of each row should add up to 0: raising all the "
+    "logits of a row by the same amount changes no probability, so it cannot change the loss.", atol=1e-5),
     mistakes=_batch_sum(_cross_entropy_grad, "the loss is the mean over the batch"),
     hint="for one example, L = −z_y + log Σ_j e^(z_j), so ∂L/∂z_k = softmax(z)_k − [k = y]: the probabilities "
     "minus the one-hot target (torch.softmax and F.one_hot are allowed). The batch loss is the mean, "
     "so divide by B.",
-))
-def cross_entropy_grad(student: Callable[..., Any]) -> CheckResult:
-    """Check ``student(logits, targets)``: the gradient of the mean cross-entropy with respect to the logits
-    ``[B, C]``, without autograd (it raises while the function runs)."""
+), doc="""Check ``student(logits, targets)``: the gradient of the mean cross-entropy with respect to the logits
+    ``[B, C]``, without autograd (it raises while the function runs).""")
 
 
 def _binary_cases(gen: torch.Generator) -> list:
@@ -135,7 +117,7 @@ def _binary_note(case: tuple, expected: Any, got: Any) -> str:
     return _mean_loss(case, expected, got)
 
 
-@define(CheckSpec(
+binary_cross_entropy = define(CheckSpec(
     "binary_cross_entropy", F.binary_cross_entropy_with_logits, _binary_cases, rtol=1e-5, atol=1e-6,
     forbidden=BINARY_CROSS_ENTROPY_FORBIDDEN, diagnose=_binary_note,
     mistakes={"the sum over the N examples; average instead of summing":
@@ -143,11 +125,9 @@ def _binary_note(case: tuple, expected: Any, got: Any) -> str:
     hint="with σ(z) = 1 / (1 + e^(−z)): −log σ(z) = log(1 + e^(−z)) and −log(1 − σ(z)) = log(1 + e^z), so one "
     "example's loss is log(1 + e^z) − y·z = softplus(z) − y·z. Compute softplus without overflow as "
     "max(z, 0) + log1p(e^(−|z|)) (chapter 3, exercise 1), then average.",
-))
-def binary_cross_entropy(student: Callable[..., Any]) -> CheckResult:
-    """Check ``student(logits, targets)``: the mean binary cross-entropy of sigmoid outputs, logits ``[N]``
+), doc="""Check ``student(logits, targets)``: the mean binary cross-entropy of sigmoid outputs, logits ``[N]``
     and targets ``[N]`` (0.0 or 1.0) → a 0-d tensor; the last cases have logits ±30 and ±1000. PyTorch's
-    ready-made losses, log-sigmoid and (log-)softmax raise while the function runs."""
+    ready-made losses, log-sigmoid and (log-)softmax raise while the function runs.""")
 
 
 def _confusion_cases(gen: torch.Generator) -> list:
@@ -165,17 +145,15 @@ def _confusion(predictions: torch.Tensor, targets: torch.Tensor, num_classes: in
     return counts.index_put_((targets, predictions), torch.ones_like(targets), accumulate=True)
 
 
-@define(CheckSpec(
+confusion_matrix = define(CheckSpec(
     "confusion_matrix", _confusion, _confusion_cases, forbidden=("companion.metrics.confusion_matrix",),
     mistakes={"rows and columns are swapped: the rows are the true classes, the columns the predictions":
               lambda p, t, c: _confusion(t, p, c)},
     hint="start from torch.zeros(C, C) and add 1 at [true, predicted] for each sample; rows are "
     "the true classes, columns the predictions, and the matrix is C × C even for classes that never occur.",
-))
-def confusion_matrix(student: Callable[..., Any]) -> CheckResult:
-    """Check ``student(predictions, targets, num_classes)``: the counts ``[C, C]`` of each (true, predicted)
+), doc="""Check ``student(predictions, targets, num_classes)``: the counts ``[C, C]`` of each (true, predicted)
     pair, rows true, columns predicted; int64 class indices ``[N]``. The last case has classes that never
-    occur."""
+    occur.""")
 
 
 def _precision_recall(predictions: torch.Tensor, targets: torch.Tensor, k: int) -> tuple[float, float]:
@@ -202,15 +180,13 @@ def _precision_recall_cases(gen: torch.Generator) -> list:
     ]
 
 
-@define(CheckSpec(
+precision_recall = define(CheckSpec(
     "precision_recall", _precision_recall, _precision_recall_cases, labels=("precision", "recall"), atol=1e-9,
     diagnose=_empty_class, forbidden=("companion.metrics.precision_recall_f1",),
     mistakes={"precision and recall are swapped": lambda p, t, k: _precision_recall(p, t, k)[::-1]},
     hint="precision: of the samples predicted as k, the share that are k; recall: of the samples "
     "that are k, the share predicted as k. Return 0.0 when nothing is predicted as k (or nothing is k).",
-))
-def precision_recall(student: Callable[..., Any]) -> CheckResult:
-    """Check ``student(predictions, targets, k) -> (precision, recall)`` of class ``k``, int64 class indices
-    ``[N]``; the last cases have a class that is never predicted and a class that never occurs."""
+), doc="""Check ``student(predictions, targets, k) -> (precision, recall)`` of class ``k``, int64 class indices
+    ``[N]``; the last cases have a class that is never predicted and a class that never occurs.""")
 
 

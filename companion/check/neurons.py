@@ -3,12 +3,13 @@ network, designing with ReLU, and a softmax that does not overflow."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import functools
+from collections.abc import Sequence
 from typing import Any
 
 import torch
 
-from companion.check.core import CheckResult, CheckSpec, Wrong, define
+from companion.check.core import CheckSpec, Wrong, define, randn
 
 __all__ = ["NETWORK_2_PARAMETERS", "linear_fold", "network_2", "neuron_forward", "parameter_count", "stable_softmax"]
 
@@ -18,9 +19,7 @@ SOFTMAX_FORBIDDEN = tuple(f"torch.{m}{f}" for m in ("", "nn.functional.", "Tenso
 
 
 def _neuron_cases(gen: torch.Generator) -> list:
-    def r(*shape: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-        return torch.randn(shape, generator=gen, dtype=dtype)
-
+    r = functools.partial(randn, gen, dtype=torch.float32)
     return [
         ("one vector, positive sum", (torch.tensor([1.0, 2.0]), torch.tensor([0.5, -0.25]), torch.tensor(0.1))),
         ("one vector, negative sum", (torch.tensor([1.0, 2.0]), torch.tensor([-0.5, -0.25]), torch.tensor(0.1))),
@@ -34,17 +33,15 @@ def _neuron_cases(gen: torch.Generator) -> list:
     ]  # fmt: skip
 
 
-@define(CheckSpec(
+neuron_forward = define(CheckSpec(
     "neuron_forward", lambda x, w, b: torch.relu(x @ w + b), _neuron_cases, rtol=1e-5, atol=1e-5,
     hint="weighted sum x·w, plus the bias b, then ReLU (max(0, ·)); `x @ w` works for one vector [n] and for "
     "a batch [B, n] alike.",
-))
-def neuron_forward(student: Callable[..., Any]) -> CheckResult:
-    """Check ``student(x, w, b)``, one ReLU neuron: ``x [..., n]``, ``w [n]``, ``b []`` → ``[...]``.
+), doc="""Check ``student(x, w, b)``, one ReLU neuron: ``x [..., n]``, ``w [n]``, ``b []`` → ``[...]``.
 
     Cases: single vectors, a batch, a batch of one (the answer keeps its batch dimension),
     zero inputs, large inputs.
-    """
+    """)
 
 
 def _mlp_parameter_count(sizes: Sequence[int]) -> int:
@@ -57,7 +54,7 @@ def _weights(sizes: Sequence[int]) -> int:
     return sum(a * b for a, b in zip(sizes[:-1], sizes[1:]))
 
 
-@define(CheckSpec(
+parameter_count = define(CheckSpec(
     "parameter_count", _mlp_parameter_count, answers=1, passed="correct.",
     mistakes={  # the most common miscount first: it wins where two coincide
         "you counted the weights but not the biases (every neuron has one)": _weights,
@@ -68,10 +65,8 @@ def _weights(sizes: Sequence[int]) -> int:
     },
     hint="a layer n_in → n_out has n_in·n_out weights and n_out biases; add the layers up (the inputs have "
     "none).",
-))
-def parameter_count(answer: Any, sizes: Any) -> CheckResult:
-    """Check a hand count of the parameters of a fully connected network with layer widths ``sizes``
-    (inputs first). A wrong count is told which usual miscount it matches, or how far off it is."""
+), "answer", "sizes", doc="""Check a hand count of the parameters of a fully connected network with layer widths
+    ``sizes`` (inputs first). A wrong count is told which usual miscount it matches, or how far off it is.""")
 
 
 NETWORK_2_PARAMETERS = ("w111", "w112", "b11", "w121", "w122", "b12", "w21", "w22", "b2")
@@ -89,7 +84,7 @@ def _network_2(params: Any) -> torch.Tensor:
         raise Wrong(f"expected a dict of exactly the parameters {', '.join(NETWORK_2_PARAMETERS)}; missing: "
                     f"{[k for k in NETWORK_2_PARAMETERS if k not in keys] or 'none'}, unknown: "
                     f"{[k for k in keys if k not in NETWORK_2_PARAMETERS] or 'none'}")  # fmt: skip
-    bad = [k for k, v in params.items() if isinstance(v, (str, bool)) or torch.tensor(v).numel() != 1]
+    bad = [k for k, v in params.items() if isinstance(v, (str, bool)) or torch.as_tensor(v).numel() != 1]
     if bad or not all(torch.isfinite(torch.tensor(float(v))) for v in params.values()):
         raise Wrong(f"each parameter must be one finite number; not so for {', '.join(bad) or 'some'}")
     p = {k: float(v) for k, v in params.items()}
@@ -107,20 +102,18 @@ def _where_network_differs(case: tuple, expected: Any, got: Any) -> str:
     return f"The first is at x1 = {_X1[i]:g}, x2 = {_X2[i]:g}."
 
 
-@define(CheckSpec(
+network_2 = define(CheckSpec(
     "network_2", lambda target: target, answers=1, rtol=1e-9, atol=1e-9,
     prepare=lambda target: (torch.as_tensor(target(_X1, _X2), dtype=torch.float64),),
     view=lambda case, out: _network_2(out) if not isinstance(out, torch.Tensor) else out,
     diagnose=_where_network_differs, passed=f"matches the target on all {len(_X1)} test points.",
     hint="|a| = max(0, a) + max(0, −a): let one hidden neuron compute max(0, x1 − x2), the other "
     "max(0, x2 − x1), and add them in the output neuron.",
-))
-def network_2(params: Any, target: Any) -> CheckResult:
-    """Check that network 2 of chapter 1, with ReLU hidden neurons and the nine parameters ``params``
-    (a dict with the keys of :data:`NETWORK_2_PARAMETERS`), computes ``target(x1, x2)``.
+), "params", "target", doc="""Check that network 2 of chapter 1, with ReLU hidden neurons and the nine parameters
+    ``params`` (a dict with the keys of :data:`NETWORK_2_PARAMETERS`), computes ``target(x1, x2)``.
 
     Compared on a 21 × 21 grid over [-2, 2]² and at four far points, in float64.
-    """
+    """)
 
 
 def _fold(w1: Any, b1: Any, w2: Any, b2: Any) -> torch.Tensor:
@@ -129,7 +122,7 @@ def _fold(w1: Any, b1: Any, w2: Any, b2: Any) -> torch.Tensor:
 
 
 _W1, _B1, _W2, _B2 = [[1.0, 2.0], [0.0, -1.0]], [1.0, 0.0], [[3.0, 1.0]], [-2.0]
-@define(CheckSpec(
+linear_fold = define(CheckSpec(
     "linear_fold", lambda: _fold(_W1, _B1, _W2, _B2), answers=1, rtol=1e-9, atol=1e-12, passed="correct.",
     mistakes={
         "b1 was left out of b'; the hidden layer's bias reaches the output too": lambda: _fold(_W1, [0, 0], _W2, _B2),
@@ -138,13 +131,11 @@ _W1, _B1, _W2, _B2 = [[1.0, 2.0], [0.0, -1.0]], [1.0, 0.0], [[3.0, 1.0]], [-2.0]
         "b2 was left out of b'": lambda: _fold(_W1, _B1, _W2, [0.0]),
     },
     hint="substitute h = W1 x + b1 into ŷ = W2 h + b2: the weights are W2 W1 and the bias W2 b1 + b2.",
-))
-def linear_fold(answer: Any) -> CheckResult:
-    """Check ``[w1', w2', b']``, the one linear neuron equal to chapter 1's two-layer exercise network
-    (three numbers: a list, tuple or tensor, in that order)."""
+), "answer", doc="""Check ``[w1', w2', b']``, the one linear neuron equal to chapter 1's two-layer exercise network
+    (three numbers: a list, tuple or tensor, in that order).""")
 
 
-@define(CheckSpec(
+stable_softmax = define(CheckSpec(
     "stable_softmax", lambda z: torch.softmax(z, dim=-1), forbidden=SOFTMAX_FORBIDDEN, rtol=1e-4, atol=1e-6,
     cases=lambda gen: [
         ("one vector", (torch.tensor([2.0, 1.0, 0.1, -1.0]),)),
@@ -158,12 +149,10 @@ def linear_fold(answer: Any) -> CheckResult:
     ],
     hint="subtract each row's largest logit, z − z.max(dim=-1, keepdim=True).values, before the "
     "exponentials (that changes nothing in the result), then divide each row by its sum.",
-))
-def stable_softmax(student: Callable[..., Any]) -> CheckResult:
-    """Check ``student(z)``: the softmax over the last dimension of float32 logits ``[..., K]``, without
+), doc="""Check ``student(z)``: the softmax over the last dimension of float32 logits ``[..., K]``, without
     overflow and without PyTorch's softmax or log-softmax (they raise while it runs).
 
     Cases: one vector, batches, all zeros, one class, logits near ±1000, rows far apart.
-    """
+    """)
 
 

@@ -3,13 +3,14 @@ and the size of Adam's step without its bias correction."""
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 from typing import Any
 
 import torch
 
-from companion.check.core import CheckResult, CheckSpec, Wrong, define, keyed
+from companion.check.core import CheckSpec, Wrong, define, keyed, randn
 
 __all__ = ["ADAM_MISTAKES", "MOMENTUM_MISTAKES", "SCHEDULE_MISTAKES", "adam_step", "momentum_step",
            "uncorrected_adam_ratio", "warmup_cosine_lr"]  # fmt: skip
@@ -38,9 +39,7 @@ def _adam_step(
 
 
 def _adam_cases(gen: torch.Generator) -> list:
-    def rand(*shape: int, scale: float = 1.0) -> torch.Tensor:
-        return scale * torch.randn(*shape, generator=gen, dtype=torch.float64)
-
+    rand = functools.partial(randn, gen)
     zeros = torch.zeros(3, dtype=torch.float64)
     cases = [  # theta, grad, m, v, t, lr, beta1, beta2, eps
         (rand(3), rand(3), zeros, zeros, 1, 0.01, 0.9, 0.999, 1e-8),
@@ -58,7 +57,7 @@ def _as_step(case: tuple, out: Any) -> tuple:
     return (out[0].double() - case[0], *out[1:])
 
 
-@define(CheckSpec(
+adam_step = define(CheckSpec(
     "adam_step", _adam_step, _adam_cases, labels=("the step (new θ − θ)", "m", "v"), view=_as_step,
     mistakes=keyed(_adam_step, ADAM_MISTAKES), rtol=1e-9, atol=1e-12,
     forbidden=("torch.optim.Adam.step", "torch.optim.AdamW.step", "companion.optim.Adam.step",
@@ -66,14 +65,12 @@ def _as_step(case: tuple, out: Any) -> tuple:
     hint="update the running averages first: m ← β₁m + (1 − β₁)g and v ← β₂v + (1 − β₂)g²; then correct "
     "copies of them, m̂ = m/(1 − β₁ᵗ) and v̂ = v/(1 − β₂ᵗ), and step θ − lr·m̂/(√v̂ + ε). Return the new θ "
     "and the uncorrected m and v.",
-))
-def adam_step(student: Callable[..., Any]) -> CheckResult:
-    """Check ``student(theta, grad, m, v, t, lr, beta1, beta2, eps) -> (theta, m, v)``: one Adam step.
+), doc="""Check ``student(theta, grad, m, v, t, lr, beta1, beta2, eps) -> (theta, m, v)``: one Adam step.
 
     ``theta``, ``grad``, ``m``, ``v``: float64 tensors of one shape (``m``, ``v``: the running averages
     after step t − 1); ``t``: this step's number, from 1. Five cases (the first step, a later one, tiny
     gradients, other betas, a zero gradient); the optimizers' own ``step`` raise while it runs.
-    """
+    """)
 
 
 MOMENTUM_MISTAKES = {
@@ -98,23 +95,21 @@ def _momentum_cases(gen: torch.Generator) -> list:
     for shape, nesterov, first, momentum in [((3,), False, True, 0.9), ((2, 3), False, False, 0.5),
                                              ((4,), True, True, 0.9), ((5,), True, False, 0.5),
                                              ((3,), True, False, 0.0)]:  # fmt: skip
-        theta, grad, buf = (torch.randn(*shape, generator=gen, dtype=torch.float64) for _ in range(3))
+        theta, grad, buf = (randn(gen, *shape) for _ in range(3))
         case = (theta, grad, torch.zeros_like(buf) if first else buf, 0.1, momentum, nesterov)
         cases.append((f"shape {shape}, lr = 0.1, momentum = {momentum:g}, nesterov = {nesterov}", case))
     return cases
 
 
-@define(CheckSpec(
+momentum_step = define(CheckSpec(
     "momentum_step", _momentum_step, _momentum_cases, labels=("the step (new θ − θ)", "buf"), view=_as_step,
     mistakes=keyed(_momentum_step, MOMENTUM_MISTAKES), rtol=1e-9, atol=1e-12,
     forbidden=("torch.optim.SGD.step", "companion.optim.SGD.step"),
     hint="the buffer is a decaying sum, buf ← momentum·buf + grad; the heavy-ball step is θ − lr·buf, and "
     "Nesterov's is θ − lr·(grad + momentum·buf) with the buffer already updated.",
-))
-def momentum_step(student: Callable[..., Any]) -> CheckResult:
-    """Check ``student(theta, grad, buf, lr, momentum, nesterov) -> (theta, buf)``: one step of SGD with
+), doc="""Check ``student(theta, grad, buf, lr, momentum, nesterov) -> (theta, buf)``: one step of SGD with
     momentum in PyTorch's convention; ``theta``, ``grad``, ``buf``: float64 tensors of one shape (``buf``
-    is zero before the first step). The optimizers' own ``step`` raise while it runs."""
+    is zero before the first step). The optimizers' own ``step`` raise while it runs.""")
 
 
 SCHEDULE_MISTAKES = {
@@ -158,7 +153,7 @@ def _every_step(student: Callable[..., Any], total: int, warmup: int, peak: floa
     return torch.tensor(rates, dtype=torch.float64)
 
 
-@define(CheckSpec(
+warmup_cosine_lr = define(CheckSpec(
     "warmup_cosine_lr", _schedule, apply=_every_step, mistakes=keyed(_schedule, SCHEDULE_MISTAKES), rtol=1e-9,
     atol=1e-12, passed="all steps of 4 schedules match the reference.",
     cases=lambda gen: [(f"total_steps = {t}, warmup_steps = {w}, peak_lr = {p:g}, final_lr = {f:g}; the rates "
@@ -168,18 +163,16 @@ def _every_step(student: Callable[..., Any], total: int, warmup: int, peak: floa
     hint="during the warm-up the rate grows in proportion to step/warmup_steps; after it, measure the progress "
     "p from 0 to 1 over the remaining total_steps − warmup_steps steps, starting where the warm-up ends, "
     "and use final_lr + ½(peak_lr − final_lr)(1 + cos πp).",
-))
-def warmup_cosine_lr(student: Callable[..., Any]) -> CheckResult:
-    """Check ``student(step, total_steps, warmup_steps, peak_lr, final_lr) -> lr``: a linear warm-up from 0 to
+), doc="""Check ``student(step, total_steps, warmup_steps, peak_lr, final_lr) -> lr``: a linear warm-up from 0 to
     ``peak_lr``, then a cosine decay to ``final_lr`` at ``total_steps``. Compared at every step of four
-    schedules (one without warm-up, one whose warm-up is a single step)."""
+    schedules (one without warm-up, one whose warm-up is a single step).""")
 
 
 def _ratio(t: int = 10, beta1: float = 0.9, beta2: float = 0.999) -> float:
     return (1 - beta1**t) / math.sqrt(1 - beta2**t)
 
 
-@define(CheckSpec(
+uncorrected_adam_ratio = define(CheckSpec(
     "uncorrected_adam_ratio", _ratio, answers=1, rtol=1e-3, passed="correct.",
     mistakes={
         "the value at step 1, not at step 10": lambda: _ratio(1),
@@ -190,9 +183,7 @@ def _ratio(t: int = 10, beta1: float = 0.9, beta2: float = 0.999) -> float:
     },
     hint="for a gradient g that never changes, m_t = (1 − β₁ᵗ)g and v_t = (1 − β₂ᵗ)g²; without the correction "
     "the step is lr·m_t/√v_t (ε is negligible), so the ratio is (1 − β₁ᵗ)/√(1 − β₂ᵗ) at t = 10.",
-))
-def uncorrected_adam_ratio(answer: Any) -> CheckResult:
-    """Check a number: how many times the learning rate Adam *without* bias correction steps at t = 10 for
-    a constant gradient, with β₁ = 0.9 and β₂ = 0.999 (to 0.1 %)."""
+), "answer", doc="""Check a number: how many times the learning rate Adam *without* bias correction steps at t = 10 for
+    a constant gradient, with β₁ = 0.9 and β₂ = 0.999 (to 0.1 %).""")
 
 

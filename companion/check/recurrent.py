@@ -4,27 +4,16 @@ by norm, and the validation loss of bigram and trigram models."""
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
-from typing import Any
 
 import torch
 
-from companion.check.core import CheckResult, CheckSpec, define, keyed
+from companion.check.core import CheckSpec, define, keyed, randn
 
 __all__ = ["BIGRAM_MISTAKES", "CLIP_MISTAKES", "GRU_STEP_MISTAKES", "LSTM_STEP_MISTAKES", "RNN_STEP_MISTAKES",
            "TRIGRAM_MISTAKES", "bigram_loss", "clip_grad_norm", "gru_step", "lstm_step", "rnn_step",
            "trigram_loss"]  # fmt: skip
 
 Tensor = torch.Tensor
-
-
-def _rand(gen: torch.Generator, *shape: int, scale: float = 1.0) -> Tensor:
-    return scale * torch.randn(*shape, generator=gen, dtype=torch.float64)
-
-
-def _describe(n: int, f: int, h: int, scale: float, zero: bool, extra: str = "") -> str:
-    return (f"N = {n}, F = {f}, H = {h}{', large inputs' if scale > 1 else ''}{', h = 0' if zero else ''}"
-            f"{extra}")  # fmt: skip
 
 
 RNN_STEP_MISTAKES = {
@@ -44,30 +33,43 @@ def _rnn_step(x: Tensor, h: Tensor, W: Tensor, U: Tensor, b: Tensor, mistake: st
     return pre if mistake == "no tanh" else torch.sigmoid(pre) if mistake == "sigmoid" else torch.tanh(pre)
 
 
-def _rnn_cases(gen: torch.Generator) -> list:
+_RNN_SIZES = [(5, 4, 4, 1.0, False, False), (1, 3, 4, 1.0, False, False), (3, 2, 5, 1.0, True, False),
+              (4, 3, 4, 20.0, False, False), (6, 1, 3, 1.0, False, False)]  # N, F, H, x's scale, h = 0, large
+_GATED_SIZES = [(1, 3, 2, 1.0, False, False), (4, 3, 3, 1.0, True, False), (5, 2, 4, 1.0, False, False),
+                (3, 4, 3, 10.0, False, False), (2, 3, 5, 1.0, False, True)]
+
+
+def _cell_cases(gen: torch.Generator, gates: int, big: str = "") -> list:
+    """Cases of a cell whose weights hold ``gates`` blocks of rows (1: the plain RNN, whose first case has F = H);
+    a gated cell's last case has a large ``big`` (cell state or biases)."""
     cases = []
-    for n, f, h, scale, zero in [(5, 4, 4, 1.0, False), (1, 3, 4, 1.0, False), (3, 2, 5, 1.0, True),
-                                 (4, 3, 4, 20.0, False), (6, 1, 3, 1.0, False)]:  # fmt: skip
-        state = torch.zeros(n, h, dtype=torch.float64) if zero else _rand(gen, n, h, scale=0.5)
-        args = (_rand(gen, n, f, scale=scale), state, _rand(gen, h, h, scale=0.5), _rand(gen, h, f, scale=0.5),
-                _rand(gen, h, scale=0.1))  # fmt: skip
-        cases.append((_describe(n, f, h, scale, zero), args))
+    for n, f, h, scale, zero, large in _RNN_SIZES if gates == 1 else _GATED_SIZES:
+        state = torch.zeros(n, h, dtype=torch.float64) if zero else randn(gen, n, h, scale=0.5)
+        x, w_x = randn(gen, n, f, scale=scale), randn(gen, gates * h, f, scale=0.5)
+        w_h = randn(gen, gates * h, h, scale=0.5)
+        if gates == 1:  # the RNN: W (on h) before U (on x), one bias
+            args = (x, state, w_h, w_x, randn(gen, h, scale=0.1))
+        elif gates == 4:  # the LSTM: a cell state and one bias
+            cell = torch.zeros(n, h, dtype=torch.float64) if zero else randn(gen, n, h, scale=5.0 if large else 1.0)
+            args = (x, state, cell, w_x, w_h, randn(gen, 4 * h, scale=0.5))
+        else:  # the GRU: two biases
+            args = (x, state, w_x, w_h, *(randn(gen, 3 * h, scale=3.0 if large else 0.5) for _ in range(2)))
+        text = f"N = {n}, F = {f}, H = {h}{', large inputs' if scale > 1 else ''}{', h = 0' if zero else ''}"
+        cases.append((text + (f", large {big}" if large else ""), args))
     return cases
 
 
-@define(CheckSpec(
-    "rnn_step", _rnn_step, _rnn_cases, mistakes=keyed(_rnn_step, RNN_STEP_MISTAKES), rtol=1e-7, atol=1e-10,
-    forbidden=("companion.recurrent.rnn_cell",),
+rnn_step = define(CheckSpec(
+    "rnn_step", _rnn_step, lambda gen: _cell_cases(gen, 1), mistakes=keyed(_rnn_step, RNN_STEP_MISTAKES),
+    rtol=1e-7, atol=1e-10, forbidden=("companion.recurrent.rnn_cell",),
     hint="for a batch the rows are samples: pre = h @ W.T + x @ U.T + b has shape [N, H]; the new state is "
     "torch.tanh(pre).",
-))
-def rnn_step(student: Callable[..., Any]) -> CheckResult:
-    """Check ``student(x, h, W, U, b) -> h_new``: one step of a plain RNN on a batch.
+), doc="""Check ``student(x, h, W, U, b) -> h_new``: one step of a plain RNN on a batch.
 
     Shapes (float64): ``x [N, F]``, ``h [N, H]``, ``W [H, H]``, ``U [H, F]``, ``b [H]`` → ``[N, H]``. Cases: a
     square case F = H first (it tells W from U and W from Wᵀ), a batch of one, a zero state, large inputs
     that saturate the activation, one input feature.
-    """
+    """)
 
 
 LSTM_STEP_MISTAKES = {
@@ -95,38 +97,18 @@ def _lstm_step(
     return (c_new, h_new) if mistake == "h and c swapped" else (h_new, c_new)
 
 
-def _gated_cases(gen: torch.Generator, gates: int, big: str) -> list:
-    """Cases of a gated cell with ``gates`` blocks of rows; the last one has a large ``big`` (cell state or biases)."""
-    cases = []
-    for n, f, h, scale, zero, large in [(1, 3, 2, 1.0, False, False), (4, 3, 3, 1.0, True, False),
-                                        (5, 2, 4, 1.0, False, False), (3, 4, 3, 10.0, False, False),
-                                        (2, 3, 5, 1.0, False, True)]:  # fmt: skip
-        state = torch.zeros(n, h, dtype=torch.float64) if zero else _rand(gen, n, h, scale=0.5)
-        weights = (_rand(gen, gates * h, f, scale=0.5), _rand(gen, gates * h, h, scale=0.5))
-        x = _rand(gen, n, f, scale=scale)
-        if gates == 4:  # the LSTM: a cell state and one bias
-            cell = torch.zeros(n, h, dtype=torch.float64) if zero else _rand(gen, n, h, scale=5.0 if large else 1.0)
-            args = (x, state, cell, *weights, _rand(gen, 4 * h, scale=0.5))
-        else:  # the GRU: two biases
-            args = (x, state, *weights, *(_rand(gen, 3 * h, scale=3.0 if large else 0.5) for _ in range(2)))
-        cases.append((_describe(n, f, h, scale, zero, f", large {big}" if large else ""), args))
-    return cases
-
-
-@define(CheckSpec(
-    "lstm_step", _lstm_step, lambda gen: _gated_cases(gen, 4, "c"), labels=("h_new", "c_new"),
+lstm_step = define(CheckSpec(
+    "lstm_step", _lstm_step, lambda gen: _cell_cases(gen, 4, "c"), labels=("h_new", "c_new"),
     mistakes=keyed(_lstm_step, LSTM_STEP_MISTAKES), rtol=1e-7, atol=1e-10,
     forbidden=("companion.recurrent.lstm_cell",),
     hint="pre = x @ W_ih.T + h @ W_hh.T + b, then i, f, g, o = pre.chunk(4, dim=1); sigmoid on i, f, o and tanh "
     "on g; c_new = f * c + i * g; h_new = o * torch.tanh(c_new).",
-))
-def lstm_step(student: Callable[..., Any]) -> CheckResult:
-    """Check ``student(x, h, c, W_ih, W_hh, b) -> (h_new, c_new)``: one LSTM step with torch's layout.
+), doc="""Check ``student(x, h, c, W_ih, W_hh, b) -> (h_new, c_new)``: one LSTM step with torch's layout.
 
     Shapes (float64): ``x [N, F]``, ``h, c [N, H]``, ``W_ih [4H, F]``, ``W_hh [4H, H]``, ``b [4H]``; the rows
     of the weights in gate order i, f, g, o. Cases: a batch of one, a zero state, F ≠ H, large inputs,
     a large cell state.
-    """
+    """)
 
 
 CLIP_MISTAKES = {
@@ -155,32 +137,30 @@ def _clip(grads: list[Tensor], max_norm: float, mistake: str = "") -> tuple[list
 
 
 def _clip_cases(gen: torch.Generator) -> list:
-    layers = [_rand(gen, 4, 3), _rand(gen, 4), _rand(gen, 2, 4), _rand(gen, 2)]
+    layers = [randn(gen, 4, 3), randn(gen, 4), randn(gen, 2, 4), randn(gen, 2)]
     return [
         ("one tensor of shape (3,) with norm 0.5, max_norm = 1", ([torch.tensor([0.3, 0.0, -0.4]).double()], 1.0)),
         ("one tensor of shape (3,) with norm 5, max_norm = 1", ([torch.tensor([3.0, 0.0, -4.0]).double()], 1.0)),
         ("4 tensors of shapes (4, 3), (4,), (2, 4), (2,), max_norm = 1", (layers, 1.0)),
         ("the same 4 tensors, max_norm = 100: no clipping", (layers, 100.0)),
         ("a tensor of zeros and a small one, max_norm = 0.5",
-         ([torch.zeros(3, 3, dtype=torch.float64), _rand(gen, 5, scale=0.01)], 0.5)),
+         ([torch.zeros(3, 3, dtype=torch.float64), randn(gen, 5, scale=0.01)], 0.5)),
         ("huge gradients of norm about 1e6, max_norm = 5",
-         ([_rand(gen, 10, 10, scale=1e5), _rand(gen, 10, scale=1e5)], 5.0)),
+         ([randn(gen, 10, 10, scale=1e5), randn(gen, 10, scale=1e5)], 5.0)),
     ]  # fmt: skip
 
 
-@define(CheckSpec(
+clip_grad_norm = define(CheckSpec(
     "clip_grad_norm", _clip, _clip_cases, labels=("the clipped gradients", "the total norm"),
     mistakes=keyed(_clip, CLIP_MISTAKES), rtol=1e-5, atol=1e-12,
     forbidden=("torch.nn.utils.clip_grad_norm_", "torch.nn.utils.clip_grad.clip_grad_norm_"),
     hint="one norm for all the gradients together: square every entry of every tensor, add them all up, take "
     "the square root. Only a norm above max_norm is reduced, and then every tensor is scaled by the same "
     "factor, the one that brings the total norm down to max_norm.",
-))
-def clip_grad_norm(student: Callable[..., Any]) -> CheckResult:
-    """Check ``student(grads, max_norm) -> (clipped, total_norm)``: clipping a list of float64 gradient
+), doc="""Check ``student(grads, max_norm) -> (clipped, total_norm)``: clipping a list of float64 gradient
     tensors by their global norm, without ``torch.nn.utils.clip_grad_norm_``; ``clipped`` is a list of
     tensors of the same shapes. Cases: a norm below the limit, above it, one tensor, tensors of several
-    shapes, an all-zero gradient, a huge gradient."""
+    shapes, an all-zero gradient, a huge gradient.""")
 
 
 GRU_STEP_MISTAKES = {
@@ -212,20 +192,18 @@ def _gru_step(
     return z * n + (1 - z) * h if mistake == "z swapped" else (1 - z) * n + z * h
 
 
-@define(CheckSpec(
-    "gru_step", _gru_step, lambda gen: _gated_cases(gen, 3, "biases"), mistakes=keyed(_gru_step, GRU_STEP_MISTAKES),
+gru_step = define(CheckSpec(
+    "gru_step", _gru_step, lambda gen: _cell_cases(gen, 3, "biases"), mistakes=keyed(_gru_step, GRU_STEP_MISTAKES),
     rtol=1e-7, atol=1e-10, forbidden=("companion.recurrent.gru_cell",),
     hint="each of the two affine maps, x W_ihᵀ + b_ih and h W_hhᵀ + b_hh, holds three blocks of H columns, in the "
     "order r, z, n; the two gates are sigmoids of their blocks added up; in the candidate the reset gate scales "
     "the whole hidden block, its bias included; and z is the share of the old state that the new one keeps.",
-))
-def gru_step(student: Callable[..., Any]) -> CheckResult:
-    """Check ``student(x, h, W_ih, W_hh, b_ih, b_hh) -> h_new``: one GRU step with torch's layout.
+), doc="""Check ``student(x, h, W_ih, W_hh, b_ih, b_hh) -> h_new``: one GRU step with torch's layout.
 
     Shapes (float64): ``x [N, F]``, ``h [N, H]``, ``W_ih [3H, F]``, ``W_hh [3H, H]``, ``b_ih, b_hh [3H]``;
     the rows in gate order r, z, n. Cases: a batch of one, a zero state, F ≠ H, large inputs, large biases.
     The course's own ``companion.recurrent.gru_cell`` raises while the function runs.
-    """
+    """)
 
 
 _NGRAM_MISTAKES = {
@@ -305,23 +283,20 @@ def _ngram_spec(name: str, order: int, mistakes: dict[str, str], hint: str) -> C
                      hint=hint, passed=f"5 of 5 cases match the reference {name.split('_')[0]} loss.")  # fmt: skip
 
 
-@define(_ngram_spec("bigram_loss", 2, BIGRAM_MISTAKES,
-            "counts = torch.ones(V, V) (the added one), then counts[a, b] += 1 for each neighbouring pair of train "
-            "(index_put_ with accumulate=True, or a loop); probs = counts / counts.sum(1, keepdim=True); the loss is "
-            "-probs[val[:-1], val[1:]].log().mean()."))  # fmt: skip
-def bigram_loss(student: Callable[..., Any]) -> CheckResult:
-    """Check ``student(train_ids, val_ids, vocab_size) ->
-    loss``: the validation loss in nats of the add-one bigram model counted on ``train_ids``, the mean over the
-    pairs of ``val_ids`` (int64 ids in 0 … V−1). Cases: a hand-sized text, random texts, a validation pair
-    never seen in training, characters that never occur."""
-@define(_ngram_spec("trigram_loss", 3, TRIGRAM_MISTAKES,
-            "a trigram model is a bigram model whose context is a pair of characters: give each pair (a, b) a row "
-            "of V counts of its own (V² rows), count the triples of the training ids so that repeats add up "
-            "(index_put_ with accumulate=True, or a loop), add one, turn each row into probabilities, and average "
-            "the negative log-probability of the last character of each validation triple."))  # fmt: skip
-def trigram_loss(student: Callable[..., Any]) -> CheckResult:
-    """Check ``student(train_ids, val_ids, vocab_size) -> loss``: the validation loss in nats of the add-one
+bigram_loss = define(_ngram_spec("bigram_loss", 2, BIGRAM_MISTAKES,
+    "counts = torch.ones(V, V) (the added one), then counts[a, b] += 1 for each neighbouring pair of train "
+    "(index_put_ with accumulate=True, or a loop); probs = counts / counts.sum(1, keepdim=True); the loss is "
+    "-probs[val[:-1], val[1:]].log().mean()."),
+    doc="""Check ``student(train_ids, val_ids, vocab_size) -> loss``: the validation loss in nats of the add-one
+    bigram model counted on ``train_ids``, the mean over the pairs of ``val_ids`` (int64 ids in 0 … V−1). Cases: a
+    hand-sized text, random texts, a validation pair never seen in training, characters that never occur.""")
+trigram_loss = define(_ngram_spec("trigram_loss", 3, TRIGRAM_MISTAKES,
+    "a trigram model is a bigram model whose context is a pair of characters: give each pair (a, b) a row "
+    "of V counts of its own (V² rows), count the triples of the training ids so that repeats add up "
+    "(index_put_ with accumulate=True, or a loop), add one, turn each row into probabilities, and average "
+    "the negative log-probability of the last character of each validation triple."),
+    doc="""Check ``student(train_ids, val_ids, vocab_size) -> loss``: the validation loss in nats of the add-one
     trigram model counted on ``train_ids``, the mean over the ``len(val_ids) − 2`` triples of ``val_ids``.
-    Cases as for :func:`bigram_loss`."""
+    Cases as for :func:`bigram_loss`.""")  # fmt: skip
 
 

@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from typing import Any
 
 import torch
 
-from companion.check.core import CheckResult, CheckSpec, Wrong, define
+from companion.check.core import CheckSpec, Wrong, define
 
 __all__ = ["early_stopping", "l1_penalty", "l2_penalty", "shift_images"]
 
@@ -58,7 +57,7 @@ def _squares(ps: list[torch.Tensor], lam: float) -> torch.Tensor:
     return sum((p**2).sum() for p in ps)
 
 
-@define(_penalty_spec(
+l2_penalty = define(_penalty_spec(
     "l2_penalty", lambda ps, lam: lam / 2 * _squares(ps, lam),
     {
         "the ½ is missing: the gradient would be 2λw": lambda ps, lam: lam * _squares(ps, lam),
@@ -69,12 +68,10 @@ def _squares(ps: list[torch.Tensor], lam: float) -> torch.Tensor:
     },
     "square every entry of every tensor, add them all up into one number, and multiply by λ/2; "
     "keep it a tensor (no .item()) so that backward() reaches the weights.",
-))  # fmt: skip
-def l2_penalty(student: Callable[..., Any]) -> CheckResult:
-    """Check ``student(params, lam)``: the L2 penalty with its factor ½ over a list of tensors, as
+), doc="""Check ``student(params, lam)``: the L2 penalty with its factor ½ over a list of tensors, as
     one 0-d tensor that autograd can differentiate; the value on five cases (zeros included) and its
-    gradient, which is what ``weight_decay=lam`` adds in ``torch.optim.SGD``."""
-@define(_penalty_spec(
+    gradient, which is what ``weight_decay=lam`` adds in ``torch.optim.SGD``.""")  # fmt: skip
+l1_penalty = define(_penalty_spec(
     "l1_penalty", lambda ps, lam: lam * sum(p.abs().sum() for p in ps),
     {
         "positive and negative entries cancel: the penalty adds up sizes, not signed values":
@@ -85,10 +82,8 @@ def l2_penalty(student: Callable[..., Any]) -> CheckResult:
     },
     "add up the absolute values of every entry of every tensor and multiply by λ (no ½ here); "
     "keep it a tensor so that backward() reaches the weights.",
-))  # fmt: skip
-def l1_penalty(student: Callable[..., Any]) -> CheckResult:
-    """Check ``student(params, lam)``: the L1 penalty over a list of tensors, compared like
-    :func:`l2_penalty`."""
+), doc="""Check ``student(params, lam)``: the L1 penalty over a list of tensors, compared like
+    :func:`l2_penalty`.""")  # fmt: skip
 
 
 def _shifted(images: torch.Tensor, dx: int, dy: int) -> torch.Tensor:
@@ -111,7 +106,7 @@ def _shift_cases(gen: torch.Generator) -> list:
     return [(f"images of shape {tuple(x.shape)}, dx = {dx}, dy = {dy}", (x, dx, dy)) for x, dx, dy in cases]
 
 
-@define(CheckSpec(
+shift_images = define(CheckSpec(
     "shift_images", _shifted, _shift_cases, rtol=1e-6, atol=1e-6,
     diagnose=lambda case, want, got: "A shift keeps the image size." if got.shape != want.shape else "",
     mistakes={
@@ -125,11 +120,9 @@ def _shift_cases(gen: torch.Generator) -> list:
     hint="torch.roll wraps the pixels that leave one edge around to the other; a shift must fill the "
     "uncovered rows and columns with 0 instead. Start from torch.zeros_like(images) and copy into it the "
     "slice of the images that stays in view (or pad with zeros by F.pad and cut the window out).",
-))
-def shift_images(student: Callable[..., Any]) -> CheckResult:
-    """Check ``student(images, dx, dy)``: images ``[N, H, W]`` moved ``dx`` pixels right and ``dy`` down
+), doc="""Check ``student(images, dx, dy)``: images ``[N, H, W]`` moved ``dx`` pixels right and ``dy`` down
     (negative: left, up), the uncovered pixels 0; the same shape back. Cases: each direction, no shift,
-    a non-square image, a shift by the whole width, a batch of one."""
+    a non-square image, a shift by the whole width, a batch of one.""")
 
 
 def _stopping(losses: Sequence[float], patience: int, mistake: str = "") -> tuple[int, int]:
@@ -148,7 +141,7 @@ def _stopping(losses: Sequence[float], patience: int, mistake: str = "") -> tupl
     return best_epoch, min(last + 1, len(losses)) if mistake == "late" else last
 
 
-@define(CheckSpec(
+early_stopping = define(CheckSpec(
     "early_stopping", _stopping, labels=("best_epoch", "last_epoch"),
     cases=lambda gen: [(f"losses {losses}, patience {p}", (losses, p)) for losses, p in [
         ([0.9, 0.7, 0.6, 0.65, 0.7, 0.8], 2), ([0.9, 0.7, 0.6, 0.65, 0.7, 0.8], 3), ([0.9, 0.8, 0.7, 0.6], 1),
@@ -165,10 +158,8 @@ def _stopping(losses: Sequence[float], patience: int, mistake: str = "") -> tupl
     hint="count epochs from 1; an epoch improves only when its loss is below every earlier one (a tie is "
     "not an improvement); training ends at the first epoch that comes `patience` epochs after the last "
     "improvement, or at the last epoch when that never comes.",
-))
-def early_stopping(student: Callable[..., Any]) -> CheckResult:
-    """Check ``student(losses, patience) -> (best_epoch, last_epoch)``: early stopping on a list of
+), doc="""Check ``student(losses, patience) -> (best_epoch, last_epoch)``: early stopping on a list of
     validation losses, epochs counted from 1. Cases: a run that stops, more patience, one that never
-    stops, ties, a late improvement after a stall, a single epoch and a patience of 1."""
+    stops, ties, a late improvement after a stall, a single epoch and a patience of 1.""")
 
 

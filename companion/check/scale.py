@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import torch
 
-from companion.check.core import CheckResult, CheckSpec, define, keyed, scaled
+from companion.check.core import CheckSpec, define, keyed, scaled
 
 __all__ = ["all_reduce_mean", "gpt_parameter_count", "training_bytes", "training_days"]
 
@@ -32,7 +32,7 @@ _GPT_MISTAKES = {
     "only 12Ld²": "only the 12·L·d² weight matrices of the blocks seem to be counted",
     "tokens": "the token embeddings (V·d) seem to be missing",
 }
-@define(CheckSpec(
+gpt_parameter_count = define(CheckSpec(
     "gpt_parameter_count", _gpt2_count, mistakes=keyed(_gpt2_count, _GPT_MISTAKES), rtol=0, atol=0,
     forbidden=("companion.scale.gpt_parameters", "companion.scale.gpt_parameter_counts"),
     passed="4 of 4 sizes give the exact count.",
@@ -41,11 +41,9 @@ _GPT_MISTAKES = {
     hint="add up the parts: token embeddings V·d and positions T·d; per block 4d² + 4d for attention "
     "(q, k, v, output, each with a bias), d·4d + 4d + 4d·d + d for the feed-forward and 2·2d for two "
     "layer norms; 2d for the final layer norm; nothing for the tied head.",
-))
-def gpt_parameter_count(student: Callable[..., Any]) -> CheckResult:
-    """Check ``student(vocab_size, context, dim, layers) -> int``: the parameters of a GPT-2-style model
+), doc="""Check ``student(vocab_size, context, dim, layers) -> int``: the parameters of a GPT-2-style model
     (pre-norm blocks with biases and a 4·d feed-forward, learned positions, a final layer norm, a head
-    tied to the token embedding), without the course's own count (it raises while the function runs)."""
+    tied to the token embedding), without the course's own count (it raises while the function runs).""")
 
 
 _STATES = {"sgd": 0, "momentum": 1, "adam": 2}
@@ -66,7 +64,7 @@ _BYTE_MISTAKES = {
     "one adam state": "Adam keeps two numbers per parameter (m and v), not one",
     "16-bit states": "the optimizer's states stay in fp32 (4 bytes) under mixed precision",
 }
-@define(CheckSpec(
+training_bytes = define(CheckSpec(
     "training_bytes", _bytes, mistakes=keyed(_bytes, _BYTE_MISTAKES), rtol=0, atol=0,
     forbidden=("companion.scale.training_memory", "companion.scale.measured_training_memory"),
     cases=lambda gen: [(f"n_params={n:,}, optimizer={o!r}, mixed={m}", (n, o, m)) for n, o, m in [
@@ -75,11 +73,9 @@ _BYTE_MISTAKES = {
     hint="count bytes per parameter: weights and gradients take 4 bytes each in fp32, 2 each in mixed "
     "precision, which adds a 4-byte fp32 master copy; the optimizer keeps 0 (SGD), 1 (momentum) or 2 "
     "(Adam) fp32 numbers. Multiply by n_params.",
-))
-def training_bytes(student: Callable[..., Any]) -> CheckResult:
-    """Check ``student(n_params, optimizer, mixed) -> int``: the bytes of weights, gradients and optimizer
+), doc="""Check ``student(n_params, optimizer, mixed) -> int``: the bytes of weights, gradients and optimizer
     state in training; ``optimizer`` is ``"sgd"``, ``"momentum"`` or ``"adam"``, and ``mixed`` selects mixed
-    precision. The course's own ``scale.training_memory`` raises while the function runs."""
+    precision. The course's own ``scale.training_memory`` raises while the function runs.""")
 
 
 def _reduce_cases(gen: torch.Generator) -> list:
@@ -103,24 +99,22 @@ def _per_worker(case: tuple, expected: Any, got: Any) -> str:
     return "Every worker must get the mean of all the workers' gradients; some tensors differ from the mean."
 
 
-@define(CheckSpec(
+all_reduce_mean = define(CheckSpec(
     "all_reduce_mean", _mean, _reduce_cases, rtol=1e-5, atol=1e-6, diagnose=_per_worker,
     view=lambda case, out: [t / (1 + max(float(g.abs().max()) for g in case[0])) for t in out],
     mistakes={"the sum, not the mean, of the workers' gradients": scaled(_mean, lambda grads: len(grads))},
     hint="add the workers' tensors element by element, divide by the number of workers, and give every "
     "worker its own copy of the result (a list as long as the input).",
-))
-def all_reduce_mean(student: Callable[..., Any]) -> CheckResult:
-    """Check ``student(grads)``: the all-reduce of data-parallel training, done by hand. ``grads`` holds one
+), doc="""Check ``student(grads)``: the all-reduce of data-parallel training, done by hand. ``grads`` holds one
     gradient tensor per worker, all of one shape; the answer is one tensor per worker, each what
-    ``DistributedDataParallel`` leaves in every worker's ``.grad``."""
+    ``DistributedDataParallel`` leaves in every worker's ``.grad``.""")
 
 
 def _days(factor: float = 1.0) -> float:
     return factor * 6 * 175e9 * 300e9 / (1024 * 312e12 * 0.4) / 86_400
 
 
-@define(CheckSpec(
+training_days = define(CheckSpec(
     "training_days", _days, answers=1, rtol=0.02, passed="correct.",
     mistakes={
         "that is hours, not days": lambda: _days(24),
@@ -132,9 +126,7 @@ def _days(factor: float = 1.0) -> float:
     },
     hint="FLOPs = 6 × parameters × tokens; FLOP/s of the cluster = GPUs × peak × utilization; "
     "seconds = FLOPs / (FLOP/s); days = seconds / 86,400.",
-))
-def training_days(answer: Any) -> CheckResult:
-    """Check the days GPT-3's training takes on 1,024 A100s at 40 % of their 312 TFLOP/s (bf16) peak:
-    175 billion parameters, 300 billion training tokens; within 2 %."""
+), "answer", doc="""Check the days GPT-3's training takes on 1,024 A100s at 40 % of their 312 TFLOP/s (bf16) peak:
+    175 billion parameters, 300 billion training tokens; within 2 %.""")
 
 
