@@ -1,5 +1,7 @@
 """companion.models.CNN: the articles' two architectures as instances, layer layout, shapes and bad settings."""
 
+import copy
+
 import pytest
 import torch
 from torch import nn
@@ -106,3 +108,19 @@ def test_float64_images_into_a_float32_cnn_get_an_error_naming_both_dtypes():
     with pytest.raises(TypeError, match="CNN's weights are torch.float32 but the input is torch.float64"):
         CNN()(torch.zeros(2, 28, 28, dtype=torch.float64))
     assert CNN().double()(torch.zeros(2, 28, 28, dtype=torch.float64)).dtype == torch.float64
+
+
+def test_channels_last_weights_compute_the_same_function_as_contiguous_ones():
+    torch.manual_seed(0)
+    cnn = CNN(padding="valid").double()
+    assert all(conv.weight.is_contiguous(memory_format=torch.channels_last) for conv in cnn.features[::3])
+    plain = copy.deepcopy(cnn)
+    for conv in plain.features[::3]:
+        conv.weight.data = conv.weight.data.clone(memory_format=torch.contiguous_format)
+        assert conv.weight.stride() == torch.empty(conv.weight.shape).stride()  # NCHW, even where C is 1
+    x = torch.randn(5, 1, 28, 28, dtype=torch.float64)
+    torch.testing.assert_close(cnn(x), plain(x), rtol=1e-12, atol=1e-12)
+    cnn(x).square().sum().backward()
+    plain(x).square().sum().backward()
+    for a, b in zip(cnn.parameters(), plain.parameters()):
+        torch.testing.assert_close(a.grad, b.grad, rtol=1e-10, atol=1e-12)

@@ -51,7 +51,9 @@ class CNN(nn.Module):
 
     Shapes: input ``[N, image_size, image_size]`` or ``[N, 1, image_size, image_size]``,
     float; output ``[N, num_classes]``. ``feature_shape`` is the shape of one
-    sample's feature maps, ``(channels[-1], s, s)``.
+    sample's feature maps, ``(channels[-1], s, s)``. The convolution weights are stored
+    channels-last (``torch.channels_last``), which changes how the numbers lie in memory, not what
+    the network computes.
     """
 
     def __init__(
@@ -112,6 +114,10 @@ class CNN(nn.Module):
             nn.Dropout(_check_dropout(dropout)),
             nn.Linear(hidden, num_classes),
         )
+        # Channels-last (NHWC) convolution weights: the same function, computed by PyTorch's faster
+        # kernels (bench/cnn_memory_format.py times a training step both ways); the feature maps come
+        # out channels-last too.
+        self.features.to(memory_format=torch.channels_last)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits ``[N, num_classes]`` of images ``[N, S, S]`` or ``[N, 1, S, S]`` (S = ``image_size``)."""
