@@ -107,6 +107,17 @@ def test_two_processes_building_at_once_leave_one_valid_entry(tmp_path):
     assert bm.load(cache / "base-models" / entries[0]).recipe == TINY
 
 
+def test_the_script_caches_every_corpus_two_at_a_time_and_reports_their_losses(capsys):
+    bm.main(["--profile", "quick", "--jobs", "2"])
+    lines = sorted(capsys.readouterr().out.splitlines())
+    assert [line.split()[2] for line in lines] == sorted(bm.CORPORA)
+    for corpus, line in zip(sorted(bm.CORPORA), lines):
+        entry = bm.entry_dir(bm.recipe(corpus, "quick"))
+        assert entry.is_dir() and f"validation loss {bm.load(entry).val_loss:.3f} nats/token" in line
+    with pytest.raises(SystemExit):
+        bm.main(["--jobs", "0"])
+
+
 def test_the_quick_shakespeare_model_beats_the_unigram_baseline():
     model = bm.base_model("shakespeare", "quick")
     assert model.recipe == bm.recipe("shakespeare", "quick")
