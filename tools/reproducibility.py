@@ -41,7 +41,13 @@ by `tools/reproducibility.py`, and a test fails when the two disagree.
 Times are wall-clock seconds of the whole notebook, kernel start included, on the machine named at the
 end, with as many notebooks at a time and threads per kernel as it says. Times are recorded only from a
 clean run (a fresh environment, every chapter) on a quiet machine, one doing no other work: a CPU shared
-with other work runs slower. Even so, read them as a scale, not a benchmark. Results are rounded here; the JSON files hold them in full. Runs on other hardware, or with other
+with other work runs slower. Even so, read them as a scale, not a benchmark. The row *all chapters*
+adds the chapters' times; where a run executed several notebooks at a time, it took less wall-clock time
+than that sum. Chapters 11 and 12 read base models that `python -m companion.base_models` trains and
+caches (`make book` builds them before the chapters run, both at once); their times here leave that
+training out, which a chapter run on its own with an empty cache pays.
+
+Results are rounded here; the JSON files hold them in full. Runs on other hardware, or with other
 versions of PyTorch, give slightly different numbers; the thresholds the chapters assert must hold.
 """
 
@@ -52,6 +58,7 @@ make test                                        # creates .venv; every chapter 
 .venv/bin/python bench/run_notebooks.py --profile quick --jobs 2  # two notebooks at a time
 .venv/bin/python bench/run_notebooks.py --profile full --jobs 2   # tens of minutes on a 2-core CPU
 .venv/bin/python bench/run_notebooks.py --profile full 07-cnn     # one chapter
+make book                                        # base models, every chapter in the full profile, the HTML
 ```
 
 Each run replaces its chapters' lines in `bench/results/<profile>-<device>.jsonl` and writes this page
