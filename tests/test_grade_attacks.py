@@ -214,6 +214,73 @@ def test_a_submission_cannot_reach(target, place):
             path.unlink(missing_ok=True)
 
 
+@needs_sandbox
+def test_a_submission_cannot_reach_the_network(place):
+    """A server listens on the grader's loopback; a submission in its own network namespace cannot connect."""
+    import socket
+
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        port = server.getsockname()[1]
+        probe = f"""
+            import socket
+            try:
+                socket.create_connection(("127.0.0.1", {port}), timeout=5).close()
+                leaked = True
+            except OSError:
+                pass
+        """
+        submit(place, "caller", sheet(exercises=off_by_leak(probe)))
+        code, _, err, rows = main("submissions", cwd=place)
+    assert code == 0, err
+    assert results(rows, "caller") == ["passed", "passed", "passed"], rows[0]["message"]
+
+
+@needs_sandbox
+def test_a_submission_has_a_private_tmp(place):
+    """It sees none of the machine's /tmp and leaves nothing there."""
+    token = uuid.uuid4().hex
+    ours, theirs = Path(f"/tmp/companion-grader-{token}"), Path(f"/tmp/companion-student-{token}")
+    ours.write_text("the grader's")
+    probe = f"""
+        leaked = os.path.exists("{ours}")
+        with open("{theirs}", "w") as file:
+            file.write("planted")
+    """
+    submit(place, "tmp-reader", sheet(exercises=off_by_leak(probe)))
+    try:
+        code, _, err, rows = main("submissions", cwd=place)
+        assert code == 0, err
+        assert results(rows, "tmp-reader") == ["passed", "passed", "passed"], rows[0]["message"]
+        assert not theirs.exists()
+    finally:
+        ours.unlink()
+        theirs.unlink(missing_ok=True)
+
+
+def test_a_submission_runs_under_a_cpu_time_limit_and_opens_at_most_1024_files(place):
+    """The CPU-time limit backs up the wall-clock one: at most the time limit on every core, plus 10 s."""
+    bound = 120 * (os.cpu_count() or 1) + 10  # main() grades with --timeout 120
+    probe = f"""
+        import resource
+        cpu = resource.getrlimit(resource.RLIMIT_CPU)[0]
+        leaked = cpu == resource.RLIM_INFINITY or cpu > {bound}
+        files = []
+        try:
+            for _ in range(1100):
+                files.append(open(os.devnull))
+            leaked = True
+        except OSError:
+            pass
+        finally:
+            for file in files:
+                file.close()
+    """
+    submit(place, "opener", sheet(exercises=off_by_leak(probe)))
+    code, _, err, rows = main("submissions", cwd=place)
+    assert code == 0, err
+    assert results(rows, "opener") == ["passed", "passed", "passed"], rows[0]["message"]
+
+
 def test_a_submission_gets_no_more_memory_and_no_larger_files_than_its_limits(place):
     hog = """
         try:
@@ -334,10 +401,11 @@ def test_an_infinite_loop_costs_only_its_own_exercise_and_names_its_cell(place):
 def test_the_csv_gains_each_submission_as_soon_as_it_is_graded(place):
     submit(place, "a-first", sheet())
     submit(place, "b-endless", sheet("import time\ntime.sleep(600)"))
+    (place / "tmp").mkdir()  # the killed grader cannot remove its working folder: keep it in the test's
     grader = subprocess.Popen(
         [sys.executable, "-m", "companion.grade", "submissions", "--csv", "grades.csv", "--timeout", "600", *NO_SANDBOX],
         cwd=place, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        env={**os.environ, "PYTHONPATH": str(ROOT), "TMPDIR": str(place / "tmp")},
     )  # fmt: skip
     try:
         deadline = time.monotonic() + 90
