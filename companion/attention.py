@@ -39,6 +39,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from companion import recurrent
+
 Backend = Literal["scratch", "torch"]
 BACKENDS: tuple[str, ...] = ("scratch", "torch")
 """The two implementations of attention, this module's own (``"scratch"``) and ``F.scaled_dot_product_attention``."""
@@ -134,6 +136,11 @@ def scaled_dot_product_attention(
         )
     if k.shape[-2] != v.shape[-2]:
         raise ValueError(f"keys and values need the same length; got k {tuple(k.shape)} and v {tuple(v.shape)}")
+    if not q.dtype == k.dtype == v.dtype:
+        raise TypeError(f"q, k and v need the same dtype; got {q.dtype}, {k.dtype} and {v.dtype}")
+    if scale is not None and (isinstance(scale, bool) or not isinstance(scale, (int, float))
+                              or not math.isfinite(scale) or scale <= 0):  # fmt: skip
+        raise ValueError(f"scale must be a finite number > 0, or None for 1/√d_k; got {scale!r}")
     if not q.shape[:-2] == k.shape[:-2] == v.shape[:-2]:
         raise ValueError(
             "q, k and v need the same leading (batch, head) dimensions; "
@@ -450,9 +457,18 @@ def sinusoidal_positional_encoding(
     return pe.to(dtype)
 
 
-def _check_features(x: object, dim: int, module: str) -> None:
-    if not isinstance(x, torch.Tensor) or x.ndim < 1 or x.shape[-1] != dim:
-        raise ValueError(f"{module} expects inputs [..., {dim}]; got {_shape(x)}")
+def _check_features(x: object, weight: torch.Tensor, module: str) -> None:
+    """``x`` is ``[..., dim]`` with the weight's dtype (mixed dtypes are autocast's to reconcile)."""
+    if not isinstance(x, torch.Tensor) or x.ndim < 1 or x.shape[-1] != weight.shape[0]:
+        raise ValueError(f"{module} expects inputs [..., {weight.shape[0]}]; got {_shape(x)}")
+    if x.dtype != weight.dtype and not torch.is_autocast_enabled(x.device.type):
+        recurrent._check_dtypes(module, weight.dtype, x=x)
+
+
+def _check_eps(eps: object) -> float:
+    if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not math.isfinite(eps) or eps < 0:
+        raise ValueError(f"eps must be a finite number >= 0; got {eps!r}")
+    return float(eps)
 
 
 class LayerNorm(nn.Module):
@@ -468,13 +484,13 @@ class LayerNorm(nn.Module):
 
     def __init__(self, dim: int, eps: float = 1e-5, bias: bool = True, backend: Backend = "scratch") -> None:
         super().__init__()
-        self.dim, self.eps = _positive_int("dim", dim), float(eps)
+        self.dim, self.eps = _positive_int("dim", dim), _check_eps(eps)
         self.backend = _check_backend(backend)
         self.weight = nn.Parameter(torch.ones(dim))
         self.bias = nn.Parameter(torch.zeros(dim)) if bias else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        _check_features(x, self.dim, "LayerNorm")
+        _check_features(x, self.weight, "LayerNorm")
         if self.backend == "torch":
             return F.layer_norm(x, (self.dim,), self.weight, self.bias, self.eps)
         mean = x.mean(dim=-1, keepdim=True)
@@ -499,12 +515,12 @@ class RMSNorm(nn.Module):
 
     def __init__(self, dim: int, eps: float = 1e-6, backend: Backend = "scratch") -> None:
         super().__init__()
-        self.dim, self.eps = _positive_int("dim", dim), float(eps)
+        self.dim, self.eps = _positive_int("dim", dim), _check_eps(eps)
         self.backend = _check_backend(backend)
         self.weight = nn.Parameter(torch.ones(dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        _check_features(x, self.dim, "RMSNorm")
+        _check_features(x, self.weight, "RMSNorm")
         if self.backend == "torch":
             return F.rms_norm(x, (self.dim,), self.weight, self.eps)
         return x * torch.rsqrt(x.pow(2).mean(dim=-1, keepdim=True) + self.eps) * self.weight

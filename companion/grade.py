@@ -471,15 +471,23 @@ class Run:
     seconds: float = 0.0
     numbers: list[int] = field(default_factory=list)
     """The number of each job cell among the submission's code cells, for messages."""
+    unlimited: list[str] | None = None
+    """The limits the runner reported it could not set, before any student code ran."""
 
     def read(self, lines: Iterable[str]) -> None:
-        """Take in report lines (``progress.jsonl``); malformed ones are ignored."""
+        """Take in report lines (``progress.jsonl``); malformed ones are ignored.
+
+        Only the first ``limits`` line counts: the runner writes it before the
+        submission's code runs, which could append more."""
         for line in lines:
             try:
                 event = json.loads(line)
                 cell = event.get("cell")
             except (ValueError, AttributeError):
                 continue
+            if event.get("event") == "limits" and self.unlimited is None:
+                missing = event.get("missing")
+                self.unlimited = [str(m)[:80] for m in missing[:10]] if isinstance(missing, list) else []
             if not isinstance(cell, int):
                 continue
             if event.get("event") == "start":
@@ -692,6 +700,8 @@ def grade_notebook(
         task, where = job(notebook, chapter, found)
         task["limits"] = settings.limits()
         run = run_job(task, work, settings, hidden) if found else Run(set(), {}, set())
+        if run.unlimited:
+            print(f"warning: {student} ran without {', '.join(run.unlimited)}", file=sys.stderr)
         run.numbers = [cell["number"] for cell in task["cells"]]
         for name in expected + [name for name in found if name not in expected]:
             if name in found:

@@ -122,17 +122,17 @@ def limit(limits: dict[str, int]) -> list[str]:
     """Put the job's resource limits on this process; returns the limits it could not set, in words."""
     missing = []
     pairs = {
-        resource.RLIMIT_AS: limits["memory_bytes"],
-        resource.RLIMIT_CPU: limits["cpu_seconds"],
-        resource.RLIMIT_FSIZE: limits["file_bytes"],
-        resource.RLIMIT_NOFILE: 1024,
-        resource.RLIMIT_CORE: 0,
+        "RLIMIT_AS": limits["memory_bytes"],
+        "RLIMIT_CPU": limits["cpu_seconds"],
+        "RLIMIT_FSIZE": limits["file_bytes"],
+        "RLIMIT_NOFILE": 1024,
+        "RLIMIT_CORE": 0,
     }
-    for which, value in pairs.items():
+    for name, value in pairs.items():
         try:
-            resource.setrlimit(which, (value, value))
+            resource.setrlimit(getattr(resource, name), (value, value))
         except (ValueError, OSError):
-            missing.append(f"resource limit {which}")
+            missing.append(f"the limit {name}")
     if not _forbid_new_processes():
         missing.append("no new processes")
     pr_set_pdeathsig = 1

@@ -188,6 +188,11 @@ def test_attention_rejects_bad_shapes_with_clear_errors():
         attention.scaled_dot_product_attention(torch.ones(5, 8, dtype=torch.int64), k[0], v[0])
     with pytest.raises(TypeError, match="torch tensor"):
         attention.scaled_dot_product_attention([[1.0]], k, v)
+    with pytest.raises(TypeError, match="same dtype; got torch.float32, torch.float64 and torch.float32"):
+        attention.scaled_dot_product_attention(q, k.double(), v)
+    for scale in (float("nan"), float("inf"), -0.5, 0, True, "0.3", torch.tensor(0.3)):
+        with pytest.raises(ValueError, match="scale must be a finite number > 0"):
+            attention.scaled_dot_product_attention(q, k, v, scale=scale)
 
 
 # --------------------------------------------------------------------------------------------
@@ -322,6 +327,14 @@ def test_layer_norm_without_bias_and_bad_input():
     torch.testing.assert_close(ln(torch.arange(4.0)), F.layer_norm(torch.arange(4.0), (4,)))
     with pytest.raises(ValueError, match=r"\[\.\.\., 4\]"):
         ln(torch.randn(3, 5))
+    for norm in (attention.LayerNorm, attention.RMSNorm):
+        with pytest.raises(TypeError, match="the weights are torch.float32 but x is torch.float64"):
+            norm(4)(torch.randn(3, 4, dtype=torch.float64))
+        for eps in (-1e-5, float("nan"), float("inf"), None, "1e-5"):
+            with pytest.raises(ValueError, match="eps must be a finite number >= 0"):
+                norm(4, eps=eps)
+        with torch.autocast("cpu", dtype=torch.bfloat16):  # autocast reconciles mixed dtypes itself
+            assert norm(4)(torch.randn(3, 4, dtype=torch.bfloat16)).shape == (3, 4)
 
 
 def twin_block(dim: int, heads: int, seed: int) -> tuple[attention.TransformerBlock, nn.TransformerEncoderLayer]:

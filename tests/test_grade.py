@@ -288,6 +288,33 @@ def test_outcome_is_the_judgement_of_the_produced_data_or_what_stopped_the_cell(
     assert run.running() == 4
 
 
+def test_limits_the_runner_could_not_set_are_reported_once_and_cannot_be_unsaid(tmp_path, monkeypatch, capsys):
+    run = grade.Run(set(), {}, set())
+    run.read([json.dumps({"event": "limits", "missing": ["no new processes"]}),
+              json.dumps({"event": "limits", "missing": []})])  # a later line, e.g. the submission's  # fmt: skip
+    assert run.unlimited == ["no new processes"]
+
+    def run_job(task, work, settings, hidden=()):
+        reported = grade.Run(set(), {}, set())
+        reported.read([json.dumps({"event": "limits", "missing": ["the limit RLIMIT_CPU"]})])
+        return reported
+
+    monkeypatch.setattr(grade, "run_job", run_job)
+    notebook = new_notebook(cells=[new_code_cell("from companion import check\ncheck.neuron_forward(f)")])
+    grades = grade.grade(write(notebook, tmp_path / "s.ipynb"), [], sandbox=False)
+    assert [g.result for g in grades] == ["raised"]
+    assert capsys.readouterr().err == f"warning: {tmp_path / 's.ipynb'} ran without the limit RLIMIT_CPU\n"
+
+
+def test_every_exercise_of_the_course_is_judged_by_the_grader_not_by_the_students_process():
+    """Every check an exercise calls has a spec, so the grader computes its verdict from the answer's data."""
+    from companion import check
+
+    for chapter in grade.course():
+        assert chapter.checks, chapter.path.name
+        assert {name.split(" (")[0] for name in chapter.checks} <= set(check.SPECS), chapter.path.name
+
+
 def test_magics_become_plain_python():
     source = "%matplotlib inline\nx = 1\n%time y = f(2)\n%timeit -n 3 f(3)\n!ls\n  %pip install x"
     assert grade.without_magics(source).splitlines() == [
