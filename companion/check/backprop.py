@@ -22,9 +22,9 @@ def _apply_operation(student: Callable[[Any], Any], x: float) -> tuple[float, fl
 
     leaf = Value(x)
     out = student(leaf)
-    if out is None or not isinstance(out, Value):
-        if out is None:
-            return None
+    if out is None:
+        return None
+    if not isinstance(out, Value):
         raise Wrong(f"expected a Value, got {type(out).__name__}")
     out.backward()
     return out.data, leaf.grad

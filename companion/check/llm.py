@@ -13,10 +13,9 @@ __all__ = ["bpe_merge", "nucleus", "rms_norm"]
 
 
 def _merge(ids: list[int], pair: tuple[int, int], new_id: int, mistake: str = "") -> list[int]:
-    out, i = [], 0
     if mistake == "right to left":
         return _merge(ids[::-1], pair[::-1], new_id)[::-1]
-    done = False
+    out, i, done = [], 0, False
     while i < len(ids):
         here = tuple(ids[i : i + 2]) == tuple(pair) or mistake == "either order" and tuple(ids[i : i + 2]) == pair[::-1]
         if here and i + 1 < len(ids) and not (done and mistake == "first only"):
