@@ -136,7 +136,7 @@ def test_network_2_check():
     assert "placeholder" in check.network_2(placeholder, lambda a, b: a).message
     assert "placeholder" in check.network_2(..., lambda a, b: a).message
     assert "one finite number" in check.network_2(dict(abs_params, b2="0"), lambda a, b: a).message
-    assert "max(0, x1 − x2)" in check.hint("network_2").text
+    assert "max(0, −a)" in check.hint("network_2").text
 
 
 def test_linear_fold_names_mistakes_without_the_answer():
@@ -153,7 +153,7 @@ def test_linear_fold_names_mistakes_without_the_answer():
         result = check.linear_fold(answer)
         assert not result and message in result.message, (answer, result.message)
         assert not re.search(r"\b5\b|\b3\.0|expected 1\b", result.message.replace("50 %", "")), result.message
-    assert "W2 W1" in check.hint("linear_fold").text
+    assert "product of the two weight matrices" in check.hint("linear_fold").text
 
 
 def _softmax_by_hand(z):
@@ -170,7 +170,7 @@ def test_stable_softmax_passes_the_shifted_version_and_catches_overflow():
     wrong_dim = check.stable_softmax(lambda z: _softmax_by_hand(z.T).T if z.ndim == 2 else _softmax_by_hand(z))
     assert not wrong_dim and "case 2" in wrong_dim.message
     assert not check.stable_softmax(lambda z: (z - z.max(dim=-1).values).exp())
-    assert "z.max(dim=-1, keepdim=True)" in check.hint("stable_softmax").text
+    assert "largest logit" in check.hint("stable_softmax").text
 
 
 @pytest.mark.parametrize(

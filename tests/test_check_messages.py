@@ -1,5 +1,6 @@
 """Every check of the course: its failure messages never show the expected values, its documentation
-holds no formula of the answer, a placeholder fails it, and the self-check equals produce + judge."""
+holds no formula of the answer, its hint is no pastable code, a placeholder fails it, and the self-check
+equals produce + judge."""
 
 from __future__ import annotations
 
@@ -135,3 +136,51 @@ def shortcuts() -> list[tuple[str, object]]:
 def test_every_shortcut_an_exercise_forbids_fails_and_is_named(name, shortcut):
     result = getattr(check, name)(shortcut)
     assert not result and "this exercise asks you to do without" in result.message, result.message
+
+
+CODE_IN_HINT = re.compile(
+    r"(?<![\w.])[A-Za-z_]\w*\s*(?<![=<>!])=(?!=)(?:(?!;|\.\s).){0,60}?(?:\s[-+*/@%−×÷]\s|\w\()"  # x = a + b
+    r"|\b[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)+\((?!\))"  # torch.tanh(h), x.unfold(2, k, k): a call with arguments
+    r"|@\s*[A-Za-z_(]"  # h @ W.T: a matrix product of names
+    r"|\w\[[^\]]*:"  # x[:, :, i:i+k]: a slice
+)
+"""What makes a hint pastable code rather than a pointer: an assignment whose right side computes, a call of a
+dotted name with arguments, a matrix product ``@``, or a slice."""
+OLD_HINTS_THAT_WERE_CODE = [
+    "for a batch the rows are samples: pre = h @ W.T + x @ U.T + b has shape [N, H]; the new state is "
+    "torch.tanh(pre).",
+    "pre = x @ W_ih.T + h @ W_hh.T + b, then i, f, g, o = pre.chunk(4, dim=1); sigmoid on i, f, o and tanh "
+    "on g; c_new = f * c + i * g; h_new = o * torch.tanh(c_new).",
+    "the output has H // k rows and W // k columns; output (i, j) is the largest entry of the window "
+    "x[:, :, i*k:(i+1)*k, j*k:(j+1)*k], for every image and channel separately (amax over the last two "
+    "dimensions). Or cut all windows at once with x.unfold(2, k, k).unfold(3, k, k).",
+    "counts = torch.ones(V, V) (the added one), then counts[a, b] += 1 for each neighbouring pair of train; "
+    "the loss is -probs[val[:-1], val[1:]].log().mean().",
+    "scores = q @ k.transpose(-2, -1) compares every query with every key ([..., L, S]); divide them by "
+    "math.sqrt(d_k), d_k = q.shape[-1], then take torch.softmax over the last dimension (the keys).",
+    "the low-rank path first shrinks x to r numbers with A (x @ A.T), then grows them back with B (@ B.T)",
+    "FLOPs = 6 × parameters × tokens; FLOP/s of the cluster = GPUs × peak × utilization",
+]
+PROSE_THAT_IS_NOT_CODE = [
+    "count the pairs so that repeats add up (index_put_ with accumulate=True, or a loop)",
+    "keep it a tensor (no .item()) so that backward() reaches the weights",
+    "|a| = max(0, a) + max(0, −a): each term is what one ReLU neuron can compute",
+    "the True entries fill one triangle (torch.tril and torch.triu keep one triangle of a matrix)",
+    "average the negative log-probability of the validation pairs; rows [N, H] and [a, a, a]",
+]
+
+
+@pytest.mark.parametrize("text", OLD_HINTS_THAT_WERE_CODE)
+def test_the_rule_for_code_in_hints_catches_code(text):
+    assert CODE_IN_HINT.search(text), text
+
+
+@pytest.mark.parametrize("text", PROSE_THAT_IS_NOT_CODE)
+def test_the_rule_for_code_in_hints_lets_prose_pass(text):
+    assert not CODE_IN_HINT.search(text), CODE_IN_HINT.search(text)
+
+
+@pytest.mark.parametrize("name", [n for n in SPECS if check.SPECS[n].hint])
+def test_a_hint_points_the_way_without_being_the_code(name):
+    text = check.hint(name).text
+    assert not CODE_IN_HINT.search(text), (name, CODE_IN_HINT.search(text))

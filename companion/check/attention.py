@@ -44,8 +44,9 @@ attention_weights = define(CheckSpec(
             lambda q, k: torch.softmax(_scores(q, k) / math.sqrt(q.shape[-1]), dim=-2),
         "the softmax is missing: these are the scaled scores": lambda q, k: _scores(q, k) / math.sqrt(q.shape[-1]),
     },
-    hint="scores = q @ k.transpose(-2, -1) compares every query with every key ([..., L, S]); divide them by "
-    "math.sqrt(d_k), d_k = q.shape[-1], then take torch.softmax over the last dimension (the keys).",
+    hint="compare every query with every key by a dot product: transpose only the last two dimensions of k, "
+    "so that any leading batch dimensions pass through, and the scores are [..., L, S]; scale them by the "
+    "square root of d_k, the last size of q, then take the softmax over the keys, the last dimension.",
 ), doc="""Check ``student(q, k)``: the scaled dot-product attention weights, softmax over the keys.
 
     Shapes: ``q [..., L, d_k]``, ``k [..., S, d_k]`` → ``[..., L, S]``, each row summing to 1.
@@ -95,9 +96,9 @@ attention_head = define(CheckSpec(
         "after": "the mask is applied after the softmax (zeroed weights no longer sum to 1)",
         "model scale": "the scores are divided by √d of the model, not √d_k of the head",
     }),
-    hint="project x three times (x @ w_q, x @ w_k, x @ w_v); scores = q @ kᵀ / √d_k with d_k = w_q.shape[1]; "
-    "set the scores above the diagonal to -inf with masked_fill before the softmax over the last "
-    "dimension; multiply the weights by v.",
+    hint="project x three times with w_q, w_k and w_v; scale the scores of queries against keys by the "
+    "square root of the head's d_k (the width of w_q, not the model's d); hide the future by setting the "
+    "scores above the diagonal to -inf before the softmax, not after; the weights then mix the values.",
 ), doc="""Check ``student(x, w_q, w_k, w_v)``: one causal self-attention head, without
     ``F.scaled_dot_product_attention`` (it raises while the function runs).
 
@@ -122,8 +123,9 @@ transformer_block_parameters = define(CheckSpec(
         "that is only one of the two sub-layers (a block has attention and an MLP)":
             lambda d, r: 2 * r * d * d + (r + 1) * d,
     },
-    hint="attention: W_q, W_k, W_v and W_o are d×d, with d biases each; the MLP: d×4d plus 4d biases, "
-    "4d×d plus d biases; each of the two layer norms has d scales γ and d shifts β.",
+    hint="count the parts one by one: attention's four projections (queries, keys, values, output), each a "
+    "square matrix with a bias; the MLP's two layers, out to four times the width and back, each with a bias; "
+    "and two layer norms, each with a scale γ and a shift β per feature.",
 ), "answer", "dim", ("mlp_ratio", 4), doc="""Check a count of the parameters of one
     :class:`companion.attention.TransformerBlock` of width ``dim`` (and MLP width ``mlp_ratio · dim``); the count is
     made by building the block.""")

@@ -22,9 +22,9 @@ def _apply_operation(student: Callable[[Any], Any], x: float) -> tuple[float, fl
 
     leaf = Value(x)
     out = student(leaf)
-    if out is None or not isinstance(out, Value):
-        if out is None:
-            return None
+    if out is None:
+        return None
+    if not isinstance(out, Value):
         raise Wrong(f"expected a Value, got {type(out).__name__}")
     out.backward()
     return out.data, leaf.grad
@@ -67,9 +67,10 @@ def value_operation(
 
 
 softplus = define(_operation_spec("softplus", torch.nn.functional.softplus, SOFTPLUS_INPUTS, hint=(
-    "d/dx ln(1 + e^x) = e^x / (1 + e^x) = 1 / (1 + e^(−x)), the sigmoid. For large |x| never evaluate "
-    "e^x of a large positive x: softplus(x) = max(x, 0) + log1p(e^(−|x|)), and the sigmoid is "
-    "1 / (1 + e^(−x)) for x ≥ 0 and e^x / (1 + e^x) for x < 0 (or use Value.sigmoid's formula).")),
+    "the derivative of softplus is a function of chapter 1, the sigmoid. For large |x| never exponentiate a "
+    "large positive number: split off the larger of x and 0 and compute the rest with log1p of an exponential "
+    "that cannot overflow; the sigmoid needs the same care on the negative side (see how Value.sigmoid does "
+    "it).")),
     doc="""Check ``student(v: Value) -> Value``: softplus with its backward rule, at moderate inputs and at ±30 and
     ±800, where a formula that exponentiates a large x overflows a float.""")
 
@@ -98,8 +99,9 @@ linear_backward = define(CheckSpec(
         (f"B = {b}, n_in = {i}, n_out = {o}", tuple(randn(gen, *s) for s in [(b, i), (o, i), (o,), (b, o)]))
         for b, i, o in [(1, 3, 2), (5, 4, 3), (16, 10, 1)]
     ],
-    hint="write y_bj = Σ_i x_bi W_ji + b_j and apply the chain rule: ∂L/∂x = grad_y @ W, ∂L/∂W = grad_yᵀ @ x, "
-    "∂L/∂b = grad_y summed over the batch; each gradient has the shape of its variable.",
+    hint="write one entry y_bj of the output as a sum over the inputs, Σ_i x_bi W_ji, plus b_j, and apply the "
+    "chain rule entry by entry; each gradient has the shape of its variable, which tells you which matrix product, and "
+    "which transpose, collects the sums; the bias touches every example of the batch.",
 ), doc="""Check ``student(x, W, b, grad_y) -> (grad_x, grad_W, grad_b)``: the backward pass of a linear
     layer ``y = x Wᵀ + b``, given ∂L/∂y.
 
@@ -132,9 +134,9 @@ numerical_gradient = define(CheckSpec(
     mistakes={"a one-sided difference, whose error is of order ε; the exercise asks for the central difference, "
               "whose error is of order ε²": _one_sided},
     passed="3 of 3 functions match torch.autograd.",
-    hint="for each flat index i: copy x, add ε to entry i for one copy and subtract it for another "
-    "(x.reshape(-1) gives a flat view of a copy), and store (f(x + ε eᵢ) − f(x − ε eᵢ)) / 2ε at "
-    "index i of a tensor shaped like x (grad.view(-1)[i] = ...).",
+    hint="go through the entries one flat index at a time: nudge that entry up by ε and down by ε, each on a "
+    "copy so that x itself stays unchanged, and the central difference divides the change of f by 2ε; a flat "
+    "view of a result shaped like x lets one index reach every entry, whatever the shape (0-d too).",
 ), doc="""Check ``student(f, x, eps) -> grad``: the central-difference estimate of the gradient of ``f`` at
     ``x``, a float64 tensor of any shape (0-d too); ``grad`` has the shape of ``x``.
 

@@ -39,9 +39,9 @@ conv_output_size = define(CheckSpec(
             lambda n, k, p, s: -(-(n + 2 * p - k) // s) + 1,
         "the stride divides the whole size, +1 included": lambda n, k, p, s: (n + 2 * p - k + 1) // s,
     },
-    hint="pad the n positions with p on both ends (n + 2p), see how far the kernel's first position can "
-    "move (n + 2p − k), count the steps of size s that fit — whole steps only, integer division — and add "
-    "one for the starting position.",
+    hint="pad the n positions with p on both ends, see how far the kernel's first position can move before "
+    "the kernel runs off the end, count the steps of size s that fit — whole steps only, integer division — "
+    "and do not forget the starting position.",
 ), doc="""Check ``student(n, k, p, s) -> int``: the number of outputs along one axis of a convolution or a
     pooling over ``n`` inputs, with kernel size ``k``, padding ``p`` and stride ``s``. Cases: MNIST-sized
     layers, a 2×2 pooling, strides that do not divide evenly, a kernel as large as the padded input,
@@ -86,10 +86,10 @@ conv2d_forward = define(CheckSpec(
         "the bias is added once per input channel instead of once per output":
             lambda x, w, b: _conv2d(x, w, b * x.shape[1]),
     },
-    hint="the output has H − kh + 1 rows and W − kw + 1 columns; for each position (i, j) take the window "
-    "x[:, :, i:i+kh, j:j+kw] of shape [N, C, kh, kw], multiply it with every filter (broadcast to "
-    "[N, O, C, kh, kw]) and sum over C, kh and kw; add the bias per filter. Do not flip the kernel. "
-    "Without loops: x.unfold(2, kh, 1).unfold(3, kw, 1) cuts out every window at once (im2col).",
+    hint="the output has H − kh + 1 rows and W − kw + 1 columns; at each position the window [N, C, kh, kw] "
+    "that starts there meets every filter: insert a dimension so that it broadcasts to [N, O, C, kh, kw], "
+    "then sum over C, kh and kw, and add one bias per filter. Do not flip the kernel. Loops over the output "
+    "positions are fine; unfold cuts out every window at once (im2col).",
 ), doc="""Check ``student(x, weight, bias)``: a convolution layer's forward pass with stride 1 and no padding,
     as every framework computes it, without PyTorch's or the course's convolutions (they raise while it
     runs). Shapes: ``x [N, C, H, W]``, ``weight [O, C, kh, kw]``, ``bias [O]`` → ``[N, O, H', W']``.""")
@@ -125,9 +125,10 @@ max_pool2d = define(CheckSpec(
         "the maximum starts at 0, so negative windows give 0 instead of their largest value":
             lambda x, k: _max_pool2d(x, k).clamp(min=0),
     },
-    hint="the output has H // k rows and W // k columns; output (i, j) is the largest entry of the window "
-    "x[:, :, i*k:(i+1)*k, j*k:(j+1)*k], for every image and channel separately (amax over the last two "
-    "dimensions). Or cut all windows at once with x.unfold(2, k, k).unfold(3, k, k).",
+    hint="the output has H // k rows and W // k columns; output (i, j) is the largest entry of the k × k "
+    "window that starts at row i·k and column j·k, for every image and channel separately (amax reduces "
+    "several dimensions at once). unfold with a step of k cuts out all windows without a loop. Do not start "
+    "the maximum at 0: windows may be all negative.",
 ), doc="""Check ``student(x, k)``: max pooling of ``x [N, C, H, W]`` over non-overlapping ``k × k`` windows,
     rows and columns that do not fill a window dropped, without PyTorch's or the course's pooling (they
     raise while it runs). Cases: a 4×4 example, all-negative values, several images and channels,

@@ -43,9 +43,9 @@ lora_forward = define(CheckSpec(
         "r over alpha": "the scale is upside down: r/α instead of α/r",
         "no base": "the frozen layer's own output x Wᵀ + b is missing: this is the update alone",
     }),
-    hint="the frozen layer gives x @ W.T + b; the low-rank path first shrinks x to r numbers with A "
-    "(x @ A.T), then grows them back with B (@ B.T); r is A.shape[0]; add the two, the second "
-    "multiplied by alpha / r.",
+    hint="the frozen layer's own output plus the low-rank path: A shrinks x to r numbers and B grows them "
+    "back to the output width (each applied like a linear layer's weight, transposed); r is the number of "
+    "rows of A, and the path is scaled by alpha over r (the LoRA layer of \"Four ways to adapt\").",
 ), doc="""Check ``student(x, weight, bias, A, B, alpha)``: a linear layer with a LoRA update, without the
     course's ``LoRALinear`` (it raises while the function runs).
 
@@ -81,9 +81,10 @@ dpo_loss = define(CheckSpec(
         "no minus": "the minus sign is missing: this is log σ, a number to maximise, not a loss",
         "sum": "the loss is summed over the pairs, not averaged",
     }),
-    hint="each answer's implicit reward is beta times (its policy log-probability minus its reference "
-    "log-probability); the loss of a pair is -log σ(reward of the chosen − reward of the rejected), "
-    "and F.logsigmoid computes log σ stably; average over the pairs.",
+    hint="each answer's implicit reward is how much more likely the policy makes it than the reference does "
+    "(a difference of log-probabilities), scaled by beta; a pair's loss must fall as the chosen answer's "
+    "reward rises above the rejected one's, through a log-sigmoid of the margin (F.logsigmoid is stable) "
+    "with the sign that makes it a loss; average over the pairs.",
 ), doc="""Check ``student(policy_chosen, policy_rejected, ref_chosen, ref_rejected, beta)``: the DPO loss of a
     batch of preference pairs, a 0-d tensor, without ``companion.preference.dpo_loss`` (it raises while the
     function runs). Each of the four log-probabilities is a float tensor ``[B]``.""")

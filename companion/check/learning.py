@@ -51,8 +51,9 @@ def _line_cases(gen: torch.Generator) -> list:
 mse_gradients = define(CheckSpec(
     "mse_gradients", _line, _line_cases, labels=("∂L/∂m", "∂L/∂b"), mistakes=_gradient_mistakes(_line),
     rtol=1e-9, atol=1e-12, passed="4 of 4 cases match torch.autograd.",
-    hint="write one term as e² with e = y − (m·x + b); the chain rule gives 2e · ∂e/∂m = −2x·e and "
-    "2e · ∂e/∂b = −2e; then take the mean over the examples, as the loss does.",
+    hint="write one term as the square of the error y − (m·x + b) and apply the chain rule: the derivative "
+    "of the square times the derivative of the error with respect to m (then b); mind the minus sign the error "
+    "carries, and take the mean over the examples, as the loss does.",
 ), doc="""Check ``student(m, b, x, y) -> (∂L/∂m, ∂L/∂b)`` for network 1's mean squared error L.
 
     ``m``, ``b``: floats; ``x``, ``y``: float64 ``[N]``; the answer: two numbers. Compared with
@@ -81,8 +82,9 @@ quadratic_gradients = define(CheckSpec(
     "quadratic_gradients", _parabola, _parabola_cases, labels=("∂L/∂a", "∂L/∂b", "∂L/∂c"),
     mistakes=_gradient_mistakes(_parabola), forbidden=AUTOGRAD_FORBIDDEN, rtol=1e-9, atol=1e-12,
     passed="5 of 5 cases match torch.autograd.",
-    hint="write one term as e² with e = y − (a·x² + b·x + c); the chain rule gives 2e times ∂e/∂a = −x², "
-    "∂e/∂b = −x and ∂e/∂c = −1; then take the mean over the examples, as the loss does.",
+    hint="as for the line: write one term as the square of the error y − (a·x² + b·x + c) and apply the chain "
+    "rule; the error depends on a through x², on b through x and on c alone; mind its minus sign, and take "
+    "the mean over the examples, as the loss does.",
 ), doc="""Check ``student(a, b, c, x, y) -> (∂L/∂a, ∂L/∂b, ∂L/∂c)`` for the mean squared error of the model
     ŷ = a·x² + b·x + c, derived by hand: autograd raises while the function runs.
 
@@ -110,9 +112,10 @@ def _what_happens(case: tuple, expected: float, got: Any) -> str:
 largest_stable_learning_rate = define(CheckSpec(
     "largest_stable_learning_rate", _stable_limit, answers=1, rtol=0.02, diagnose=_what_happens,
     passed="correct: below it gradient descent converges, above it it diverges.",
-    hint="the loss is quadratic in (m, b) with Hessian H = (2/N) Σ [[x², x], [x, 1]]; a step multiplies the "
-    "error along an eigenvector of H by (1 − ηλ), so the steps converge while |1 − ηλ_max| < 1, "
-    "that is for η < 2/λ_max (torch.linalg.eigvalsh gives λ). Or try rates and watch the loss.",
+    hint="the loss is quadratic in (m, b), and a step multiplies the error along each eigenvector of its "
+    "Hessian by (1 − ηλ): find the largest η for which that factor still shrinks the error along the most "
+    "curved direction, the one of the largest eigenvalue (the learning-rate section). Or try rates and watch "
+    "the loss.",
 ), "answer", ("x", (1.0, 2.0)), doc="""Check the largest learning rate at which gradient descent on network 1's MSE
     still converges, for the training inputs ``x`` (chapter 2's by default); within 2 %, so an experiment's answer
     counts.
@@ -144,8 +147,9 @@ minibatch_epoch = define(CheckSpec(
     mistakes={"one step on the whole data set: take a step after every batch":
               lambda m, b, x, y, size, lr, seed: _epoch(m, b, x, y, len(x), lr, seed)},
     passed="4 of 4 cases match the reference epoch.",
-    hint="loop `for xb, yb in data.batches(x, y, batch_size, generator=generator):`, compute the MSE "
-    "gradients on xb, yb, and update m and b inside the loop, after every batch.",
+    hint="walk through data.batches with the generator you are given, passed on unchanged (so your batches are "
+    "the check's); compute the MSE gradients on each batch and update m and b after every batch, not once per "
+    "epoch.",
 ), doc="""Check ``student(m, b, x, y, batch_size, lr, generator) -> (m, b)``: one epoch of mini-batch gradient
     descent over the batches of ``companion.data.batches(x, y, batch_size, generator=generator)``.
 

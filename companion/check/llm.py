@@ -13,10 +13,9 @@ __all__ = ["bpe_merge", "nucleus", "rms_norm"]
 
 
 def _merge(ids: list[int], pair: tuple[int, int], new_id: int, mistake: str = "") -> list[int]:
-    out, i = [], 0
     if mistake == "right to left":
         return _merge(ids[::-1], pair[::-1], new_id)[::-1]
-    done = False
+    out, i, done = [], 0, False
     while i < len(ids):
         here = tuple(ids[i : i + 2]) == tuple(pair) or mistake == "either order" and tuple(ids[i : i + 2]) == pair[::-1]
         if here and i + 1 < len(ids) and not (done and mistake == "first only"):
@@ -53,8 +52,9 @@ bpe_merge = define(CheckSpec(
             "the pairs are found from the right: scan left to right, so [a, a, a] keeps its last a on its own",
         "either order": "the pair is also merged in the other order: (b, a) is not (a, b)",
     }),
-    hint="walk through the ids with an index i: where ids[i] and ids[i + 1] are the pair, append new_id and "
-    "step over both; otherwise append ids[i] and step over one.",
+    hint="scan from the left with an index: where the pair starts at the current position, emit new_id and "
+    "step over both ids, otherwise copy one id and step over one; mind the last position, and the order of "
+    "the pair ([a, a, a] keeps its last a on its own).",
 ), doc="""Check ``student(ids, pair, new_id)``: the list of token ids with every occurrence of the adjacent
     ``pair`` (two ids, in that order) replaced by ``new_id``, scanning from the left, as one step of
     BPE training and encoding. ``ids``: a list of ints; the result: a new list of ints. The course's own
@@ -91,8 +91,9 @@ rms_norm = define(CheckSpec(
         "no weight": "the learned scale (weight) is not applied",
         "dim 0": "the mean runs over the first dimension: normalise each vector over its last dimension (the features)",
     }),
-    hint="per vector (the last dimension): the mean of the squared entries, plus eps, square-rooted; divide x by "
-    "it (torch.rsqrt gives one over a square root) and multiply by weight. Keep the dimension for broadcasting.",
+    hint="normalise each vector over its last dimension by its root mean square, with eps inside the square "
+    "root; unlike layer norm no mean is subtracted; then apply weight. Keep the reduced dimension for "
+    "broadcasting (torch.rsqrt gives one over a square root).",
 ), doc="""Check ``student(x, weight, eps)``: RMSNorm of every vector along the last dimension of
     ``x [..., d]`` (float64), scaled by ``weight [d]``; same shape out. ``F.rms_norm``, ``torch.nn.RMSNorm``
     and the course's ``RMSNorm`` raise while the function runs.""")

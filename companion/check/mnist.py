@@ -73,9 +73,9 @@ cross_entropy = define(CheckSpec(
     "cross_entropy", F.cross_entropy, lambda gen: _logits(gen, targets=True), rtol=1e-5, atol=1e-4,
     forbidden=CROSS_ENTROPY_FORBIDDEN, diagnose=_mean_loss,
     mistakes=_batch_sum(F.cross_entropy, "average over the batch instead of summing"),
-    hint="log softmax(z)_k = z_k − log Σ_j e^(z_j); torch.logsumexp(z, dim=1, keepdim=True) computes the second "
-    "term without overflow. Pick each row's entry of the true class with z[torch.arange(B), y], negate "
-    "and average over the batch.",
+    hint="work with the log of the softmax, never the softmax itself: it is a logit minus the log of a sum of "
+    "exponentials of the row, which torch.logsumexp computes without overflow. Pick each row's entry of its "
+    "true class (index the rows and the targets together), negate, and average over the batch.",
 ), doc="""Check ``student(logits, targets)``: the mean cross-entropy of logits ``[B, C]`` against class indices
     ``[B]`` (int64), a 0-d tensor; the last case has logits near ±1000. PyTorch's cross-entropy, NLL
     loss, softmax and log-softmax raise while the function runs.""")
@@ -91,9 +91,9 @@ cross_entropy_grad = define(CheckSpec(
     forbidden=AUTOGRAD_FORBIDDEN, diagnose=rows_sum_to(0, "The entries of each row should add up to 0: raising all the "
     "logits of a row by the same amount changes no probability, so it cannot change the loss.", atol=1e-5),
     mistakes=_batch_sum(_cross_entropy_grad, "the loss is the mean over the batch"),
-    hint="for one example, L = −z_y + log Σ_j e^(z_j), so ∂L/∂z_k = softmax(z)_k − [k = y]: the probabilities "
-    "minus the one-hot target (torch.softmax and F.one_hot are allowed). The batch loss is the mean, "
-    "so divide by B.",
+    hint="differentiate one example's loss, −z_y + log Σ_j e^(z_j), with respect to each logit: the log-sum "
+    "gives a function you know, and −z_y touches only the true class, as a one-hot target would "
+    "(torch.softmax and F.one_hot are allowed). The batch loss is a mean, and that shows in its gradient.",
 ), doc="""Check ``student(logits, targets)``: the gradient of the mean cross-entropy with respect to the logits
     ``[B, C]``, without autograd (it raises while the function runs).""")
 
@@ -122,9 +122,9 @@ binary_cross_entropy = define(CheckSpec(
     forbidden=BINARY_CROSS_ENTROPY_FORBIDDEN, diagnose=_binary_note,
     mistakes={"the sum over the N examples; average instead of summing":
               scaled(F.binary_cross_entropy_with_logits, lambda z, y: len(z))},
-    hint="with σ(z) = 1 / (1 + e^(−z)): −log σ(z) = log(1 + e^(−z)) and −log(1 − σ(z)) = log(1 + e^z), so one "
-    "example's loss is log(1 + e^z) − y·z = softplus(z) − y·z. Compute softplus without overflow as "
-    "max(z, 0) + log1p(e^(−|z|)) (chapter 3, exercise 1), then average.",
+    hint="write −log σ(z) and −log(1 − σ(z)) as logs of 1 plus an exponential, each a softplus, and combine "
+    "the two cases with y into one expression in z; never take the log of a rounded probability. Compute "
+    "softplus without overflow as in chapter 3's exercise 1, then average over the examples.",
 ), doc="""Check ``student(logits, targets)``: the mean binary cross-entropy of sigmoid outputs, logits ``[N]``
     and targets ``[N]`` (0.0 or 1.0) → a 0-d tensor; the last cases have logits ±30 and ±1000. PyTorch's
     ready-made losses, log-sigmoid and (log-)softmax raise while the function runs.""")
@@ -149,8 +149,9 @@ confusion_matrix = define(CheckSpec(
     "confusion_matrix", _confusion, _confusion_cases, forbidden=("companion.metrics.confusion_matrix",),
     mistakes={"rows and columns are swapped: the rows are the true classes, the columns the predictions":
               lambda p, t, c: _confusion(t, p, c)},
-    hint="start from torch.zeros(C, C) and add 1 at [true, predicted] for each sample; rows are "
-    "the true classes, columns the predictions, and the matrix is C × C even for classes that never occur.",
+    hint="start from a C × C matrix of zeros and add 1 at [true, predicted] for each sample, so that repeated "
+    "pairs add up; rows are the true classes, columns the predictions, and the matrix is C × C even for "
+    "classes that never occur.",
 ), doc="""Check ``student(predictions, targets, num_classes)``: the counts ``[C, C]`` of each (true, predicted)
     pair, rows true, columns predicted; int64 class indices ``[N]``. The last case has classes that never
     occur.""")

@@ -35,8 +35,8 @@ def _neuron_cases(gen: torch.Generator) -> list:
 
 neuron_forward = define(CheckSpec(
     "neuron_forward", lambda x, w, b: torch.relu(x @ w + b), _neuron_cases, rtol=1e-5, atol=1e-5,
-    hint="weighted sum x·w, plus the bias b, then ReLU (max(0, ·)); `x @ w` works for one vector [n] and for "
-    "a batch [B, n] alike.",
+    hint="the weighted sum of the inputs plus the bias, then ReLU; pick the one matrix product that works for "
+    "one vector [n] and for a batch [B, n] alike, so that a batch of one keeps its batch dimension.",
 ), doc="""Check ``student(x, w, b)``, one ReLU neuron: ``x [..., n]``, ``w [n]``, ``b []`` → ``[...]``.
 
     Cases: single vectors, a batch, a batch of one (the answer keeps its batch dimension),
@@ -107,8 +107,8 @@ network_2 = define(CheckSpec(
     prepare=lambda target: (torch.as_tensor(target(_X1, _X2), dtype=torch.float64),),
     view=lambda case, out: _network_2(out) if not isinstance(out, torch.Tensor) else out,
     diagnose=_where_network_differs, passed=f"matches the target on all {len(_X1)} test points.",
-    hint="|a| = max(0, a) + max(0, −a): let one hidden neuron compute max(0, x1 − x2), the other "
-    "max(0, x2 − x1), and add them in the output neuron.",
+    hint="|a| = max(0, a) + max(0, −a): with a the difference x1 − x2, each term is what one ReLU neuron can "
+    "compute (which weights and bias give it that input?), and the output neuron only has to add the two.",
 ), "params", "target", doc="""Check that network 2 of chapter 1, with ReLU hidden neurons and the nine parameters
     ``params`` (a dict with the keys of :data:`NETWORK_2_PARAMETERS`), computes ``target(x1, x2)``.
 
@@ -130,7 +130,9 @@ linear_fold = define(CheckSpec(
             lambda: _fold(list(zip(*_W1)), _B1, _W2, _B2),
         "b2 was left out of b'": lambda: _fold(_W1, _B1, _W2, [0.0]),
     },
-    hint="substitute h = W1 x + b1 into ŷ = W2 h + b2: the weights are W2 W1 and the bias W2 b1 + b2.",
+    hint="substitute the hidden layer's expression for h into the output's and collect the terms: what "
+    "multiplies x is the new weight (a product of the two weight matrices: in which order?), the rest is the "
+    "new bias, and b1 passes through W2 on its way there.",
 ), "answer", doc="""Check ``[w1', w2', b']``, the one linear neuron equal to chapter 1's two-layer exercise network
     (three numbers: a list, tuple or tensor, in that order).""")
 
@@ -147,8 +149,9 @@ stable_softmax = define(CheckSpec(
         ("logits near −1000", (torch.tensor([[-1000.0, -1001.0, -1003.0]]),)),
         ("rows far apart", (torch.stack([torch.randn(4, generator=gen) + s for s in (-500.0, 0.0, 800.0)]),)),
     ],
-    hint="subtract each row's largest logit, z − z.max(dim=-1, keepdim=True).values, before the "
-    "exponentials (that changes nothing in the result), then divide each row by its sum.",
+    hint="softmax does not change when the same number is subtracted from every logit of a row; choose that "
+    "number so that no exponential can overflow (each row's largest logit), keep the dimension for "
+    "broadcasting, then divide each row by its sum.",
 ), doc="""Check ``student(z)``: the softmax over the last dimension of float32 logits ``[..., K]``, without
     overflow and without PyTorch's softmax or log-softmax (they raise while it runs).
 

@@ -62,9 +62,9 @@ adam_step = define(CheckSpec(
     mistakes=keyed(_adam_step, ADAM_MISTAKES), rtol=1e-9, atol=1e-12,
     forbidden=("torch.optim.Adam.step", "torch.optim.AdamW.step", "companion.optim.Adam.step",
                "companion.optim.AdamW.step"),
-    hint="update the running averages first: m ← β₁m + (1 − β₁)g and v ← β₂v + (1 − β₂)g²; then correct "
-    "copies of them, m̂ = m/(1 − β₁ᵗ) and v̂ = v/(1 − β₂ᵗ), and step θ − lr·m̂/(√v̂ + ε). Return the new θ "
-    "and the uncorrected m and v.",
+    hint="follow the order of the chapter's equations: update both running averages with this gradient first; "
+    "bias-correct copies of them with this step's t, used as given; step with the corrected copies, with ε "
+    "outside the square root. Return the new θ and the uncorrected m and v.",
 ), doc="""Check ``student(theta, grad, m, v, t, lr, beta1, beta2, eps) -> (theta, m, v)``: one Adam step.
 
     ``theta``, ``grad``, ``m``, ``v``: float64 tensors of one shape (``m``, ``v``: the running averages
@@ -105,8 +105,9 @@ momentum_step = define(CheckSpec(
     "momentum_step", _momentum_step, _momentum_cases, labels=("the step (new θ − θ)", "buf"), view=_as_step,
     mistakes=keyed(_momentum_step, MOMENTUM_MISTAKES), rtol=1e-9, atol=1e-12,
     forbidden=("torch.optim.SGD.step", "companion.optim.SGD.step"),
-    hint="the buffer is a decaying sum, buf ← momentum·buf + grad; the heavy-ball step is θ − lr·buf, and "
-    "Nesterov's is θ − lr·(grad + momentum·buf) with the buffer already updated.",
+    hint="in PyTorch's convention the buffer is a decaying sum of the gradients, with no (1 − momentum) and no "
+    "learning rate inside it; the plain step follows the updated buffer, and Nesterov's looks ahead by adding "
+    "the gradient to momentum times that buffer (the momentum section).",
 ), doc="""Check ``student(theta, grad, buf, lr, momentum, nesterov) -> (theta, buf)``: one step of SGD with
     momentum in PyTorch's convention; ``theta``, ``grad``, ``buf``: float64 tensors of one shape (``buf``
     is zero before the first step). The optimizers' own ``step`` raise while it runs.""")
@@ -160,9 +161,9 @@ warmup_cosine_lr = define(CheckSpec(
                         "at steps 0, 1, …", (t, w, p, f))
                        for t, w, p, f in [(100, 10, 0.1, 0.001), (50, 0, 1.0, 0.0), (20, 5, 3e-4, 3e-5),
                                           (10, 1, 0.5, 0.05)]],
-    hint="during the warm-up the rate grows in proportion to step/warmup_steps; after it, measure the progress "
-    "p from 0 to 1 over the remaining total_steps − warmup_steps steps, starting where the warm-up ends, "
-    "and use final_lr + ½(peak_lr − final_lr)(1 + cos πp).",
+    hint="during the warm-up the rate grows in proportion to the step, from 0 to peak_lr at warmup_steps; after "
+    "it, measure the progress p from 0 to 1 over the steps that remain, starting where the warm-up ends, and "
+    "let half a cosine period (cos πp falls from 1 to −1) carry the rate from peak_lr down to final_lr.",
 ), doc="""Check ``student(step, total_steps, warmup_steps, peak_lr, final_lr) -> lr``: a linear warm-up from 0 to
     ``peak_lr``, then a cosine decay to ``final_lr`` at ``total_steps``. Compared at every step of four
     schedules (one without warm-up, one whose warm-up is a single step).""")
@@ -181,8 +182,9 @@ uncorrected_adam_ratio = define(CheckSpec(
         "the ratio at step 10 with only m left uncorrected": lambda: 1 - 0.9**10,
         "the ratio at step 10 with only v left uncorrected": lambda: 1 / math.sqrt(1 - 0.999**10),
     },
-    hint="for a gradient g that never changes, m_t = (1 − β₁ᵗ)g and v_t = (1 − β₂ᵗ)g²; without the correction "
-    "the step is lr·m_t/√v_t (ε is negligible), so the ratio is (1 − β₁ᵗ)/√(1 − β₂ᵗ) at t = 10.",
+    hint="for a gradient g that never changes, the bias correction divides m_t by exactly the share of g it "
+    "has reached, (1 − β₁ᵗ), and v_t by its share of g²; without the correction, how does the step "
+    "lr·m_t/√v_t (ε negligible) compare with lr at t = 10?",
 ), "answer", doc="""Check a number: how many times the learning rate Adam *without* bias correction steps at t = 10 for
     a constant gradient, with β₁ = 0.9 and β₂ = 0.999 (to 0.1 %).""")
 

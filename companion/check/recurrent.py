@@ -62,8 +62,9 @@ def _cell_cases(gen: torch.Generator, gates: int, big: str = "") -> list:
 rnn_step = define(CheckSpec(
     "rnn_step", _rnn_step, lambda gen: _cell_cases(gen, 1), mistakes=keyed(_rnn_step, RNN_STEP_MISTAKES),
     rtol=1e-7, atol=1e-10, forbidden=("companion.recurrent.rnn_cell",),
-    hint="for a batch the rows are samples: pre = h @ W.T + x @ U.T + b has shape [N, H]; the new state is "
-    "torch.tanh(pre).",
+    hint="for a batch the rows are samples, so each weight matrix multiplies from the right, transposed (row i "
+    "of W holds the weights into unit i); W goes with the state h and U with the input x, the sum of the "
+    "two plus b has shape [N, H], and the activation keeps the new state in (-1, 1).",
 ), doc="""Check ``student(x, h, W, U, b) -> h_new``: one step of a plain RNN on a batch.
 
     Shapes (float64): ``x [N, F]``, ``h [N, H]``, ``W [H, H]``, ``U [H, F]``, ``b [H]`` → ``[N, H]``. Cases: a
@@ -101,8 +102,9 @@ lstm_step = define(CheckSpec(
     "lstm_step", _lstm_step, lambda gen: _cell_cases(gen, 4, "c"), labels=("h_new", "c_new"),
     mistakes=keyed(_lstm_step, LSTM_STEP_MISTAKES), rtol=1e-7, atol=1e-10,
     forbidden=("companion.recurrent.lstm_cell",),
-    hint="pre = x @ W_ih.T + h @ W_hh.T + b, then i, f, g, o = pre.chunk(4, dim=1); sigmoid on i, f, o and tanh "
-    "on g; c_new = f * c + i * g; h_new = o * torch.tanh(c_new).",
+    hint="one affine map of x and one of h, added with b, give [N, 4H]: four blocks of H columns, the gates in "
+    "torch's order i, f, g, o. Which three are sigmoids and which one a tanh? The forget gate scales the old "
+    "cell and the input gate the candidate; the output gate scales the squashed new cell (the LSTM section).",
 ), doc="""Check ``student(x, h, c, W_ih, W_hh, b) -> (h_new, c_new)``: one LSTM step with torch's layout.
 
     Shapes (float64): ``x [N, F]``, ``h, c [N, H]``, ``W_ih [4H, F]``, ``W_hh [4H, H]``, ``b [4H]``; the rows
@@ -284,9 +286,10 @@ def _ngram_spec(name: str, order: int, mistakes: dict[str, str], hint: str) -> C
 
 
 bigram_loss = define(_ngram_spec("bigram_loss", 2, BIGRAM_MISTAKES,
-    "counts = torch.ones(V, V) (the added one), then counts[a, b] += 1 for each neighbouring pair of train "
-    "(index_put_ with accumulate=True, or a loop); probs = counts / counts.sum(1, keepdim=True); the loss is "
-    "-probs[val[:-1], val[1:]].log().mean()."),
+    "a V × V table of counts, row a for the previous character and column b for the next, starts at one "
+    "(the added one); count the neighbouring pairs of the training ids so that repeats add up (index_put_ "
+    "with accumulate=True, or a loop), normalise each row, and average the negative log-probability of the "
+    "validation pairs, in nats."),
     doc="""Check ``student(train_ids, val_ids, vocab_size) -> loss``: the validation loss in nats of the add-one
     bigram model counted on ``train_ids``, the mean over the pairs of ``val_ids`` (int64 ids in 0 … V−1). Cases: a
     hand-sized text, random texts, a validation pair never seen in training, characters that never occur.""")

@@ -66,8 +66,9 @@ l2_penalty = define(_penalty_spec(
         "a mean over the entries instead of a sum": lambda ps, lam: lam / 2 * sum((p**2).mean() for p in ps),
         "only the first tensor of the list counts": lambda ps, lam: lam / 2 * _squares(ps[:1], lam),
     },
-    "square every entry of every tensor, add them all up into one number, and multiply by λ/2; "
-    "keep it a tensor (no .item()) so that backward() reaches the weights.",
+    "one number for the whole list: a sum over every entry of every tensor (not a mean, not the first tensor "
+    "alone), with the ½ that makes its gradient λw; keep it a tensor (no .item()) so that backward() reaches "
+    "the weights.",
 ), doc="""Check ``student(params, lam)``: the L2 penalty with its factor ½ over a list of tensors, as
     one 0-d tensor that autograd can differentiate; the value on five cases (zeros included) and its
     gradient, which is what ``weight_decay=lam`` adds in ``torch.optim.SGD``.""")  # fmt: skip
@@ -80,8 +81,8 @@ l1_penalty = define(_penalty_spec(
         "a mean over the entries instead of a sum": lambda ps, lam: lam * sum(p.abs().mean() for p in ps),
         "squares instead of absolute values": lambda ps, lam: lam * _squares(ps, lam),
     },
-    "add up the absolute values of every entry of every tensor and multiply by λ (no ½ here); "
-    "keep it a tensor so that backward() reaches the weights.",
+    "like the L2 penalty, one number summed over every entry of every tensor, but of the absolute values, "
+    "so that signs cannot cancel, and with no ½; keep it a tensor so that backward() reaches the weights.",
 ), doc="""Check ``student(params, lam)``: the L1 penalty over a list of tensors, compared like
     :func:`l2_penalty`.""")  # fmt: skip
 
@@ -118,8 +119,9 @@ shift_images = define(CheckSpec(
             lambda x, dx, dy: _shifted(x, dy, dx),
     },
     hint="torch.roll wraps the pixels that leave one edge around to the other; a shift must fill the "
-    "uncovered rows and columns with 0 instead. Start from torch.zeros_like(images) and copy into it the "
-    "slice of the images that stays in view (or pad with zeros by F.pad and cut the window out).",
+    "uncovered rows and columns with 0 instead. Start from zeros shaped like the images (zeros_like) and "
+    "copy into them the part that stays in view: which rows and columns land where, for a positive and for "
+    "a negative shift? (Or pad with zeros by F.pad and cut the window out.)",
 ), doc="""Check ``student(images, dx, dy)``: images ``[N, H, W]`` moved ``dx`` pixels right and ``dy`` down
     (negative: left, up), the uncovered pixels 0; the same shape back. Cases: each direction, no shift,
     a non-square image, a shift by the whole width, a batch of one.""")

@@ -38,9 +38,9 @@ gpt_parameter_count = define(CheckSpec(
     passed="4 of 4 sizes give the exact count.",
     cases=lambda gen: [(f"vocab_size={V}, context={T}, dim={d}, layers={L}", (V, T, d, L)) for V, T, d, L in [
         (65, 64, 32, 2), (50257, 1024, 768, 12), (1000, 128, 64, 1), (10, 8, 8, 4)]],
-    hint="add up the parts: token embeddings V·d and positions T·d; per block 4d² + 4d for attention "
-    "(q, k, v, output, each with a bias), d·4d + 4d + 4d·d + d for the feed-forward and 2·2d for two "
-    "layer norms; 2d for the final layer norm; nothing for the tied head.",
+    hint="add up the parts: a d-vector per token of the vocabulary and per position; in each of the L blocks, "
+    "attention's four square projections with biases, the feed-forward out to 4d and back with biases, and "
+    "two layer norms (a scale and a shift each); the final layer norm; nothing for the tied head.",
 ), doc="""Check ``student(vocab_size, context, dim, layers) -> int``: the parameters of a GPT-2-style model
     (pre-norm blocks with biases and a 4·d feed-forward, learned positions, a final layer norm, a head
     tied to the token embedding), without the course's own count (it raises while the function runs).""")
@@ -70,9 +70,9 @@ training_bytes = define(CheckSpec(
     cases=lambda gen: [(f"n_params={n:,}, optimizer={o!r}, mixed={m}", (n, o, m)) for n, o, m in [
         (1000, "sgd", False), (1000, "adam", False), (7_000_000_000, "adam", True), (10, "momentum", False),
         (1000, "momentum", True), (1, "sgd", True), (124_439_808, "adam", False), (0, "adam", True)]],
-    hint="count bytes per parameter: weights and gradients take 4 bytes each in fp32, 2 each in mixed "
-    "precision, which adds a 4-byte fp32 master copy; the optimizer keeps 0 (SGD), 1 (momentum) or 2 "
-    "(Adam) fp32 numbers. Multiply by n_params.",
+    hint="count bytes per parameter, then multiply by n_params: the weights and the gradients (how many bytes "
+    "each in fp32, and in 16 bits?), the fp32 master copy that mixed precision keeps, and the optimizer's "
+    "states, which stay in fp32 (how many numbers per parameter do SGD, momentum and Adam keep?).",
 ), doc="""Check ``student(n_params, optimizer, mixed) -> int``: the bytes of weights, gradients and optimizer
     state in training; ``optimizer`` is ``"sgd"``, ``"momentum"`` or ``"adam"``, and ``mixed`` selects mixed
     precision. The course's own ``scale.training_memory`` raises while the function runs.""")
@@ -124,8 +124,9 @@ training_days = define(CheckSpec(
         "the work is shared by all 1,024 GPUs": lambda: _days(1024),
         "training costs 6 FLOPs per parameter and token, not 2 (forward only)": lambda: _days(1 / 3),
     },
-    hint="FLOPs = 6 × parameters × tokens; FLOP/s of the cluster = GPUs × peak × utilization; "
-    "seconds = FLOPs / (FLOP/s); days = seconds / 86,400.",
+    hint="training costs about 6 FLOPs per parameter and token (forward and backward); the cluster delivers "
+    "its GPUs' peak only at the given utilization; divide the work by the rate and turn the seconds into "
+    "days.",
 ), "answer", doc="""Check the days GPT-3's training takes on 1,024 A100s at 40 % of their 312 TFLOP/s (bf16) peak:
     175 billion parameters, 300 billion training tokens; within 2 %.""")
 
