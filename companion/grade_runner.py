@@ -134,7 +134,7 @@ def limit(limits: dict[str, int]) -> list[str]:
         except (ValueError, OSError):
             missing.append(f"the limit {name}")
     if not _forbid_new_processes():
-        missing.append("no new processes")
+        missing.append("the ban on new processes")
     pr_set_pdeathsig = 1
     ctypes.CDLL(None).prctl(pr_set_pdeathsig, signal.SIGKILL, 0, 0, 0)  # die with the grader
     return missing

@@ -290,9 +290,9 @@ def test_outcome_is_the_judgement_of_the_produced_data_or_what_stopped_the_cell(
 
 def test_limits_the_runner_could_not_set_are_reported_once_and_cannot_be_unsaid(tmp_path, monkeypatch, capsys):
     run = grade.Run(set(), {}, set())
-    run.read([json.dumps({"event": "limits", "missing": ["no new processes"]}),
+    run.read([json.dumps({"event": "limits", "missing": ["the ban on new processes"]}),
               json.dumps({"event": "limits", "missing": []})])  # a later line, e.g. the submission's  # fmt: skip
-    assert run.unlimited == ["no new processes"]
+    assert run.unlimited == ["the ban on new processes"]
 
     def run_job(task, work, settings, hidden=()):
         reported = grade.Run(set(), {}, set())
