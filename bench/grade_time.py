@@ -19,7 +19,6 @@ the answers), so *chapter* minus the chapter's quick-profile run is its overhead
 from __future__ import annotations
 
 import argparse
-import re
 import sys
 import tempfile
 import time
@@ -31,19 +30,13 @@ from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 from companion import grade
 
 
-def as_student(solution: str) -> str:
-    """A solution cell as a student writes it: ``X_solution`` → ``my_X``, ending in the bare check call."""
-    source = grade.without_title(solution)
-    return re.sub(r"\b(\w+)_solution\b", r"my_\1", source).replace("assert check.", "check.")
-
-
 def answered(chapter: grade.Chapter) -> tuple[nbformat.NotebookNode, nbformat.NotebookNode]:
     """(answers only, the whole chapter) with every checked exercise answered by its solution."""
     whole = grade.read(chapter.path)
     cells = [new_markdown_cell(f"# {chapter.title}"), grade.imports_cell(whole)]
     for exercise in grade.exercises(whole, chapter.path.stem):
         if grade.check_name(exercise.student.source):
-            exercise.student.source = as_student(exercise.solution.source)  # in the whole chapter too
+            exercise.student.source = grade.as_answer(exercise.solution.source)  # in the whole chapter too
             cells.append(new_code_cell(exercise.student.source))
     return new_notebook(cells=cells), whole
 

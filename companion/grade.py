@@ -186,6 +186,13 @@ def without_title(source: str) -> str:
     return source.removeprefix(SOLUTION_TITLE).lstrip("\n")
 
 
+def as_answer(solution: str) -> str:
+    """A solution cell as a student would write it: no title, ``X_solution`` named ``my_X``, and a bare
+    check call in place of ``assert check...`` (how the course's own solutions are graded in tests)."""
+    source = re.sub(r"\b(\w+)_solution\b", r"my_\1", without_title(solution))
+    return source.replace("assert check.", "check.")
+
+
 def read(path: Path) -> nbformat.NotebookNode:
     """The notebook at ``path``, as nbformat version 4."""
     return nbformat.read(path, as_version=4)

@@ -18,7 +18,6 @@ import contextlib
 import csv
 import io
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -48,9 +47,7 @@ def solutions() -> dict[str, str]:
         name = grade.check_name(exercise.student.source)
         if name is None:
             continue
-        source = grade.without_title(exercise.solution.source)
-        source = re.sub(r"\b(\w+)_solution\b", r"my_\1", source).replace("assert check.", "check.")
-        found[name] = source
+        found[name] = grade.as_answer(exercise.solution.source)
     return found
 
 
