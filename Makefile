@@ -29,16 +29,16 @@ endif
 
 .PHONY: book test twins bench clean
 
-# The book: the base models that chapters 11 and 12 share built side by side and cached first; then
-# every notebook executed, BOOK_JOBS at a time, into a fresh jupyter-cache (a failing cell stops
-# here); then the HTML built from that cache with warnings as errors (tools/book_config.py).
+# The book: every notebook executed, BOOK_JOBS at a time, into a fresh jupyter-cache (a failing cell
+# stops here), the base models that chapters 11 and 12 share trained and cached as the first jobs of
+# the same queue (those two chapters wait for them, the others do not); then the HTML built from
+# that cache with warnings as errors (tools/book_config.py).
 # The chapters' times and slowest cells of this run land in _build/run-PROFILE.jsonl.
 book: export COMPANION_PROFILE := $(or $(COMPANION_PROFILE),full)
 book: $(STAMP)
 	$(BIN)/python tools/twins.py
 	rm -rf $(BOOK_CACHE)
-	$(BIN)/python -m companion.base_models --profile $(COMPANION_PROFILE) --jobs $(BOOK_JOBS)
-	$(BIN)/python bench/run_notebooks.py --profile $(COMPANION_PROFILE) --jobs $(BOOK_JOBS) \
+	$(BIN)/python bench/run_notebooks.py --profile $(COMPANION_PROFILE) --jobs $(BOOK_JOBS) --base-models \
 		--cache $(BOOK_CACHE) --output _build/run-$(COMPANION_PROFILE).jsonl
 	$(BIN)/python tools/book_config.py --cache $(BOOK_CACHE) --output _build/config.yml
 	$(BIN)/jupyter-book build . --config _build/config.yml --all --warningiserror --keep-going

@@ -91,7 +91,7 @@ results=bench/results/full-$device.jsonl
 rm -f "$results"
 say "$chapters chapter(s) on $device, $jobs at a time, $threads thread(s) each, at most $NOTEBOOK_LIMIT s each"
 timeout --kill-after=10 $(($(left) - 20)) "$PYTHON" bench/run_notebooks.py --profile full \
-    --jobs "$jobs" --threads "$threads" --timeout "$NOTEBOOK_LIMIT" \
+    --jobs "$jobs" --threads "$threads" --timeout "$NOTEBOOK_LIMIT" --base-models \
     --executed "$WORK/executed" --output "$results" "${names[@]}" 2>&1 | tee "$OUT/run.log"
 run_status=${PIPESTATUS[0]}
 say "chapters done (exit status $run_status)"

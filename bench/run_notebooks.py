@@ -4,7 +4,7 @@
     python bench/run_notebooks.py --profile full --jobs 2    # two kernels at a time, a thread each
     python bench/run_notebooks.py --profile full 07-cnn      # one chapter
     python bench/run_notebooks.py --profile full --executed out/   # also keep the executed notebooks
-    python bench/run_notebooks.py --profile full --cache _build/.jupyter_cache   # for the book build
+    python bench/run_notebooks.py --profile full --base-models --cache _build/.jupyter_cache   # the book build
 
 Each chapter's ``.ipynb`` twin runs top to bottom in a fresh kernel of this
 Python (nbclient), in the ``book/`` folder as nbval runs it, with
@@ -18,6 +18,10 @@ line; the others still run, and the script exits with 1.
 ``--jobs N`` runs N notebooks at a time, longest first (by the times of the
 results file, where it has them), each kernel with ``--threads`` threads
 (default: the CPU cores shared equally among the N kernels).
+``--base-models`` (``make book``) also trains and caches the base models that
+chapters 11 and 12 read (``python -m companion.base_models``, one process per
+model), as the first jobs of the same queue: those two chapters wait for them
+while the other chapters fill the free slots.
 
 The chapters are the ``book/NN-name.md`` that ``_toc.yml`` lists.
 ``--cache FOLDER`` stores each executed notebook in a jupyter-cache, where
@@ -37,6 +41,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import json
 import os
 import platform
@@ -44,7 +49,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
@@ -61,7 +66,7 @@ sys.path.insert(0, str(ROOT / "tools"))
 import reproducibility  # noqa: E402  (tools/reproducibility.py)
 import twins  # noqa: E402  (tools/twins.py)
 
-from companion import config  # noqa: E402
+from companion import base_models, config  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
 SHARED_DATA = ROOT.parent / "shared" / "data"  # the course's data folder beside the repository, where it exists
@@ -226,44 +231,111 @@ def summary(line: dict[str, object]) -> str:
     return text
 
 
+@dataclass(frozen=True)
+class Job:
+    """One thing to run in a slot: ``run()`` says whether it ran to the end; it starts once the jobs ``needs`` names have."""
+
+    name: str
+    run: Callable[[], Awaitable[bool]]
+    needs: frozenset[str] = frozenset()
+
+
+async def run_jobs(jobs: Sequence[Job], slots: int) -> list[str]:
+    """Run ``jobs``, ``slots`` at a time: each free slot takes the first job, in the order given, whose needs
+    have finished. A job whose needs failed does not run and fails too. Returns the failed jobs' names."""
+    pending, running = list(jobs), {}
+    finished: set[str] = set()
+    failed: list[str] = []
+    while pending or running:
+        for job in [job for job in pending if job.needs & set(failed)]:
+            pending.remove(job)
+            failed.append(job.name)
+            print(f"{job.name}: not run: {', '.join(sorted(job.needs & set(failed)))} failed", file=sys.stderr, flush=True)
+        while len(running) < slots:
+            ready = next((job for job in pending if job.needs <= finished), None)
+            if ready is None:
+                break
+            pending.remove(ready)
+            running[asyncio.ensure_future(ready.run())] = ready
+        if not running:  # what is left waits for jobs that are not in the list
+            failed += [job.name for job in pending]
+            break
+        done, _ = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+        for task in done:
+            job = running.pop(task)
+            (finished.add(job.name) if task.result() else failed.append(job.name))  # type: ignore[func-returns-value]
+    return failed
+
+
+def reads_base_models(source: Path) -> bool:
+    """Whether the notebook of ``source`` loads the course's base models (chapters 11 and 12)."""
+    return "base_models.base_model(" in source.read_text(encoding="utf-8")
+
+
+async def build_base_model(corpus: str, settings: Settings) -> bool:
+    """Train and cache the base model of ``corpus`` (``python -m companion.base_models``) in a process of its own."""
+    command = [sys.executable, "-m", "companion.base_models", "--profile", settings.profile, "--corpus", corpus]
+    if settings.threads is not None:
+        command += ["--threads", str(settings.threads)]
+    start = time.perf_counter()
+    process = await asyncio.create_subprocess_exec(
+        *command, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, cwd=ROOT,
+        env={**os.environ, "COMPANION_PROFILE": settings.profile},
+    )  # fmt: skip
+    out, err = await process.communicate()
+    if process.returncode:
+        elapsed = time.perf_counter() - start
+        print(f"base model {corpus}: failed after {elapsed:.0f} s:\n{err.decode()[-2000:]}", file=sys.stderr, flush=True)
+        return False
+    print(out.decode().strip(), flush=True)
+    return True
+
+
 async def run_all(
     sources: Sequence[Path],
     settings: Settings,
     jobs: int,
     cache: Path | None,
     done: Callable[[dict[str, object]], None] | None = None,
+    build_base_models: bool = False,
 ) -> tuple[list[dict[str, object]], list[str]]:
     """Run the twins of ``sources``, ``jobs`` at a time, in the order given; return their lines and the failed names.
 
-    ``done(line)``, where given, is called as each notebook that ran to the end finishes.
+    ``done(line)``, where given, is called as each notebook that ran to the end finishes. With
+    ``build_base_models``, the base models of the profile are built first, as jobs of the same queue, and the
+    notebooks that read them wait for them while the others run.
     """
-    slots = asyncio.Semaphore(jobs)
     lines: list[dict[str, object]] = []
-    failed: list[str] = []
 
-    async def one(source: Path) -> None:
-        async with slots:
-            start = time.perf_counter()
-            try:
-                line, notebook = await run_notebook(twins.twin_path(source), settings)
-            except Exception as err:  # noqa: BLE001  (any failure of one notebook leaves the others running)
-                elapsed = time.perf_counter() - start
-                if isinstance(err, CellExecutionError):
-                    what = f"a cell failed after {elapsed:.0f} s: {err.ename}: {err.evalue}"
-                else:
-                    what = f"stopped after {elapsed:.0f} s: {type(err).__name__}: {err}"
-                print(f"{source.stem}: {what}", file=sys.stderr, flush=True)
-                failed.append(source.stem)
-                return
-            if cache is not None:
-                cache_notebook(cache, source, notebook, float(line["seconds"]))  # type: ignore[arg-type]
-            lines.append(line)
-            if done is not None:
-                done(line)
-            print(summary(line), flush=True)
+    async def one(source: Path) -> bool:
+        start = time.perf_counter()
+        try:
+            line, notebook = await run_notebook(twins.twin_path(source), settings)
+        except Exception as err:  # noqa: BLE001  (any failure of one notebook leaves the others running)
+            elapsed = time.perf_counter() - start
+            if isinstance(err, CellExecutionError):
+                what = f"a cell failed after {elapsed:.0f} s: {err.ename}: {err.evalue}"
+            else:
+                what = f"stopped after {elapsed:.0f} s: {type(err).__name__}: {err}"
+            print(f"{source.stem}: {what}", file=sys.stderr, flush=True)
+            return False
+        if cache is not None:
+            cache_notebook(cache, source, notebook, float(line["seconds"]))  # type: ignore[arg-type]
+        lines.append(line)
+        if done is not None:
+            done(line)
+        print(summary(line), flush=True)
+        return True
 
-    await asyncio.gather(*(one(source) for source in sources))
-    return lines, failed
+    readers = {source for source in sources if build_base_models and reads_base_models(source)}
+    builds = [Job(f"base model {corpus}", functools.partial(build_base_model, corpus, settings))
+              for corpus in (base_models.CORPORA if readers else ())]  # fmt: skip
+    needs = frozenset(job.name for job in builds)
+    queue = builds + [
+        Job(source.stem, functools.partial(one, source), needs if source in readers else frozenset())
+        for source in sources
+    ]
+    return lines, await run_jobs(queue, jobs)
 
 
 def longest_first(sources: Sequence[Path], earlier: Sequence[Path]) -> list[Path]:
@@ -292,6 +364,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--jobs", type=int, default=1, help="notebooks run at a time (default 1)")
     parser.add_argument("--threads", type=int, help="each kernel's threads (default: CPU cores / jobs)")
     parser.add_argument("--cache", type=Path, help="a jupyter-cache folder to store the executed notebooks in")
+    parser.add_argument("--base-models", action="store_true",
+                        help="build the base models that notebooks read as jobs of the same queue, first")
     parser.add_argument("--book", type=Path, default=twins.BOOK, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.jobs < 1 or (args.threads is not None and args.threads < 1):
@@ -315,7 +389,7 @@ def main(argv: list[str] | None = None) -> int:
     def finished(line: dict[str, object]) -> None:
         merge(output, [about | line])
 
-    _, failed = asyncio.run(run_all(order, settings, args.jobs, args.cache, finished))
+    _, failed = asyncio.run(run_all(order, settings, args.jobs, args.cache, finished, args.base_models))
     if args.output is None:
         reproducibility.main([])
     if failed:

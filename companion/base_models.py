@@ -37,7 +37,7 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -346,33 +346,49 @@ def cached(r: Recipe) -> BaseModel:
 
 def _build_timed(corpus: str, profile: str, threads: int) -> tuple[str, float, float]:
     """``(corpus, seconds, validation loss)`` of making sure its base model is cached, on ``threads`` threads."""
+    before = torch.get_num_threads()
     torch.set_num_threads(threads)
-    start = time.perf_counter()
-    bm = cached(recipe(corpus, profile))  # type: ignore[arg-type]
-    return corpus, time.perf_counter() - start, bm.val_loss
+    try:
+        start = time.perf_counter()
+        bm = cached(recipe(corpus, profile))  # type: ignore[arg-type]
+        return corpus, time.perf_counter() - start, bm.val_loss
+    finally:
+        torch.set_num_threads(before)
+
+
+def _report(results: Iterable[tuple[str, float, float]], profile: str) -> None:
+    """One line per model built or found, as each is ready."""
+    for corpus, seconds, val_loss in results:
+        print(f"base model {corpus} ({profile}): cached after {seconds:.1f} s; validation loss {val_loss:.3f} nats/token",
+              flush=True)  # fmt: skip
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """The script ``python -m companion.base_models [--profile P] [--jobs N]``: every corpus's base model
-    of the profile in the cache, ``N`` built at a time in their own processes (CPU cores / ``N`` threads
-    each). ``make book`` runs it before the chapters, so that chapters 11 and 12, which both read the
-    two models, do not train them one after the other on one core.
+    """The script ``python -m companion.base_models [--profile P] [--corpus C ...] [--jobs N] [--threads T]``:
+    the base models of the profile in the cache (every corpus, or those named), ``N`` built at a time in
+    their own processes with ``T`` threads each (default: CPU cores / ``N``). Chapters 11 and 12 both read
+    the two models; building them beforehand keeps either chapter from training them on one core
+    (``make book`` builds them as jobs of its queue of notebooks: ``bench/run_notebooks.py --base-models``).
     """
     parser = argparse.ArgumentParser(description="Build and cache the course's base models.")
     parser.add_argument("--profile", choices=config.PROFILES, default=None, help="default: COMPANION_PROFILE")
+    parser.add_argument("--corpus", choices=CORPORA, action="append", help="build this corpus's model (default: all)")
     parser.add_argument("--jobs", type=int, default=1, help="models built at a time (default 1)")
+    parser.add_argument("--threads", type=int, default=None, help="threads per model (default: CPU cores / jobs)")
     args = parser.parse_args(argv)
-    if args.jobs < 1:
-        parser.error(f"--jobs must be a positive int; got {args.jobs}")
+    if args.jobs < 1 or (args.threads is not None and args.threads < 1):
+        parser.error(f"--jobs and --threads must be positive ints; got {args.jobs} and {args.threads}")
     profile = args.profile or config.profile()
-    jobs = min(args.jobs, len(CORPORA))
-    threads = max(1, (os.cpu_count() or 1) // jobs)
+    corpora = list(dict.fromkeys(args.corpus or CORPORA))
+    jobs = min(args.jobs, len(corpora))
+    threads = args.threads or max(1, (os.cpu_count() or 1) // jobs)
+    if jobs == 1:
+        _report((_build_timed(corpus, profile, threads) for corpus in corpora), profile)
+        return
     context = multiprocessing.get_context("spawn")  # a fresh interpreter: no torch thread pool inherited
     with concurrent.futures.ProcessPoolExecutor(jobs, mp_context=context) as pool:
-        futures = [pool.submit(_build_timed, corpus, profile, threads) for corpus in CORPORA]
-        for future in concurrent.futures.as_completed(futures):
-            corpus, seconds, val_loss = future.result()
-            print(f"base model {corpus} ({profile}): cached after {seconds:.1f} s; validation loss {val_loss:.3f} nats/token")
+        futures = [pool.submit(_build_timed, corpus, profile, threads) for corpus in corpora]
+        _report((future.result() for future in concurrent.futures.as_completed(futures)), profile)
 
 
 if __name__ == "__main__":

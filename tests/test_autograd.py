@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import itertools
 import math
 import random
@@ -22,7 +23,7 @@ from hypothesis import strategies as st
 from matplotlib.figure import Figure
 from matplotlib.patches import Circle, FancyArrowPatch, FancyBboxPatch
 
-from companion.autograd import MLP, Activation, Layer, Neuron, Value, draw_graph, to_dot
+from companion.autograd import MLP, Activation, Layer, Neuron, Value, cycle_collector_paused, draw_graph, to_dot
 
 TOL = 1e-9
 
@@ -315,6 +316,47 @@ def test_mlp_initialisation_is_bounded_and_reproducible() -> None:
     assert all(abs(p.data) <= 1 / math.sqrt(8) for p in second.parameters())
     assert [n.activation for n in first.neurons + second.neurons] == ["tanh"] * 8 + ["linear"]
     assert len(Layer(3, 2).parameters()) == 8 and len(Neuron(3).parameters()) == 4
+
+
+def train_epochs(epochs: int) -> list[float]:
+    """A few epochs of gradient descent on an MLP; its weights after them."""
+    rng = random.Random(1)
+    model = MLP(2, [6, 6, 1], rng=rng)
+    points = [[rng.uniform(-1, 1), rng.uniform(-1, 1)] for _ in range(30)]
+    labels = [1.0 if x * y > 0 else -1.0 for x, y in points]
+    for _ in range(epochs):
+        loss = sum((1 + (-y * model(x)[0]).exp()).log() for x, y in zip(points, labels)) / len(points)
+        model.zero_grad()
+        loss.backward()
+        for p in model.parameters():
+            p.data -= 0.5 * p.grad
+    return [p.data for p in model.parameters()]
+
+
+def test_cycle_collector_paused_trains_the_same_weights_and_leaves_no_garbage() -> None:
+    assert gc.isenabled()
+    running = train_epochs(3)
+    gc.collect()
+    with cycle_collector_paused():
+        assert not gc.isenabled()
+        paused = train_epochs(3)
+        unreachable = gc.collect()  # what reference counting left behind: cycles
+    assert gc.isenabled()
+    assert paused == running
+    assert unreachable == 0
+
+
+def test_cycle_collector_paused_restores_the_previous_state() -> None:
+    with pytest.raises(RuntimeError), cycle_collector_paused():
+        raise RuntimeError("a failing cell")
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        with cycle_collector_paused():
+            pass
+        assert not gc.isenabled()  # it was off before: it stays off
+    finally:
+        gc.enable()
 
 
 # ---- drawings ----------------------------------------------------------------------------

@@ -188,3 +188,14 @@ def test_cache_dir_defaults(monkeypatch, tmp_path):
     monkeypatch.delenv("COMPANION_CACHE")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "x"))
     assert config.cache_dir() == tmp_path / "x" / "companion"
+
+
+def test_the_script_builds_the_corpora_named_in_this_process_on_the_threads_asked(capsys):
+    threads = torch.get_num_threads()
+    bm.main(["--profile", "quick", "--corpus", "shakespeare", "--threads", "1"])
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("base model shakespeare (quick): cached after")
+    assert torch.get_num_threads() == threads
+    for bad in (["--threads", "0"], ["--corpus", "klingon"]):
+        with pytest.raises(SystemExit):
+            bm.main(bad)

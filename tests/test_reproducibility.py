@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import time
@@ -213,3 +214,64 @@ def test_run_notebooks_names_unknown_chapters(tmp_path, capsys):
     with pytest.raises(SystemExit):
         run_notebooks.main(["--profile", "quick", "99-missing", "--output", str(tmp_path / "x.jsonl")])
     assert "no chapter 99-missing" in capsys.readouterr().err
+
+
+def test_run_jobs_fills_a_free_slot_with_the_first_job_whose_needs_are_done(capsys):
+    events: list[str] = []
+
+    def job(name: str, seconds: float, ok: bool = True, needs: tuple[str, ...] = ()) -> object:
+        async def run() -> bool:
+            events.append(f"start {name}")
+            await asyncio.sleep(seconds)
+            events.append(f"end {name}")
+            return ok
+
+        return run_notebooks.Job(name, run, frozenset(needs))
+
+    queue = [job("model", 0.3), job("broken", 0.05, ok=False), job("reader", 0.05, needs=("model",)),
+             job("other", 0.05), job("late", 0.05, needs=("broken",))]
+    failed = asyncio.run(run_notebooks.run_jobs(queue, slots=2))
+    assert sorted(failed) == ["broken", "late"]
+    assert "late: not run: broken failed" in capsys.readouterr().err
+    assert "start late" not in events
+    # the reader waited for the model; "other", later in the queue, took the free slot meanwhile
+    assert events.index("start other") < events.index("end model") < events.index("start reader")
+    assert max(sum(1 if e.startswith("start") else -1 for e in events[:i + 1]) for i in range(len(events))) <= 2
+
+
+def test_exactly_the_chapters_that_load_base_models_wait_for_them():
+    readers = [chapter.stem for chapter in CHAPTERS if run_notebooks.reads_base_models(chapter)]
+    assert readers == ["11-llm", "12-finetune"]
+
+
+def test_run_notebooks_builds_the_base_models_before_the_notebooks_that_read_them(tmp_path, capsys, monkeypatch):
+    book = tmp_path / "book"
+    book.mkdir()
+    built = tmp_path / "built"
+    built.mkdir()
+
+    other_ran = tmp_path / "other-ran"
+
+    async def fake_build(corpus: str, settings: object) -> bool:  # done only once 02-other has run
+        end = time.monotonic() + 60
+        while not other_ran.exists() and time.monotonic() < end:
+            await asyncio.sleep(0.05)
+        (built / corpus).touch()
+        return other_ran.exists()
+
+    monkeypatch.setattr(run_notebooks, "build_base_model", fake_build)
+    write_cells(book, "01-reader", ["# base_models.base_model(\"tang\")\nimport os\n"
+                                    f"assert sorted(os.listdir({str(built)!r})) == ['shakespeare', 'tang']"])
+    write_cells(book, "02-other", [f"open({str(other_ran)!r}, 'w').close()"])
+    (book / "01-reader.md").write_text("---\njupytext:\n---\nbase_models.base_model(\"tang\")\n", encoding="utf-8")
+    output = tmp_path / "results.jsonl"
+    code = run_notebooks.main(["--profile", "quick", "--book", str(book), "--output", str(output),
+                               "--jobs", "3", "--base-models"])
+    assert code == 0, capsys.readouterr().err
+    assert [json.loads(line)["chapter"] for line in output.read_text().splitlines()] == ["01-reader", "02-other"]
+
+
+def test_a_base_model_job_runs_the_package_script(capsys):
+    settings = run_notebooks.Settings("quick", timeout=600, threads=1)
+    assert asyncio.run(run_notebooks.build_base_model("shakespeare", settings))
+    assert "base model shakespeare (quick): cached after" in capsys.readouterr().out

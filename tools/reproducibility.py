@@ -44,8 +44,8 @@ clean run (a fresh environment, every chapter) on a quiet machine, one doing no 
 with other work runs slower. Even so, read them as a scale, not a benchmark. The row *all chapters*
 adds the chapters' times; where a run executed several notebooks at a time, it took less wall-clock time
 than that sum. Chapters 11 and 12 read base models that `python -m companion.base_models` trains and
-caches (`make book` builds them before the chapters run, both at once); their times here leave that
-training out, which a chapter run on its own with an empty cache pays.
+caches (`make book` trains them as the first jobs of its queue, and those two chapters wait for them);
+their times here leave that training out, which a chapter run on its own with an empty cache pays.
 
 Results are rounded here; the JSON files hold them in full. Runs on other hardware, or with other
 versions of PyTorch, give slightly different numbers; the thresholds the chapters assert must hold.
