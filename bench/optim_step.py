@@ -2,7 +2,8 @@
 
 The model is a stack of linear layers (by default ten 1000 x 1000 layers with
 biases: 10.01 M float32 parameters in 20 tensors) whose gradients are filled
-once with random numbers; only ``step()`` is timed. Three optimizers, each on
+once with random numbers; only ``step()`` is timed. Four optimizers (torch's
+default, its ``foreach`` and ``fused`` implementations, the course's), each on
 its own copy of the model, take turns over several repeats so that a busy
 machine slows all of them alike; the median time per step of each is printed
 with its ratio to torch's default (on the CPU that is its one-tensor-at-a-time
@@ -28,6 +29,7 @@ MakeOptimizer = Callable[[list[torch.Tensor]], torch.optim.Optimizer]
 CONTENDERS: dict[str, MakeOptimizer] = {
     "torch.optim.Adam (default)": lambda ps: torch.optim.Adam(ps, lr=1e-3),
     "torch.optim.Adam (foreach=True)": lambda ps: torch.optim.Adam(ps, lr=1e-3, foreach=True),
+    "torch.optim.Adam (fused=True)": lambda ps: torch.optim.Adam(ps, lr=1e-3, fused=True),
     "companion.optim.Adam": lambda ps: optim.Adam(ps, lr=1e-3),
 }
 
