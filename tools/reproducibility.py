@@ -41,7 +41,8 @@ by `tools/reproducibility.py`, and a test fails when the two disagree.
 Times are wall-clock seconds of the whole notebook, kernel start included, on the machine named at the
 end, with as many notebooks at a time and threads per kernel as it says. Times are recorded only from a
 clean run (a fresh environment, every chapter) on a quiet machine, one doing no other work: a CPU shared
-with other work runs slower. Even so, read them as a scale, not a benchmark. The row *all chapters*
+with other work runs slower, and a virtual machine's speed moves with its host's load (unchanged
+chapters took a tenth longer in one clean run than in another). Read them as a scale, not a benchmark. The row *all chapters*
 adds the chapters' times; where a run executed several notebooks at a time, it took less wall-clock time
 than that sum. Chapters 11 and 12 read base models that `python -m companion.base_models` trains and
 caches (`make book` trains them as the first jobs of its queue, and those two chapters wait for them);
