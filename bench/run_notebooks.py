@@ -263,7 +263,10 @@ async def run_jobs(jobs: Sequence[Job], slots: int) -> list[str]:
         done, _ = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
         for task in done:
             job = running.pop(task)
-            (finished.add(job.name) if task.result() else failed.append(job.name))  # type: ignore[func-returns-value]
+            if task.result():
+                finished.add(job.name)
+            else:
+                failed.append(job.name)
     return failed
 
 
