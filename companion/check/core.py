@@ -239,9 +239,12 @@ class Wrong(Exception):
 
 
 def _resolve(dotted: str) -> Any:
-    """The object a dotted name stands for (``"torch.Tensor.softmax"``), or None when it does not exist."""
+    """The object a dotted name stands for (``"torch.Tensor.softmax"``), or None when it does not exist or its
+    package is not imported (a student's function cannot call what it has no way to reach)."""
     module, _, rest = dotted.partition(".")
-    obj = importlib.import_module(module)
+    obj = sys.modules.get(module)
+    if obj is None:
+        return None
     for part in rest.split("."):
         try:
             obj = getattr(obj, part) if hasattr(obj, part) else importlib.import_module(f"{obj.__name__}.{part}")
@@ -250,22 +253,37 @@ def _resolve(dotted: str) -> Any:
     return obj
 
 
+ESCAPES = ("threading.Thread.start", "_thread.start_new_thread", "_thread.start_joinable_thread", "sys.setprofile",
+           "sys.settrace", "threading.setprofile", "threading.settrace")
+"""What every check blocks besides its own forbidden operations: ways out of the block itself (another thread,
+which neither hook watches; switching the profile hook off)."""
+
+
+def _code_key(code: CodeType) -> tuple[str, int, str]:
+    """Where a function's code was written: a copy of it (``types.FunctionType(f.__code__, ...)``) has the same."""
+    return code.co_filename, code.co_firstlineno, code.co_name
+
+
 class _Blocker(TorchFunctionMode):
     """Within ``with``, the forbidden operations raise :class:`ForbiddenCallError` and are recorded,
     however the student's code reached them: torch calls through this torch function mode, Python
-    functions (the course's own, captured or not) by their code object through a profile hook."""
+    functions (the course's own, captured, decorated or copied) by where their code was written, and
+    built-in functions (``sys.setprofile``) by identity, both through a profile hook."""
 
     def __init__(self, forbidden: Sequence[str], extra: Sequence[Any] = ()) -> None:
         super().__init__()
-        named = [(name, _resolve(name)) for name in forbidden] + [("the check's own reference", o) for o in extra]
+        named = [(name, _resolve(name)) for name in (*forbidden, *ESCAPES)]
+        named += [("the check's own reference", o) for o in extra]
         self.objects: dict[int, tuple[Any, str]] = {}
-        self.codes: dict[int, tuple[CodeType, str]] = {}
+        self.codes: dict[tuple[str, int, str], str] = {}
         for name, obj in named:  # the first name of an object is the one that is told
             if obj is not None:
                 self.objects.setdefault(id(obj), (obj, name))
-            if (code := getattr(getattr(obj, "__func__", obj), "__code__", None)) is not None:
-                self.codes.setdefault(id(code), (code, name))
+            function = inspect.unwrap(getattr(obj, "__func__", obj)) if callable(obj) else obj
+            if (code := getattr(function, "__code__", None)) is not None:  # a decorator's body, not its wrapper
+                self.codes.setdefault(_code_key(code), name)
         self.blocked: list[str] = []
+        self._watching = False
 
     def _block(self, name: str) -> None:
         if name not in self.blocked:
@@ -278,16 +296,22 @@ class _Blocker(TorchFunctionMode):
         return func(*args, **(kwargs or {}))
 
     def _profile(self, frame: Any, event: str, arg: Any) -> None:
-        if event == "call" and id(frame.f_code) in self.codes:
-            self._block(self.codes[id(frame.f_code)][1])
+        if not self._watching:
+            return
+        if event == "call" and (name := self.codes.get(_code_key(frame.f_code))):
+            self._block(name)
+        elif event == "c_call" and id(arg) in self.objects:
+            self._block(self.objects[id(arg)][1])
 
     def __enter__(self) -> _Blocker:
         self._saved = sys.getprofile()
         super().__enter__()
         sys.setprofile(self._profile)
+        self._watching = True
         return self
 
     def __exit__(self, *exc: Any) -> None:
+        self._watching = False
         sys.setprofile(self._saved)
         super().__exit__(*exc)
 
@@ -348,13 +372,15 @@ def _produce(spec: CheckSpec, args: tuple, seed: int) -> dict:
         for _, case in spec.cases(torch.Generator().manual_seed(seed)):
             blocker = _Blocker(spec.forbidden, (spec.reference,) if spec.block_reference else ())
             try:
-                with blocker:
+                with blocker:  # the output is read under the block too: it may compute its value when read
                     out = spec.apply(args[0], *_fresh(case)) if spec.apply else args[0](*_fresh(case))
+                    encoded = _encode(out, arrays)
             except Wrong as err:
-                out = err
+                out, encoded = err, _encode(err, arrays)
             except Exception as err:  # the student's code may fail in any way: record it, don't crash
                 out = Raised(type(err).__name__, str(err)[:300], _student_line(err))
-            cases.append({"out": _encode(out, arrays), "blocked": blocker.blocked})
+                encoded = _encode(out, arrays)
+            cases.append({"out": encoded, "blocked": blocker.blocked})
             if isinstance(out, (Raised, Wrong)) or blocker.blocked:
                 break
     data = {"format": FORMAT, "check": spec.name, "seed": seed, "args": [_encode(a, arrays) for a in args]}

@@ -35,7 +35,8 @@ def _lora(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, a: torch.Te
 
 lora_forward = define(CheckSpec(
     "lora_forward", _lora, _lora_cases, rtol=1e-7, atol=1e-9,
-    forbidden=("companion.lora.LoRALinear.forward", "companion.lora.LoRALinear.merge"),
+    forbidden=("companion.lora.LoRALinear.forward", "companion.lora.LoRALinear.merge",
+               "companion.lora.LoRALinear.delta_weight", "peft.tuners.lora.layer.Linear.forward"),
     mistakes=keyed(_lora, {
         "unscaled": "the low-rank update is not scaled: it needs the factor α/r",
         "alpha": "the update is scaled by α, not by α/r",

@@ -45,7 +45,7 @@ def _merge_cases(gen: torch.Generator) -> list:
 
 
 bpe_merge = define(CheckSpec(
-    "bpe_merge", _merge, _merge_cases, forbidden=("companion.tokenize._merge",),
+    "bpe_merge", _merge, _merge_cases, forbidden=("companion.tokenize._merge", "tiktoken.core.Encoding.__init__"),
     mistakes=keyed(_merge, {
         "first only": "only the first occurrence is merged: a merge replaces every occurrence",
         "right to left":
@@ -83,8 +83,11 @@ def _rms_cases(gen: torch.Generator) -> list:
 
 rms_norm = define(CheckSpec(
     "rms_norm", _rms, _rms_cases, rtol=1e-7, atol=1e-9,
-    forbidden=("torch.nn.functional.rms_norm", "torch.rms_norm", "torch.nn.functional.layer_norm",
-               "companion.attention.RMSNorm.forward"),
+    forbidden=(*(f"torch.nn.functional.{norm}" for norm in ("rms_norm", "layer_norm", "group_norm", "instance_norm",
+                                                            "batch_norm")),
+               *(f"torch.{norm}" for norm in ("rms_norm", "layer_norm", "native_layer_norm", "group_norm",
+                                              "instance_norm", "batch_norm")),
+               "companion.attention.RMSNorm.forward", "companion.attention.LayerNorm.forward"),
     mistakes=keyed(_rms, {
         "centred": "the mean is subtracted first: that is layer norm, which RMSNorm leaves out",
         "eps outside": "eps is added after the square root, not inside it",
@@ -95,8 +98,8 @@ rms_norm = define(CheckSpec(
     "root; unlike layer norm no mean is subtracted; then apply weight. Keep the reduced dimension for "
     "broadcasting (torch.rsqrt gives one over a square root).",
 ), doc="""Check ``student(x, weight, eps)``: RMSNorm of every vector along the last dimension of
-    ``x [..., d]`` (float64), scaled by ``weight [d]``; same shape out. ``F.rms_norm``, ``torch.nn.RMSNorm``
-    and the course's ``RMSNorm`` raise while the function runs.""")
+    ``x [..., d]`` (float64), scaled by ``weight [d]``; same shape out. PyTorch's norms (``F.rms_norm``,
+    ``F.layer_norm`` and the others) and the course's ``RMSNorm`` and ``LayerNorm`` raise while the function runs.""")
 
 
 def _nucleus(probs: torch.Tensor, p: float, mistake: str = "") -> torch.Tensor:
@@ -124,7 +127,8 @@ def _nucleus_cases(gen: torch.Generator) -> list:
 
 nucleus = define(CheckSpec(
     "nucleus", _nucleus, _nucleus_cases, rtol=1e-7, atol=1e-10,
-    forbidden=("companion.models.base.sample_next",),
+    forbidden=("companion.models.base.sample_next", "companion.models.base.sampling_probabilities",
+               "transformers.generation.logits_process.TopPLogitsWarper.__call__"),
     mistakes=keyed(_nucleus, {
         "strict":
             "the token whose probability crosses p is dropped: keep tokens until their total reaches p, that one "
