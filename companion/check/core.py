@@ -375,10 +375,8 @@ def _produce(spec: CheckSpec, args: tuple, seed: int) -> dict:
                 with blocker:  # the output is read under the block too: it may compute its value when read
                     out = spec.apply(args[0], *_fresh(case)) if spec.apply else args[0](*_fresh(case))
                     encoded = _encode(out, arrays)
-            except Wrong as err:
-                out, encoded = err, _encode(err, arrays)
             except Exception as err:  # the student's code may fail in any way: record it, don't crash
-                out = Raised(type(err).__name__, str(err)[:300], _student_line(err))
+                out = err if isinstance(err, Wrong) else Raised(type(err).__name__, str(err)[:300], _student_line(err))
                 encoded = _encode(out, arrays)
             cases.append({"out": encoded, "blocked": blocker.blocked})
             if isinstance(out, (Raised, Wrong)) or blocker.blocked:
