@@ -309,6 +309,11 @@ REQUIRED = {
     "no 80 % of image recognition": (["80 %", "test set"], "07-cnn.md"),
     "transfer is the usual start": (["Transferring a model is hard", "fine-tune"], "10-scale.md"),
     "bf16 activations are measured": (["activations", "bf16", "16 bytes"], "10-scale.md"),
+    "tokens are subwords, not words": (["One token is one word", "subwords"], "11-llm.md"),
+    "a Chinese character's tokens depend on the tokenizer": (["Chinese character", "UTF-8", "tokenizer"],
+                                                             "11-llm.md"),
+    "temperature 0 is greedy, not a division": (["Temperature 0", "greedy", "nan"], "11-llm.md"),
+    "losses compare per character across tokenizers": (["bits per character", "tokenizer"], "11-llm.md"),
     "references that do not exist": (["Radford", "Hochreiter", "Vinyals", "Show, Attend and Tell"], "09-transformer.md"),
 }
 

@@ -13,8 +13,15 @@ from companion import check, lora
 from companion.models import base
 
 
-def _rms(x, weight, eps):
-    return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps) * weight
+def _rms_backward(x, weight, eps, grad_y):
+    r = torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps)
+    x_hat, g = x * r, grad_y * weight
+    return r * (g - x_hat * (g * x_hat).mean(-1, keepdim=True)), (grad_y * x_hat).flatten(0, -2).sum(0)
+
+
+def _by_autograd(x, weight, eps, grad_y):
+    leaves = [t.clone().requires_grad_() for t in (x, weight)]
+    return torch.autograd.grad(F.rms_norm(leaves[0], x.shape[-1:], leaves[1], eps), leaves, grad_y)
 
 
 def test_a_right_answer_that_calls_a_decorated_helper_of_its_own_passes():
@@ -22,24 +29,24 @@ def test_a_right_answer_that_calls_a_decorated_helper_of_its_own_passes():
     def scale(alpha, A):
         return alpha / A.shape[0]
 
-    def lora_forward(x, weight, bias, A, B, alpha):
-        return x @ weight.T + bias + scale(alpha, A) * (x @ A.T) @ B.T
+    def lora_merge(weight, A, B, alpha, rank_stabilized):
+        return weight + scale(alpha, A) * (A.shape[0] ** 0.5 if rank_stabilized else 1) * B @ A
 
-    assert check.lora_forward(lora_forward)
+    assert check.lora_merge(lora_merge)
 
 
 def test_a_forbidden_function_behind_a_decorator_is_blocked_by_its_own_body():
-    def merged(x, weight, bias, A, B, alpha):
+    def merged(weight, A, B, alpha, rank_stabilized):
         layer = torch.nn.Linear(weight.shape[1], weight.shape[0]).double()
         with torch.no_grad():
-            layer.weight.copy_(weight), layer.bias.copy_(bias)
+            layer.weight.copy_(weight)
         adapted = lora.LoRALinear(layer, r=A.shape[0], alpha=alpha)
         with torch.no_grad():
             adapted.lora_A.copy_(A), adapted.lora_B.copy_(B)
         lora.LoRALinear.merge.__wrapped__(adapted)
-        return adapted.base(x)
+        return adapted.base.weight
 
-    result = check.lora_forward(merged)
+    result = check.lora_merge(merged)
     assert not result and "do without companion.lora.LoRALinear" in result.message
 
 
@@ -60,14 +67,14 @@ def test_the_courses_own_sampling_probabilities_is_forbidden_in_the_nucleus_exer
 
 
 def test_a_thread_cannot_run_what_the_exercise_forbids():
-    def in_a_thread(x, weight, eps):
+    def in_a_thread(x, weight, eps, grad_y):
         out = {}
-        worker = threading.Thread(target=lambda: out.update(y=F.rms_norm(x, x.shape[-1:], weight, eps)))
+        worker = threading.Thread(target=lambda: out.update(grads=_by_autograd(x, weight, eps, grad_y)))
         worker.start()
         worker.join()
-        return out["y"]
+        return out["grads"]
 
-    result = check.rms_norm(in_a_thread)
+    result = check.rms_norm_backward(in_a_thread)
     assert not result and "do without threading.Thread.start" in result.message
 
 
@@ -76,11 +83,11 @@ def test_switching_the_profile_hook_off_is_blocked():
 
     from companion import tokenize
 
-    def unhooked(ids, pair, new_id):
+    def unhooked(ids, merges):
         sys.setprofile(None)
-        return tokenize._merge(ids, pair, new_id)
+        return tokenize.BPETokenizer(merges, special_tokens=()).encode_ordinary(bytes(ids).decode())
 
-    result = check.bpe_merge(unhooked)
+    result = check.bpe_encode(unhooked)
     assert not result and "do without sys.setprofile" in result.message
     assert sys.getprofile() is None  # the caller's hook (none here) is back
 
@@ -97,51 +104,56 @@ def test_an_output_that_computes_its_value_later_is_computed_under_the_block():
         def __len__(self):
             return len(self.compute())
 
-    def lazy_merge(ids, pair, new_id):
+    def lazy_encode(ids, merges):
         from companion import tokenize
 
-        return Lazy(lambda: list(tokenize._merge(tuple(ids), tuple(pair), new_id)))
+        tokenizer = tokenize.BPETokenizer(merges, special_tokens=())
+        return Lazy(lambda: tokenizer.encode_ordinary(bytes(ids).decode()))
 
-    assert not check.bpe_merge(lazy_merge)
+    assert not check.bpe_encode(lazy_encode)
 
 
-def test_other_norms_of_a_mirrored_input_cannot_stand_in_for_rms_norm():
-    def mirrored(norm):  # [x, -x] has mean 0, so any mean-removing norm of it divides by the RMS
-        def student(x, weight, eps):
-            both = torch.cat([x, -x], dim=-1)
-            return norm(both, eps)[..., : x.shape[-1]] * weight
+def test_another_norms_backward_kernel_on_a_mirrored_input_cannot_stand_in_for_rms_norms():
+    def mirrored(overload):  # [x, -x] has mean 0, so layer norm divides it by x's root mean square
+        def student(x, weight, eps, grad_y):
+            d, both = x.shape[-1], torch.cat([x, -x], dim=-1)
+            out, mean, rstd = torch.ops.aten.native_layer_norm(both, [2 * d], None, None, eps)
+            grad_both = torch.cat([grad_y * weight, torch.zeros_like(grad_y)], dim=-1)
+            grads = overload(grad_both, both, [2 * d], mean, rstd, None, None, [True, False, False])
+            grad_x = grads[0][..., :d] - grads[0][..., d:]
+            return grad_x, (grad_y * out[..., :d]).flatten(0, -2).sum(0)
 
         return student
 
-    norms = [
-        lambda z, eps: torch.layer_norm(z, z.shape[-1:], eps=eps),
-        lambda z, eps: F.group_norm(z.reshape(-1, 1, z.shape[-1]), 1, eps=eps).reshape(z.shape),
-    ]
-    for norm in norms:
-        result = check.rms_norm(mirrored(norm))
-        assert not result and "do without" in result.message
-    assert check.rms_norm(_rms)
+    backward = torch.ops.aten.native_layer_norm_backward
+    for overload in (backward, backward.default):
+        result = check.rms_norm_backward(mirrored(overload))
+        assert not result and "do without torch.ops.aten.native_layer_norm_backward" in result.message
+    assert check.rms_norm_backward(_rms_backward)
 
 
 def test_the_lora_layers_own_update_is_forbidden_in_the_lora_exercise():
-    def through_delta_weight(x, weight, bias, A, B, alpha):
+    def through_delta_weight(weight, A, B, alpha, rank_stabilized):
         layer = torch.nn.Linear(weight.shape[1], weight.shape[0]).double()
         adapted = lora.LoRALinear(layer, r=A.shape[0], alpha=alpha)
         with torch.no_grad():
             adapted.lora_A.copy_(A), adapted.lora_B.copy_(B)
-        return F.linear(x, weight + adapted.delta_weight(), bias)
+        return weight + adapted.delta_weight()
 
-    result = check.lora_forward(through_delta_weight)
+    result = check.lora_merge(through_delta_weight)
     assert not result and "do without companion.lora.LoRALinear.delta_weight" in result.message
 
 
-def test_a_tiktoken_encoding_cannot_do_the_merge():
+def test_a_tiktoken_encoding_cannot_do_the_encoding():
     import tiktoken
 
-    def with_tiktoken(ids, pair, new_id):
-        ranks = {bytes([i]): i for i in range(256)} | {bytes(pair): new_id}
-        encoding = tiktoken.Encoding("one merge", pat_str=r"[\s\S]+", mergeable_ranks=ranks, special_tokens={})
+    def with_tiktoken(ids, merges):
+        vocab = {i: bytes([i]) for i in range(256)}
+        for i, (a, b) in enumerate(merges):
+            vocab[256 + i] = vocab[a] + vocab[b]
+        ranks = {token: i for i, token in vocab.items()}
+        encoding = tiktoken.Encoding("merges", pat_str=r"[\s\S]+", mergeable_ranks=ranks, special_tokens={})
         return encoding._encode_single_piece(bytes(ids))
 
-    result = check.bpe_merge(with_tiktoken)
+    result = check.bpe_encode(with_tiktoken)
     assert not result and "do without tiktoken.core.Encoding.__init__" in result.message

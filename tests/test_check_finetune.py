@@ -7,55 +7,72 @@ from torch.nn import functional as F
 from companion import check, instruct, lora, preference
 
 
-def lora_layer(x, weight, bias, a, b, alpha):
-    return x @ weight.T + bias + alpha / a.shape[0] * (x @ a.T) @ b.T
+def merged(weight, a, b, alpha, rank_stabilized):
+    r = a.shape[0]
+    return weight + (alpha / r**0.5 if rank_stabilized else alpha / r) * b @ a
 
 
-def test_lora_forward():
-    assert check.lora_forward(lora_layer)
-    assert check.lora_forward(lambda x, w, bias, a, b, alpha: F.linear(x, w + alpha / a.shape[0] * b @ a, bias))
-    assert not check.lora_forward(...)
-    unscaled = check.lora_forward(lambda x, w, bias, a, b, alpha: x @ w.T + bias + (x @ a.T) @ b.T)
+def test_lora_merge():
+    assert check.lora_merge(merged)
+    assert check.lora_merge(lambda w, a, b, alpha, rs: w + torch.einsum("or,ri->oi", b, a) * alpha / a.shape[0] ** (0.5 if rs else 1))
+    assert not check.lora_merge(...)
+    unscaled = check.lora_merge(lambda w, a, b, alpha, rs: w + b @ a)
     assert not unscaled and "not scaled" in unscaled.message
-    times_r = check.lora_forward(lambda x, w, bias, a, b, alpha: x @ w.T + bias + alpha * a.shape[0] * x @ a.T @ b.T)
-    assert not times_r and "α·r" in times_r.message
-    update_only = check.lora_forward(lambda x, w, bias, a, b, alpha: alpha / a.shape[0] * (x @ a.T) @ b.T)
+    plain = check.lora_merge(lambda w, a, b, alpha, rs: w + alpha / a.shape[0] * b @ a)
+    assert not plain and "still the one of plain LoRA" in plain.message
+    always = check.lora_merge(lambda w, a, b, alpha, rs: w + alpha / a.shape[0] ** 0.5 * b @ a)
+    assert not always and "rank_stabilized=False" in always.message
+    update_only = check.lora_merge(lambda w, a, b, alpha, rs: merged(w, a, b, alpha, rs) - w)
     assert not update_only and "missing" in update_only.message
-    transposed = check.lora_forward(lambda x, w, bias, a, b, alpha: x @ w.T + bias + x @ b @ a)
+    transposed = check.lora_merge(lambda w, a, b, alpha, rs: w + alpha / a.shape[0] * (a.T @ b.T).T)
     assert not transposed
 
 
-def test_lora_forward_without_the_course_layer():
-    def borrowed(x, weight, bias, a, b, alpha):
-        layer = torch.nn.Linear(weight.shape[1], weight.shape[0])
-        layer.weight.data, layer.bias.data = weight, bias
+def test_lora_merge_without_the_course_layer():
+    def borrowed(weight, a, b, alpha, rank_stabilized):
+        layer = torch.nn.Linear(weight.shape[1], weight.shape[0]).double()
         wrapped = lora.LoRALinear(layer, r=a.shape[0], alpha=alpha)
         wrapped.lora_A.data, wrapped.lora_B.data = a, b
-        return wrapped(x)
+        scale = a.shape[0] ** 0.5 if rank_stabilized else 1.0
+        return weight + wrapped.delta_weight() * scale
 
-    result = check.lora_forward(borrowed)
+    result = check.lora_merge(borrowed)
     assert not result and "do without" in result.message and "LoRALinear" in result.message
+
+
+def test_the_chapters_forward_pass_is_not_a_merge():
+    def forward(x, weight, bias, a, b, alpha):
+        return x @ weight.T + bias + alpha / a.shape[0] * (x @ a.T) @ b.T
+
+    assert not check.lora_merge(forward)
+
+
+def ipo(pc, pr, rc, rr, beta):
+    return (((pc - rc) - (pr - rr)) - 1 / (2 * beta)).pow(2).mean()
 
 
 def dpo(pc, pr, rc, rr, beta):
     return -F.logsigmoid(beta * ((pc - rc) - (pr - rr))).mean()
 
 
-def test_dpo_loss():
-    assert check.dpo_loss(dpo)
-    assert check.dpo_loss(lambda pc, pr, rc, rr, b: torch.log1p(torch.exp(-b * (pc - rc - pr + rr))).mean())
-    assert not check.dpo_loss(...)
-    swapped = check.dpo_loss(lambda pc, pr, rc, rr, b: dpo(pr, pc, rr, rc, b))
+def test_ipo_loss():
+    assert check.ipo_loss(ipo)
+    assert check.ipo_loss(lambda pc, pr, rc, rr, b: torch.square(pc - pr - (rc - rr) - 0.5 / b).sum() / len(pc))
+    assert not check.ipo_loss(...)
+    swapped = check.ipo_loss(lambda pc, pr, rc, rr, b: ipo(pr, pc, rr, rc, b))
     assert not swapped and "swapped" in swapped.message
-    no_beta = check.dpo_loss(lambda pc, pr, rc, rr, b: dpo(pc, pr, rc, rr, 1.0))
-    assert not no_beta and "β is missing" in no_beta.message
-    no_ref = check.dpo_loss(lambda pc, pr, rc, rr, b: -F.logsigmoid(b * (pc - pr)).mean())
+    beta_inside = check.ipo_loss(lambda pc, pr, rc, rr, b: ((b * ((pc - rc) - (pr - rr))) - 1 / (2 * b)).pow(2).mean())
+    assert not beta_inside and "as in DPO" in beta_inside.message
+    no_ref = check.ipo_loss(lambda pc, pr, rc, rr, b: ((pc - pr) - 1 / (2 * b)).pow(2).mean())
     assert not no_ref and "reference" in no_ref.message
-    summed = check.dpo_loss(lambda pc, pr, rc, rr, b: -F.logsigmoid(b * ((pc - rc) - (pr - rr))).sum())
+    summed = check.ipo_loss(lambda pc, pr, rc, rr, b: (((pc - rc) - (pr - rr)) - 1 / (2 * b)).pow(2).sum())
     assert not summed and "summed" in summed.message
-    unsigned = check.dpo_loss(lambda pc, pr, rc, rr, b: F.logsigmoid(b * ((pc - rc) - (pr - rr))).mean())
-    assert not unsigned and "minus sign" in unsigned.message
-    borrowed = check.dpo_loss(lambda pc, pr, rc, rr, b: preference.dpo_loss(pc, pr, rc, rr, b)[0])
+    whole = check.ipo_loss(lambda pc, pr, rc, rr, b: (((pc - rc) - (pr - rr)) - 1 / b).pow(2).mean())
+    assert not whole and "half" in whole.message
+    assert not check.ipo_loss(dpo)  # the chapter's DPO loss is another loss
+    borrowed = check.ipo_loss(
+        lambda pc, pr, rc, rr, b: ipo(*(r / b for r in preference.dpo_loss(pc, pr, rc, rr, b)[1:]), 0 * rc, 0 * rr, b)
+    )
     assert not borrowed and "do without" in borrowed.message
 
 

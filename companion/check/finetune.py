@@ -1,5 +1,5 @@
-"""Self-checks of chapter 12, adapting a pretrained model: a LoRA layer's forward pass, the DPO loss and
-the answer-only mask of instruction tuning."""
+"""Self-checks of chapter 12, adapting a pretrained model: a merged LoRA weight (plain and rank-stabilized),
+the IPO loss of preference pairs and the answer-only mask of instruction tuning."""
 
 from __future__ import annotations
 
@@ -10,52 +10,52 @@ from torch.nn import functional as F
 
 from companion.check.core import CheckSpec, define, keyed, randn
 
-__all__ = ["answer_only_mask", "dpo_loss", "lora_forward"]
+__all__ = ["answer_only_mask", "ipo_loss", "lora_merge"]
 
 
-def _lora_cases(gen: torch.Generator) -> list:
+def _merge_cases(gen: torch.Generator) -> list:
     r = functools.partial(randn, gen)
     cases = []
-    for batch, d_in, d_out, rank, alpha in [((2,), 4, 3, 1, 1.0), ((3,), 8, 6, 2, 8.0), ((2, 5), 16, 12, 4, 8.0),
-                                         ((4,), 12, 20, 3, 16.0)]:  # fmt: skip
-        args = (r(*batch, d_in), r(d_out, d_in), r(d_out), r(rank, d_in), r(d_out, rank), alpha)
-        cases.append((f"x {tuple(args[0].shape)}, W {(d_out, d_in)}, r = {rank}, α = {alpha:g}", args))
+    for d_in, d_out, rank, alpha, stabilized in [(4, 3, 1, 1.0, False), (8, 6, 2, 8.0, False), (16, 12, 4, 8.0, True),
+                                              (12, 20, 9, 16.0, True), (6, 6, 4, 2.0, False)]:  # fmt: skip
+        args = (r(d_out, d_in), r(rank, d_in), r(d_out, rank), alpha, stabilized)
+        cases.append((f"W {(d_out, d_in)}, r = {rank}, α = {alpha:g}, rank_stabilized = {stabilized}", args))
     return cases
 
 
-def _lora(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, a: torch.Tensor, b: torch.Tensor,
-          alpha: float, mistake: str = "") -> torch.Tensor:  # fmt: skip
+def _merge(weight: torch.Tensor, a: torch.Tensor, b: torch.Tensor, alpha: float, stabilized: bool,
+           mistake: str = "") -> torch.Tensor:  # fmt: skip
     r = a.shape[0]
-    scale = {"unscaled": 1.0, "alpha": alpha, "alpha times r": alpha * r, "r over alpha": r / alpha}.get(
-        mistake, alpha / r
-    )
-    base = torch.zeros(()) if mistake == "no base" else x @ weight.T + bias
-    return base + scale * (x @ a.T) @ b.T
+    stabilized = {"ignores stabilized": False, "always stabilized": True}.get(mistake, stabilized)
+    scale = {"unscaled": 1.0, "alpha": alpha}.get(mistake, alpha / r**0.5 if stabilized else alpha / r)
+    return (0 if mistake == "update only" else weight) + scale * b @ a
 
 
-lora_forward = define(CheckSpec(
-    "lora_forward", _lora, _lora_cases, rtol=1e-7, atol=1e-9,
+lora_merge = define(CheckSpec(
+    "lora_merge", _merge, _merge_cases, rtol=1e-7, atol=1e-9,
     forbidden=("companion.lora.LoRALinear.forward", "companion.lora.LoRALinear.merge",
-               "companion.lora.LoRALinear.delta_weight", "peft.tuners.lora.layer.Linear.forward"),
-    mistakes=keyed(_lora, {
-        "unscaled": "the low-rank update is not scaled: it needs the factor α/r",
-        "alpha": "the update is scaled by α, not by α/r",
-        "alpha times r": "the update is scaled by α·r, not by α/r",
-        "r over alpha": "the scale is upside down: r/α instead of α/r",
-        "no base": "the frozen layer's own output x Wᵀ + b is missing: this is the update alone",
+               "companion.lora.LoRALinear.delta_weight", "peft.tuners.lora.layer.Linear.get_delta_weight",
+               "peft.tuners.lora.layer.Linear.merge"),
+    mistakes=keyed(_merge, {
+        "unscaled": "the low-rank product is not scaled",
+        "alpha": "the product is scaled by α alone: the rank is left out of the scale",
+        "ignores stabilized": "with rank_stabilized=True the scale is still the one of plain LoRA",
+        "always stabilized": "with rank_stabilized=False the scale is the rank-stabilized one",
+        "update only": "the frozen weight W is missing: this is the update alone",
     }),
-    hint="the frozen layer's own output plus the low-rank path: A shrinks x to r numbers and B grows them "
-    "back to the output width (each applied like a linear layer's weight, transposed); r is the number of "
-    "rows of A, and the path is scaled by alpha over r (the LoRA layer of \"Four ways to adapt\").",
-), doc="""Check ``student(x, weight, bias, A, B, alpha)``: a linear layer with a LoRA update, without the
-    course's ``LoRALinear`` (it raises while the function runs).
+    hint="the merged weight is the frozen weight plus the scaled low-rank product; the product has the "
+    "shape of W (out × in), which fixes the order of A and B; r is the number of rows of A; the scale "
+    "divides alpha by r in plain LoRA and by the square root of r when rank_stabilized (rsLoRA).",
+), doc="""Check ``student(weight, A, B, alpha, rank_stabilized)``: the weight of a linear layer with its
+    LoRA update merged in, plain or rank-stabilized (rsLoRA), without the course's ``LoRALinear`` or ``peft``
+    (they raise while the function runs).
 
-    Shapes (float64): ``x [..., in]``, ``weight [out, in]``, ``bias [out]``, ``A [r, in]``, ``B [out, r]``, ``alpha`` a
-    float → ``[..., out]``.
+    Shapes (float64): ``weight [out, in]``, ``A [r, in]``, ``B [out, r]``, ``alpha`` a float,
+    ``rank_stabilized`` a bool → ``[out, in]``.
     """)
 
 
-def _dpo_cases(gen: torch.Generator) -> list:
+def _ipo_cases(gen: torch.Generator) -> list:
     cases = []
     for n, beta in [(1, 0.1), (4, 0.1), (8, 0.5), (16, 1.0), (5, 2.0)]:
         logps = tuple(-torch.rand(n, generator=gen, dtype=torch.float64) * 20 for _ in range(4))
@@ -63,32 +63,33 @@ def _dpo_cases(gen: torch.Generator) -> list:
     return cases
 
 
-def _dpo(pc: torch.Tensor, pr: torch.Tensor, rc: torch.Tensor, rr: torch.Tensor, beta: float,
+def _ipo(pc: torch.Tensor, pr: torch.Tensor, rc: torch.Tensor, rr: torch.Tensor, beta: float,
          mistake: str = "") -> torch.Tensor:  # fmt: skip
-    b = 1.0 if mistake == "no beta" else beta
-    chosen = b * (pc - (0 if mistake == "no reference" else rc))
-    rejected = b * (pr - (0 if mistake == "no reference" else rr))
+    chosen = pc - (0 if mistake == "no reference" else rc)
+    rejected = pr - (0 if mistake == "no reference" else rr)
     margin = rejected - chosen if mistake == "swapped" else chosen - rejected
-    losses = F.softplus(-margin) if mistake != "no minus" else F.logsigmoid(margin)
+    if mistake == "beta inside":
+        margin = beta * margin
+    target = 1 / beta if mistake == "one over beta" else 1 / (2 * beta)
+    losses = (margin - target) ** 2
     return losses.sum() if mistake == "sum" else losses.mean()
 
 
-dpo_loss = define(CheckSpec(
-    "dpo_loss", _dpo, _dpo_cases, rtol=1e-5, atol=1e-7, forbidden=("companion.preference.dpo_loss",),
-    mistakes=keyed(_dpo, {
-        "swapped": "chosen and rejected are swapped: the loss falls when the rejected answer gains",
-        "no beta": "β is missing: the log-ratios are not multiplied by it",
+ipo_loss = define(CheckSpec(
+    "ipo_loss", _ipo, _ipo_cases, rtol=1e-7, atol=1e-9,
+    forbidden=("companion.preference.dpo_loss",),
+    mistakes=keyed(_ipo, {
+        "swapped": "chosen and rejected are swapped: the margin is the rejected answer's minus the chosen one's",
+        "beta inside": "the margin is multiplied by β, as in DPO: in IPO β only sets the target",
         "no reference": "the reference model's log-probabilities are not subtracted",
-        "no minus": "the minus sign is missing: this is log σ, a number to maximise, not a loss",
+        "one over beta": "the target margin is 1/β: it is half of that",
         "sum": "the loss is summed over the pairs, not averaged",
     }),
-    hint="each answer's implicit reward is how much more likely the policy makes it than the reference does "
-    "(a difference of log-probabilities), scaled by beta; a pair's loss must fall as the chosen answer's "
-    "reward rises above the rejected one's, through a log-sigmoid of the margin (F.logsigmoid is stable) "
-    "with the sign that makes it a loss; average over the pairs.",
-), doc="""Check ``student(policy_chosen, policy_rejected, ref_chosen, ref_rejected, beta)``: the DPO loss of a
-    batch of preference pairs, a 0-d tensor, without ``companion.preference.dpo_loss`` (it raises while the
-    function runs). Each of the four log-probabilities is a float tensor ``[B]``.""")
+    hint="first each pair's margin: the chosen answer's log-ratio (policy minus reference) minus the "
+    "rejected answer's; then the squared distance of that margin from its target, which depends on beta "
+    "alone; average over the pairs.",
+), doc="""Check ``student(policy_chosen, policy_rejected, ref_chosen, ref_rejected, beta)``: the IPO loss of a
+    batch of preference pairs, a 0-d tensor. Each of the four log-probabilities is a float tensor ``[B]``.""")
 
 
 START, END = 1, 2

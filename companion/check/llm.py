@@ -1,5 +1,5 @@
-"""Self-checks of chapter 11, large language models: one BPE merge, RMSNorm, and the nucleus of top-p
-sampling."""
+"""Self-checks of chapter 11, large language models: GPT-2's encoding of one piece with learned BPE merges,
+the backward pass of RMSNorm, and the nucleus of top-p sampling."""
 
 from __future__ import annotations
 
@@ -8,98 +8,165 @@ import functools
 import torch
 
 from companion.check.core import CheckSpec, define, keyed, randn
+from companion.check.learning import AUTOGRAD_FORBIDDEN
 
-__all__ = ["bpe_merge", "nucleus", "rms_norm"]
+__all__ = ["bpe_encode", "nucleus", "rms_norm_backward"]
 
 
-def _merge(ids: list[int], pair: tuple[int, int], new_id: int, mistake: str = "") -> list[int]:
-    if mistake == "right to left":
-        return _merge(ids[::-1], pair[::-1], new_id)[::-1]
-    out, i, done = [], 0, False
+def _merge(ids: list[int], pair: tuple[int, int], new_id: int) -> list[int]:
+    """``ids`` with every occurrence of ``pair``, left to right and without overlap, replaced by ``new_id``."""
+    out, i = [], 0
     while i < len(ids):
-        here = tuple(ids[i : i + 2]) == tuple(pair) or mistake == "either order" and tuple(ids[i : i + 2]) == pair[::-1]
-        if here and i + 1 < len(ids) and not (done and mistake == "first only"):
+        if i + 1 < len(ids) and (ids[i], ids[i + 1]) == pair:
             out.append(new_id)
             i += 2
-            done = True
         else:
             out.append(ids[i])
             i += 1
     return out
 
 
-def _merge_cases(gen: torch.Generator) -> list:
-    def draw(n: int, high: int) -> list[int]:
-        return torch.randint(0, high, (n,), generator=gen).tolist()
+def _encode(ids: list[int], merges: list[tuple[int, int]], mistake: str = "") -> list[int]:
+    token = {tuple(pair): i + (0 if mistake == "ids" else 256) for i, pair in enumerate(merges)}
+    ids = list(ids)
+    while len(ids) > 1:
+        present = [pair for pair in zip(ids, ids[1:]) if pair in token]
+        if not present:
+            break
+        pair = {"leftmost": present[0], "latest": max(present, key=token.__getitem__)}.get(
+            mistake, min(present, key=token.__getitem__))
+        if mistake == "right to left":
+            ids = _merge(ids[::-1], pair[::-1], token[pair])[::-1]
+        else:
+            ids = _merge(ids, pair, token[pair])
+        if mistake == "once":
+            break
+    return ids
 
+
+def _learned(ids: list[int], n: int) -> list[tuple[int, int]]:
+    """Up to ``n`` merges learned on one sequence: the most frequent adjacent pair, again and again."""
+    merges: list[tuple[int, int]] = []
+    for new_id in range(256, 256 + n):
+        counts: dict[tuple[int, int], int] = {}
+        for pair in zip(ids, ids[1:]):
+            counts[pair] = counts.get(pair, 0) + 1
+        if not counts or max(counts.values()) < 2:
+            break
+        best = max(counts, key=lambda p: (counts[p], -p[0], -p[1]))
+        merges.append(best)
+        ids = _merge(ids, best, new_id)
+    return merges
+
+
+def _encode_cases(gen: torch.Generator) -> list:
+    def draw(n: int) -> list[int]:  # a random text over the letters a, b, c, d
+        return (97 + torch.randint(0, 4, (n,), generator=gen)).tolist()
+
+    learned = _learned(draw(400), 14)
     cases = [
-        ([104, 105, 32, 104, 105], (104, 105), 256),
-        ([97, 97, 97], (97, 97), 256),
-        ([1, 2, 3], (4, 5), 300),
-        ([11, 2, 1, 21, 1, 2], (1, 2), 300),
-        (draw(40, 4), (1, 2), 260),
-        (draw(60, 3), (0, 0), 280),
-        ([7, 8, 8, 7, 7, 8], (7, 8), 270),
+        (list(b"lower"), [(108, 111), (256, 119), (101, 114), (257, 258)]),
+        (list(b"abc"), [(98, 99), (97, 98)]),  # the pair on the right was learned first
+        (list(b"aaaaa"), [(97, 97), (256, 256)]),
+        ([1, 2, 3], [(4, 5)]),
+        ([120], [(120, 120)]),
+        (draw(30), learned),
+        (draw(80), learned),
     ]
-    return [(f"ids of length {len(ids)}, pair {pair}, new id {new}", (ids, pair, new)) for ids, pair, new in cases]
+    def count(n: int, what: str) -> str:
+        return f"{n} {what}{'s' * (n != 1)}"
+
+    return [(f"a piece of {count(len(ids), 'byte')}, {count(len(merges), 'merge')}", (ids, merges))
+            for ids, merges in cases]
 
 
-bpe_merge = define(CheckSpec(
-    "bpe_merge", _merge, _merge_cases, forbidden=("companion.tokenize._merge", "tiktoken.core.Encoding.__init__"),
-    mistakes=keyed(_merge, {
-        "first only": "only the first occurrence is merged: a merge replaces every occurrence",
-        "right to left":
-            "the pairs are found from the right: scan left to right, so [a, a, a] keeps its last a on its own",
-        "either order": "the pair is also merged in the other order: (b, a) is not (a, b)",
+bpe_encode = define(CheckSpec(
+    "bpe_encode", _encode, _encode_cases,
+    forbidden=(*(f"companion.tokenize.BPETokenizer.{name}" for name in ("__init__", "_encode_piece",
+                                                                         "encode_ordinary", "encode")),
+               *(f"tiktoken.core.Encoding.{name}" for name in ("__init__", "encode", "encode_ordinary",
+                                                               "_encode_single_piece", "_encode_bytes")),
+               "tiktoken._educational.bpe_encode", "tiktoken._educational.SimpleBytePairEncoding.encode"),
+    mistakes=keyed(_encode, {
+        "leftmost": "the leftmost pair that is a merge is merged first: the pair learned first goes first, "
+        "wherever it stands",
+        "latest": "the pair learned last is merged first: GPT-2 merges the pair learned first",
+        "once": "only one merge is applied: repeat until no adjacent pair is a merge",
+        "ids": "the merged tokens have the wrong ids: see which id each merge makes",
+        "right to left": "the occurrences of a pair are found from the right: scan left to right, so five equal "
+        "bytes keep their last one on its own",
     }),
-    hint="scan from the left with an index: where the pair starts at the current position, emit new_id and "
-    "step over both ids, otherwise copy one id and step over one; mind the last position, and the order of "
-    "the pair ([a, a, a] keeps its last a on its own).",
-), doc="""Check ``student(ids, pair, new_id)``: the list of token ids with every occurrence of the adjacent
-    ``pair`` (two ids, in that order) replaced by ``new_id``, scanning from the left, as one step of
-    BPE training and encoding. ``ids``: a list of ints; the result: a new list of ints. The course's own
-    ``companion.tokenize._merge`` raises while the function runs.""")
+    hint="give each learned pair its token, whose size also tells which pair was learned first; then loop: "
+    "among the adjacent pairs of the current ids, take the one learned first; when none of them is a merge you "
+    "are done, otherwise replace its occurrences from the left, as one step of training does, and look again. "
+    "Pairs are tuples of two ints.",
+), doc="""Check ``student(ids, merges)``: the tokens of one pre-split piece under GPT-2's encoding. ``ids``: the
+    piece's bytes (a list of ints); ``merges``: the learned pairs in training order, merge ``i`` making token
+    ``256 + i``. The result, a list of ints, is what is left when no adjacent pair is a merge any more, the
+    pair learned first merged first each time, each of its occurrences from the left. The course's tokenizer
+    (``companion.tokenize.BPETokenizer``) and ``tiktoken``'s encodings raise while the function runs.""")
 
 
-def _rms(x: torch.Tensor, weight: torch.Tensor, eps: float, mistake: str = "") -> torch.Tensor:
-    if mistake == "centred":
-        x = x - x.mean(dim=-1, keepdim=True)
-    if mistake == "eps outside":
-        return x / (x.pow(2).mean(dim=-1, keepdim=True).sqrt() + eps) * weight
-    scale = torch.rsqrt(x.pow(2).mean(dim=0 if mistake == "dim 0" else -1, keepdim=True) + eps)
-    return x * scale * (1 if mistake == "no weight" else weight)
+def _rms_backward(x: torch.Tensor, weight: torch.Tensor, eps: float, grad_y: torch.Tensor,
+                  mistake: str = "") -> tuple[torch.Tensor, torch.Tensor]:
+    r = torch.rsqrt(x.pow(2).mean(dim=-1, keepdim=True) + eps)
+    x_hat = x * r
+    g = grad_y * (1.0 if mistake == "no weight" else weight)
+    grad_weight = (grad_y * x_hat * (weight if mistake == "weight twice" else 1.0)).reshape(-1, x.shape[-1]).sum(0)
+    if mistake == "scale constant":
+        return r * g, grad_weight
+    inner = (g * x_hat).sum(-1, keepdim=True) if mistake == "sum" else (g * x_hat).mean(-1, keepdim=True)
+    centre = g.mean(-1, keepdim=True) if mistake == "centred" else 0.0
+    return r * (g - centre - x_hat * inner), grad_weight
 
 
-def _rms_cases(gen: torch.Generator) -> list:
+def _rms_backward_cases(gen: torch.Generator) -> list:
     r = functools.partial(randn, gen)
     cases = [
-        (r(4, 8) + 2.0, r(8), 1e-6),
-        (r(2, 5, 16, scale=3.0) - 1.0, r(16), 1e-5),
-        (r(3, 6) * 1e-4, torch.ones(6, dtype=torch.float64), 1e-2),
-        (r(1, 7, 32) + 0.5, r(32), 1e-6),
+        (r(4, 8) + 2.0, r(8), 1e-6, r(4, 8)),
+        (r(2, 5, 16, scale=3.0) - 1.0, r(16), 1e-5, r(2, 5, 16)),
+        (r(3, 6) * 1e-2, torch.ones(6, dtype=torch.float64), 1e-2, r(3, 6)),
+        (r(1, 7, 32) + 0.5, r(32), 1e-6, r(1, 7, 32)),
     ]
-    return [(f"x {tuple(x.shape)}, eps={eps:g}", (x, w, eps)) for x, w, eps in cases]
+    return [(f"x {tuple(x.shape)}, eps={eps:g}", (x, w, eps, g)) for x, w, eps, g in cases]
 
 
-rms_norm = define(CheckSpec(
-    "rms_norm", _rms, _rms_cases, rtol=1e-7, atol=1e-9,
-    forbidden=(*(f"torch.nn.functional.{norm}" for norm in ("rms_norm", "layer_norm", "group_norm", "instance_norm",
-                                                            "batch_norm")),
-               *(f"torch.{norm}" for norm in ("rms_norm", "layer_norm", "native_layer_norm", "group_norm",
-                                              "instance_norm", "batch_norm")),
-               "companion.attention.RMSNorm.forward", "companion.attention.LayerNorm.forward"),
-    mistakes=keyed(_rms, {
-        "centred": "the mean is subtracted first: that is layer norm, which RMSNorm leaves out",
-        "eps outside": "eps is added after the square root, not inside it",
-        "no weight": "the learned scale (weight) is not applied",
-        "dim 0": "the mean runs over the first dimension: normalise each vector over its last dimension (the features)",
+def _weight_shape(case: tuple, expected: tuple, got: tuple) -> str:
+    x = case[0]
+    if x.dim() > 1 and getattr(got[1], "shape", None) == x.shape:
+        return ("grad_weight has the shape of x: one weight scales the same feature at every position, so its "
+                "gradient gathers all of them.")
+    return ""
+
+
+rms_norm_backward = define(CheckSpec(
+    "rms_norm_backward", _rms_backward, _rms_backward_cases, labels=("grad_x", "grad_weight"),
+    diagnose=_weight_shape, rtol=1e-7, atol=1e-9,
+    forbidden=(*AUTOGRAD_FORBIDDEN, "torch.autograd.graph._engine_run_backward", "torch.autograd.forward_ad.make_dual",
+               "torch.autograd.functional.vjp", "torch.autograd.functional.jvp", "torch.func.jvp", "torch.func.jacrev",
+               "torch.func.jacfwd", "companion.autograd.Value.backward",
+               *(f"torch.ops.aten.{op}{overload}" for op in ("_fused_rms_norm_backward", "native_layer_norm_backward",
+                                                             "native_group_norm_backward")
+                 for overload in ("", ".default"))),
+    mistakes=keyed(_rms_backward, {
+        "scale constant": "the normalising scale is treated as a constant: it depends on every entry of the "
+        "vector, which gives grad_x a second term",
+        "no weight": "grad_x leaves out weight, through which y depends on the normalised x",
+        "weight twice": "grad_weight is multiplied by weight: y's derivative with respect to weight is the "
+        "normalised x alone",
+        "sum": "the second term of grad_x sums over the features where the root mean square takes their mean",
+        "centred": "grad_x has layer norm's term for the subtracted mean, which RMSNorm does not subtract",
     }),
-    hint="normalise each vector over its last dimension by its root mean square, with eps inside the square "
-    "root; unlike layer norm no mean is subtracted; then apply weight. Keep the reduced dimension for "
-    "broadcasting (torch.rsqrt gives one over a square root).",
-), doc="""Check ``student(x, weight, eps)``: RMSNorm of every vector along the last dimension of
-    ``x [..., d]`` (float64), scaled by ``weight [d]``; same shape out. PyTorch's norms (``F.rms_norm``,
-    ``F.layer_norm`` and the others) and the course's ``RMSNorm`` and ``LayerNorm`` raise while the function runs.""")
+    hint="write y as the normalised x times weight, and the normalised x as x times a scale that depends on the "
+    "whole vector through its mean of squares. The chain rule gives grad_x two terms: one with the scale held "
+    "fixed, one through the scale (differentiate the mean of squares). grad_weight collects grad_y times the "
+    "normalised x over every position, since one weight serves them all. Keep the reduced dimension for "
+    "broadcasting.",
+), doc="""Check ``student(x, weight, eps, grad_y) -> (grad_x, grad_weight)``: the backward pass of RMSNorm.
+    ``y`` is the RMSNorm of every vector along the last dimension of ``x [..., d]`` (float64), scaled by
+    ``weight [d]``, with ``eps`` inside the root; ``grad_y`` is ∂L/∂y, of the shape of ``x``. Each gradient has
+    the shape of its variable. Autograd (``backward``, ``torch.autograd.grad``, ``torch.func``) and PyTorch's
+    own backward kernels of the norms raise while the function runs.""")
 
 
 def _nucleus(probs: torch.Tensor, p: float, mistake: str = "") -> torch.Tensor:
