@@ -109,6 +109,15 @@ def test_page_shows_a_gpu_run_and_the_slowest_cells_of_each_chapter():
     assert "| full, GPU (CUDA) | NVIDIA H200 | 16 | 6 × 2 threads | 2.13.0+cpu | 3.11.7 | 2026-11-24 |" in text
 
 
+def test_a_run_whose_chapters_ran_on_two_machines_names_both():
+    other = {"device_name": "Other CPU", "jobs": 1, "threads": 1, "date": "2026-12-06"}
+    run = [fake_line("01-a", "full", 60.0, {}), fake_line("02-b", "full", 60.0, {}),
+           fake_line("03-c", "full", 60.0, {}) | other]
+    text = reproducibility.page({"full-cpu": run})
+    assert ("| full, CPU | Test CPU (2 chapters), Other CPU (1 chapter) | 2 | — (2 chapters), 1 × 1 thread "
+            "(1 chapter) | 2.13.0+cpu | 3.11.7 | 2026-11-24 to 2026-12-06 |") in text
+
+
 def write_chapter(book: Path, name: str, code: str) -> None:
     notebook = nbformat.v4.new_notebook()
     notebook.cells = [nbformat.v4.new_markdown_cell(f"# {name}"), nbformat.v4.new_code_cell(code)]

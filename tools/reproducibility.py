@@ -16,7 +16,8 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Mapping, Sequence
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -160,24 +161,32 @@ def slowest_cells(runs: Mapping[str, Run], count: int = SLOWEST_CELLS) -> str:
     return "\n\n".join(parts)
 
 
-def kernels(first: Mapping[str, object]) -> str:
+def kernels(line: Mapping[str, object]) -> str:
     """How a run shared the cores: notebooks at a time and threads per kernel, where it recorded them."""
-    if "jobs" not in first:
+    if "jobs" not in line:
         return "—"
-    threads = "thread" if first["threads"] == 1 else "threads"
-    return f"{first['jobs']} × {first['threads']} {threads}"
+    threads = "thread" if line["threads"] == 1 else "threads"
+    return f"{line['jobs']} × {line['threads']} {threads}"
+
+
+def per_chapter(run: Run, describe: Callable[[Mapping[str, object]], str]) -> str:
+    """What ``describe`` says of the run's lines: one value, or each value with its chapters' count."""
+    counts = Counter(describe(line) for line in run)
+    if len(counts) == 1:
+        return next(iter(counts))
+    return ", ".join(f"{value} ({n} {'chapter' if n == 1 else 'chapters'})" for value, n in counts.items())
 
 
 def machines(runs: Mapping[str, Run]) -> str:
     rows = []
     for run in runs.values():
-        first = run[0]
         dates = sorted({str(line["date"]) for line in run})
         when = dates[0] if len(dates) == 1 else f"{dates[0]} to {dates[-1]}"
-        rows.append([
-            label(run), str(first["device_name"]), str(first["cpu_cores"]), kernels(first),
-            str(first["torch"]), str(first["python"]), when,
-        ])
+        def field(key: str, run: Run = run) -> str:
+            return per_chapter(run, lambda line: str(line[key]))
+
+        rows.append([label(run), field("device_name"), field("cpu_cores"), per_chapter(run, kernels),
+                     field("torch"), field("python"), when])
     head = ["run", "device", "CPU cores", "notebooks at a time × threads", "torch", "Python", "date"]
     return table(head, rows, text_columns=len(head))
 
