@@ -3,13 +3,12 @@ head, and the parameters of a Transformer block."""
 
 from __future__ import annotations
 
-import functools
 import math
 from typing import Any
 
 import torch
 
-from companion.check.core import CheckSpec, define, keyed, randn, rows_sum_to
+from companion.check.core import CheckSpec, define, keyed, rows_sum_to, sampler
 
 __all__ = ["attention_head", "attention_weights", "causal_mask", "transformer_block_parameters"]
 
@@ -18,7 +17,7 @@ _FUSED = ("torch.nn.functional.scaled_dot_product_attention", "torch.nn.function
 
 
 def _qk_cases(gen: torch.Generator) -> list:
-    r = functools.partial(randn, gen, dtype=torch.float32)
+    r = sampler(gen, torch.float32)
     cases = [
         (torch.tensor([[1.0, 0.0], [0.0, 1.0]]), torch.tensor([[1.0, 0.0], [1.0, 1.0], [0.0, 2.0]])),
         (r(3, 4, 8), r(3, 5, 8)),

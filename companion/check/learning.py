@@ -3,13 +3,12 @@ learning rate, and one epoch of mini-batch gradient descent."""
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Sequence
 from typing import Any
 
 import torch
 
-from companion.check.core import CheckSpec, define, randn, scaled
+from companion.check.core import CheckSpec, define, randn, sampler, scaled
 
 __all__ = ["largest_stable_learning_rate", "minibatch_epoch", "quadratic_gradients"]
 
@@ -26,7 +25,7 @@ def _parabola(a: float, b: float, c: float, x: torch.Tensor, y: torch.Tensor) ->
 
 
 def _parabola_cases(gen: torch.Generator) -> list:
-    rand = functools.partial(randn, gen)
+    rand = sampler(gen)
     f64 = {"dtype": torch.float64}
     cases = [
         (0.5, -1.0, 2.0, torch.tensor([1.0, 2.0, 3.0], **f64), torch.tensor([3.0, 5.0, 7.0], **f64)),

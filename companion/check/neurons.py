@@ -3,13 +3,12 @@ network, designing with ReLU, and a softmax that does not overflow."""
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Sequence
 from typing import Any
 
 import torch
 
-from companion.check.core import CheckSpec, Wrong, define, randn
+from companion.check.core import CheckSpec, Wrong, define, sampler
 
 __all__ = ["NETWORK_2_PARAMETERS", "linear_fold", "network_2", "neuron_forward", "parameter_count", "stable_softmax"]
 
@@ -19,7 +18,7 @@ SOFTMAX_FORBIDDEN = tuple(f"torch.{m}{f}" for m in ("", "nn.functional.", "Tenso
 
 
 def _neuron_cases(gen: torch.Generator) -> list:
-    r = functools.partial(randn, gen, dtype=torch.float32)
+    r = sampler(gen, torch.float32)
     return [
         ("one vector, positive sum", (torch.tensor([1.0, 2.0]), torch.tensor([0.5, -0.25]), torch.tensor(0.1))),
         ("one vector, negative sum", (torch.tensor([1.0, 2.0]), torch.tensor([-0.5, -0.25]), torch.tensor(0.1))),
