@@ -48,8 +48,7 @@ attention_weights = define(CheckSpec(
     "square root of d_k, the last size of q, then take the softmax over the keys, the last dimension.",
 ), doc="""Check ``student(q, k)``: the scaled dot-product attention weights, softmax over the keys.
 
-    Shapes: ``q [..., L, d_k]``, ``k [..., S, d_k]`` → ``[..., L, S]``, each row summing to 1.
-    """)
+    Shapes: ``q [..., L, d_k]``, ``k [..., S, d_k]`` → ``[..., L, S]``, each row summing to 1.""")
 
 
 def _causal(n: int) -> torch.Tensor:
@@ -101,8 +100,7 @@ attention_head = define(CheckSpec(
 ), doc="""Check ``student(x, w_q, w_k, w_v)``: one causal self-attention head, without
     ``F.scaled_dot_product_attention`` (it raises while the function runs).
 
-    Shapes: ``x [B, L, d]``, ``w_q, w_k [d, d_k]``, ``w_v [d, d_v]`` → ``[B, L, d_v]``.
-    """)
+    Shapes: ``x [B, L, d]``, ``w_q, w_k [d, d_k]``, ``w_v [d, d_v]`` → ``[B, L, d_v]``.""")
 
 
 def _block_parameters(dim: int, mlp_ratio: int = 4) -> int:

@@ -183,6 +183,11 @@ def sampler(gen: torch.Generator, dtype: torch.dtype = torch.float64) -> Callabl
     return functools.partial(randn, gen, dtype=dtype)
 
 
+def plural(n: int, word: str) -> str:
+    """``"1 merge"``, ``"2 merges"``: a count in a case's description or a message."""
+    return f"{n} {word}{'s' * (n != 1)}"
+
+
 def rows_sum_to(total: float, message: str, atol: float = 1e-4) -> Callable[[tuple, Any, Any], str]:
     """A ``diagnose``: ``message`` for a finite tensor of the expected shape whose rows (along the last dimension)
     do not sum to ``total``."""
@@ -615,8 +620,8 @@ def _how_far(expected: float, got: float) -> str:
 
 def _dtype_note(expected: Any, got: Any, close_loosely: bool) -> str:
     """What a float64 answer computed in a lower precision is told."""
-    tensors = isinstance(expected, torch.Tensor) and isinstance(got, torch.Tensor)
-    if not tensors or expected.dtype != torch.float64 or got.dtype not in (torch.float32, torch.float16, torch.bfloat16):
+    lower = isinstance(got, torch.Tensor) and got.dtype in (torch.float32, torch.float16, torch.bfloat16)
+    if not lower or not isinstance(expected, torch.Tensor) or expected.dtype != torch.float64:
         return ""
     if close_loosely:
         return (f"; the values are right only to {got.dtype} precision: keep the computation in float64, "
@@ -641,7 +646,7 @@ def explain_difference(
         if not isinstance(got, (tuple, list)) or len(got) != len(expected):
             what = f"{len(got)}" if isinstance(got, (tuple, list)) else _kind(got)
             names = f" ({', '.join(labels)})" if labels else ""
-            return f"expected {len(expected)} result{'s' * (len(expected) != 1)}{names}, got {what}"
+            return f"expected {plural(len(expected), 'result')}{names}, got {what}"
         for number, (want, have) in enumerate(zip(expected, got), start=1):
             why = explain_difference(want, have, rtol, atol)
             if why is not None:

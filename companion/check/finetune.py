@@ -49,8 +49,7 @@ lora_merge = define(CheckSpec(
     (they raise while the function runs).
 
     Shapes (float64): ``weight [out, in]``, ``A [r, in]``, ``B [out, r]``, ``alpha`` a float,
-    ``rank_stabilized`` a bool → ``[out, in]``.
-    """)
+    ``rank_stabilized`` a bool → ``[out, in]``.""")
 
 
 def _ipo_cases(gen: torch.Generator) -> list:

@@ -53,8 +53,7 @@ quadratic_gradients = define(CheckSpec(
     ŷ = a·x² + b·x + c, derived by hand: autograd raises while the function runs.
 
     ``a``, ``b``, ``c``: floats; ``x``, ``y``: float64 ``[N]``. Cases: a small example, one example,
-    all-zero inputs, N = 100, large inputs.
-    """)
+    all-zero inputs, N = 100, large inputs.""")
 
 
 def _stable_limit(x: Sequence[float]) -> float:
@@ -84,8 +83,7 @@ largest_stable_learning_rate = define(CheckSpec(
     still converges, for the training inputs ``x`` (chapter 2's by default); within 2 %, so an experiment's answer
     counts.
 
-    A wrong answer is told whether gradient descent converges or diverges at it, and how far off it is.
-    """)
+    A wrong answer is told whether gradient descent converges or diverges at it, and how far off it is.""")
 
 
 def _epoch(m: float, b: float, x: torch.Tensor, y: torch.Tensor, batch_size: int, lr: float, seed: int) -> tuple:
@@ -118,7 +116,6 @@ minibatch_epoch = define(CheckSpec(
     descent over the batches of ``companion.data.batches(x, y, batch_size, generator=generator)``.
 
     The student and the reference get identically seeded generators; batches of 8 (the last one
-    shorter), 1, 7 and the whole data set.
-    """)
+    shorter), 1, 7 and the whole data set.""")
 
 

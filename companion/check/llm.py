@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from companion.check.core import CheckSpec, define, keyed, randn, sampler
+from companion.check.core import CheckSpec, define, keyed, plural, randn, sampler
 from companion.check.learning import AUTOGRAD_FORBIDDEN
 
 __all__ = ["bpe_encode", "nucleus", "rms_norm_backward"]
@@ -71,10 +71,7 @@ def _encode_cases(gen: torch.Generator) -> list:
         (draw(30), learned),
         (draw(80), learned),
     ]
-    def count(n: int, what: str) -> str:
-        return f"{n} {what}{'s' * (n != 1)}"
-
-    return [(f"a piece of {count(len(ids), 'byte')}, {count(len(merges), 'merge')}", (ids, merges))
+    return [(f"a piece of {plural(len(ids), 'byte')}, {plural(len(merges), 'merge')}", (ids, merges))
             for ids, merges in cases]
 
 

@@ -68,8 +68,7 @@ adam_step = define(CheckSpec(
 
     ``theta``, ``grad``, ``m``, ``v``: float64 tensors of one shape (``m``, ``v``: the running averages
     after step t − 1); ``t``: this step's number, from 1. Five cases (the first step, a later one, tiny
-    gradients, other betas, a zero gradient); the optimizers' own ``step`` raise while it runs.
-    """)
+    gradients, other betas, a zero gradient); the optimizers' own ``step`` raise while it runs.""")
 
 
 MOMENTUM_MISTAKES = {

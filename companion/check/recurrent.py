@@ -118,8 +118,7 @@ gru_step = define(CheckSpec(
 
     Shapes (float64): ``x [N, F]``, ``h [N, H]``, ``W_ih [3H, F]``, ``W_hh [3H, H]``, ``b_ih, b_hh [3H]``;
     the rows in gate order r, z, n. Cases: a batch of one, a zero state, F ≠ H, large inputs, large biases.
-    The course's own ``companion.recurrent.gru_cell`` raises while the function runs.
-    """)
+    The course's own ``companion.recurrent.gru_cell`` raises while the function runs.""")
 
 
 TRIGRAM_MISTAKES = {
