@@ -91,6 +91,14 @@ def test_linear_backward_accepts_the_matrix_rules() -> None:
     assert check.linear_backward(linear_backward_solution)
 
 
+def test_linear_backward_accepts_gradients_that_still_carry_autograd_history() -> None:
+    def via_autograd(x, W, b, grad_y):
+        leaves = [t.clone().requires_grad_() for t in (x, W, b)]
+        return torch.autograd.grad(leaves[0] @ leaves[1].T + leaves[2], leaves, grad_y, create_graph=True)
+
+    assert check.linear_backward(via_autograd)
+
+
 @pytest.mark.parametrize(
     ("wrong", "message"),
     [

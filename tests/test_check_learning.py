@@ -11,51 +11,6 @@ import torch
 
 from companion import check, data
 
-# ---- mse_gradients ----------------------------------------------------------------------
-
-
-def mse_gradients_by_hand(m, b, x, y):
-    error = y - (m * x + b)
-    return (-2 * x * error).mean(), (-2 * error).mean()
-
-
-def test_mse_gradients_accepts_the_derivation() -> None:
-    result = check.mse_gradients(mse_gradients_by_hand)
-    assert result and "4 of 4 cases" in result.message
-
-
-def test_mse_gradients_accepts_gradients_that_still_carry_autograd_history() -> None:
-    def via_autograd(m, b, x, y):
-        mt, bt = torch.tensor(m, requires_grad=True, dtype=torch.float64), torch.tensor(b, dtype=torch.float64)
-        grad_m = torch.autograd.grad(((y - (mt * x + bt)) ** 2).mean(), mt, create_graph=True)[0]
-        return grad_m, (-2 * (y - (m * x + b))).mean()
-
-    assert check.mse_gradients(via_autograd)
-
-
-@pytest.mark.parametrize(
-    ("wrong", "message"),
-    [
-        (lambda m, b, x, y: [-g for g in mse_gradients_by_hand(m, b, x, y)], "the sign is flipped"),
-        (lambda m, b, x, y: [g / 2 for g in mse_gradients_by_hand(m, b, x, y)], "factor 2 .* is missing"),
-        (lambda m, b, x, y: [g * len(x) for g in mse_gradients_by_hand(m, b, x, y)], "divide by N"),
-        (lambda m, b, x, y: ((-2 * (y - (m * x + b))).mean(),) * 2, r"case 1 \(m = -1, b = 5, N = 2\)"),
-        (lambda m, b, x, y: 1 / 0, "raised ZeroDivisionError"),
-        (lambda m, b, x, y: None, "returned None"),
-        (lambda m, b, x, y: (1.0, 2.0, 3.0), "expected 2 results"),
-    ],
-)
-def test_mse_gradients_explains_wrong_answers(wrong, message) -> None:
-    result = check.mse_gradients(wrong)
-    assert not result and re.search(message, result.message), result.message
-    assert not re.search(r"expected -?\d(?! results)", result.message), result.message  # no expected gradient
-
-
-def test_mse_gradients_placeholder_and_hint() -> None:
-    assert check.mse_gradients(...).message == check.PLACEHOLDER_MESSAGE
-    assert "chain rule" in check.hint("mse_gradients").text
-
-
 # ---- quadratic_gradients ------------------------------------------------------------------
 
 
@@ -206,6 +161,11 @@ def test_largest_stable_learning_rate_hint_holds_the_method() -> None:
 
 
 # ---- minibatch_epoch ----------------------------------------------------------------------
+
+
+def mse_gradients_by_hand(m, b, x, y):
+    error = y - (m * x + b)
+    return (-2 * x * error).mean(), (-2 * error).mean()
 
 
 def minibatch_epoch_solution(m, b, x, y, batch_size, lr, generator):

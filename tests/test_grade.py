@@ -50,8 +50,9 @@ EXERCISES_1 = [
         'sum_solution = sum(i * i for i in range(10))\n\nassert check.value("sum of squares", sum_solution, 285)',
     ),
     (
-        "def my_softmax(z):\n    ...  # your code here\n\n\ncheck.softmax(my_softmax)",
-        "def softmax_solution(z):\n    return z.softmax(dim=-1)\n\n\nassert check.softmax(softmax_solution)",
+        "def my_softmax(z):\n    ...  # your code here\n\n\ncheck.stable_softmax(my_softmax)",
+        "def softmax_solution(z):\n    e = (z - z.amax(dim=-1, keepdim=True)).exp()\n"
+        "    return e / e.sum(dim=-1, keepdim=True)\n\n\nassert check.stable_softmax(softmax_solution)",
     ),
 ]
 IMPORTS = "import torch\n\nfrom companion import check"
@@ -135,12 +136,12 @@ def test_table_grades_right_wrong_raising_and_missing_answers(graded):
         ["1", "neuron_forward", "passed"],
         ["2", "compare", "failed"],
         ["3", "value", "raised"],
-        ["4", "softmax", "missing"],
+        ["4", "stable_softmax", "missing"],
     ]
     assert rows[0][3].startswith("neuron_forward: ")  # the check's own message, without its ✅
     assert rows[1][3].startswith("double: case 1")
     assert rows[2][3] == "NameError: name 'undefined_total' is not defined"
-    assert rows[3][3] == "no cell ends with check.softmax(...)"
+    assert rows[3][3] == "no cell ends with check.stable_softmax(...)"
 
 
 def test_a_fresh_notebook_is_matched_by_its_checks_and_its_install_line_skipped(graded):
@@ -159,11 +160,11 @@ def test_csv_has_one_row_per_student_and_exercise(graded):
         ("alice.ipynb", "1", "neuron_forward", "passed"),
         ("alice.ipynb", "2", "compare", "failed"),
         ("alice.ipynb", "3", "value", "raised"),
-        ("alice.ipynb", "4", "softmax", "missing"),
+        ("alice.ipynb", "4", "stable_softmax", "missing"),
         ("bob.ipynb", "1", "neuron_forward", "failed"),
         ("bob.ipynb", "2", "compare", "missing"),
         ("bob.ipynb", "3", "value", "missing"),
-        ("bob.ipynb", "4", "softmax", "missing"),
+        ("bob.ipynb", "4", "stable_softmax", "missing"),
     ]
     assert {r["chapter"] for r in rows} == {"1. A toy chapter"}
     assert rows[2]["message"] == "NameError: name 'undefined_total' is not defined"
@@ -245,14 +246,14 @@ def test_answers_and_chapters_are_matched_by_check_name():
     assert grade.numbered(["value", "adam_step", "value"]) == ["value", "adam_step", "value (2)"]
     tagged = new_notebook(
         cells=[
-            new_code_cell("check.softmax(f)"),  # a demonstration in the text, not tagged
-            new_code_cell("check.softmax(g)", metadata={"tags": ["exercise"]}),
+            new_code_cell("check.stable_softmax(f)"),  # a demonstration in the text, not tagged
+            new_code_cell("check.stable_softmax(g)", metadata={"tags": ["exercise"]}),
         ]
     )
-    assert grade.answers(tagged) == {"softmax": 1}
-    ch1 = grade.Chapter(Path("01.ipynb"), "1. One", ("softmax", "value"))
+    assert grade.answers(tagged) == {"stable_softmax": 1}
+    ch1 = grade.Chapter(Path("01.ipynb"), "1. One", ("stable_softmax", "value"))
     ch2 = grade.Chapter(Path("02.ipynb"), "2. Two", ("adam_step",))
-    titled = new_notebook(cells=[new_markdown_cell("#  2.  Two"), new_code_cell("check.softmax(f)")])
+    titled = new_notebook(cells=[new_markdown_cell("#  2.  Two"), new_code_cell("check.stable_softmax(f)")])
     assert grade.find_chapter(titled, [ch1, ch2]) is ch2  # the title wins
     assert grade.find_chapter(tagged, [ch1, ch2]) is ch1
     assert grade.find_chapter(new_notebook(cells=[new_code_cell("check.other(f)")]), [ch1, ch2]) is None

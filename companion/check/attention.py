@@ -3,13 +3,12 @@ head, and the parameters of a Transformer block."""
 
 from __future__ import annotations
 
-import functools
 import math
 from typing import Any
 
 import torch
 
-from companion.check.core import CheckSpec, define, keyed, randn, rows_sum_to
+from companion.check.core import CheckSpec, define, keyed, rows_sum_to, sampler
 
 __all__ = ["attention_head", "attention_weights", "causal_mask", "transformer_block_parameters"]
 
@@ -18,7 +17,7 @@ _FUSED = ("torch.nn.functional.scaled_dot_product_attention", "torch.nn.function
 
 
 def _qk_cases(gen: torch.Generator) -> list:
-    r = functools.partial(randn, gen, dtype=torch.float32)
+    r = sampler(gen, torch.float32)
     cases = [
         (torch.tensor([[1.0, 0.0], [0.0, 1.0]]), torch.tensor([[1.0, 0.0], [1.0, 1.0], [0.0, 2.0]])),
         (r(3, 4, 8), r(3, 5, 8)),
@@ -49,8 +48,7 @@ attention_weights = define(CheckSpec(
     "square root of d_k, the last size of q, then take the softmax over the keys, the last dimension.",
 ), doc="""Check ``student(q, k)``: the scaled dot-product attention weights, softmax over the keys.
 
-    Shapes: ``q [..., L, d_k]``, ``k [..., S, d_k]`` → ``[..., L, S]``, each row summing to 1.
-    """)
+    Shapes: ``q [..., L, d_k]``, ``k [..., S, d_k]`` → ``[..., L, S]``, each row summing to 1.""")
 
 
 def _causal(n: int) -> torch.Tensor:
@@ -102,8 +100,7 @@ attention_head = define(CheckSpec(
 ), doc="""Check ``student(x, w_q, w_k, w_v)``: one causal self-attention head, without
     ``F.scaled_dot_product_attention`` (it raises while the function runs).
 
-    Shapes: ``x [B, L, d]``, ``w_q, w_k [d, d_k]``, ``w_v [d, d_v]`` → ``[B, L, d_v]``.
-    """)
+    Shapes: ``x [B, L, d]``, ``w_q, w_k [d, d_k]``, ``w_v [d, d_v]`` → ``[B, L, d_v]``.""")
 
 
 def _block_parameters(dim: int, mlp_ratio: int = 4) -> int:

@@ -106,8 +106,7 @@ linear_backward = define(CheckSpec(
     layer ``y = x Wᵀ + b``, given ∂L/∂y.
 
     Shapes: ``x [B, n_in]``, ``W [n_out, n_in]``, ``b [n_out]``, ``grad_y [B, n_out]``; each gradient
-    has the shape of its variable. Compared with autograd in float64 for B = 1, batches and one output.
-    """)
+    has the shape of its variable. Compared with autograd in float64 for B = 1, batches and one output.""")
 
 
 def _numerical_cases(gen: torch.Generator) -> list:
@@ -141,8 +140,7 @@ numerical_gradient = define(CheckSpec(
     ``x``, a float64 tensor of any shape (0-d too); ``grad`` has the shape of ``x``.
 
     Compared with autograd to 1e-7 at ε = 1e-5, which a one-sided difference does not reach;
-    autograd raises while the function runs.
-    """)
+    autograd raises while the function runs.""")
 
 
 _PASSES = 2 * 175e9

@@ -3,12 +3,11 @@ layer's forward pass and max pooling, each written without the library's own."""
 
 from __future__ import annotations
 
-import functools
 from typing import Any
 
 import torch
 
-from companion.check.core import CheckSpec, Wrong, define, randn
+from companion.check.core import CheckSpec, Wrong, define, sampler
 
 __all__ = ["conv2d_forward", "conv_output_size", "max_pool2d"]
 
@@ -58,7 +57,7 @@ def _conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.
 
 
 def _conv_cases(gen: torch.Generator) -> list:
-    r = functools.partial(randn, gen)
+    r = sampler(gen)
     edge = torch.tensor([[[[1.0, 0.0, -1.0], [2.0, 0.0, -2.0], [1.0, 0.0, -1.0]]]], dtype=torch.float64)
     step = torch.zeros(1, 1, 5, 5, dtype=torch.float64)
     step[..., 2:] = 1.0

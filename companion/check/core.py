@@ -1,13 +1,11 @@
 """The engine of the self-checks: produce a student's outputs, judge them against a reference, explain.
 
-Each check of the course is a :class:`CheckSpec` in :data:`SPECS`: its reference, cases, known mistakes,
-forbidden operations and hint. :func:`produce` runs where the student's code runs: it applies the
-student's function to cases drawn from a seed, with the forbidden operations blocked, or takes the
-student's values as they are, and returns plain data. :func:`judge` recomputes the reference on the
-same cases and says ✅ or ❌ and how the answer differs (an error and the student's line, a shape, a
-dtype, a sign, a factor, a known mistake), never the expected answer; the method is the hint, on
-request. ``check.<name>(...)`` is ``judge(name, seed, produce(name, args, seed))`` with a fresh seed,
-so a self-check and a grader that judges saved outputs (:func:`save_produced`) never disagree.
+Each check is a :class:`CheckSpec` in :data:`SPECS`. :func:`produce` runs where the student's code runs:
+the student's function on cases drawn from a seed, forbidden operations blocked (or the student's values
+as they are), as plain data. :func:`judge` recomputes the reference on the same cases and says ✅ or ❌
+and how the answer differs (an error and its line, a shape, a dtype, a sign, a factor, a known mistake),
+never the expected answer. ``check.<name>(...)`` is ``judge(name, seed, produce(name, args, seed))``, so a
+self-check and a grader that judges saved outputs (:func:`save_produced`) never disagree.
 """
 
 from __future__ import annotations
@@ -117,14 +115,13 @@ Case = tuple[str, tuple]
 class CheckSpec:
     """What one check declares; the engine does the rest.
 
-    ``reference(*case)`` gives the expected output of a case (a value check: ``reference(*question)``).
-    ``cases(generator)`` lists ``(description, args)``; a value check has none: its first ``answers``
-    arguments are the student's answers and the rest the question. ``mistakes`` maps what a student
-    is told to a variant of the reference that makes that mistake; it is named when the answer matches
-    it on every case. ``diagnose(case, expected, got)`` may add a sentence of its own. ``forbidden``:
-    dotted names that raise while the student's function runs (the reference is always among them).
-    ``apply(student, *case)`` runs the student on a case (default ``student(*case)``); ``prepare``
-    turns the question into plain data where the student's code runs; ``view(case, output)``
+    ``reference(*case)`` gives a case's expected output; ``cases(generator)`` lists ``(description, args)``.
+    A value check has no cases: its first ``answers`` arguments are the answers, the rest the question
+    (``reference(*question)``), which ``prepare`` turns into plain data where the student's code runs.
+    ``mistakes`` maps what a student is told to a variant of the reference, named when the answer matches
+    it on every case; ``diagnose(case, expected, got)`` may add a sentence. ``forbidden``: dotted names that
+    raise while the student's function runs (as does the reference, unless ``block_reference`` is off).
+    ``apply(student, *case)`` runs the student on a case (default ``student(*case)``); ``view(case, output)``
     compares a derived quantity instead of the raw output (the step instead of the new θ).
     """
 
@@ -179,6 +176,16 @@ def define(spec: CheckSpec, *params: str | tuple[str, Any], doc: str) -> Callabl
 def randn(gen: torch.Generator, *shape: int, scale: float = 1.0, dtype: torch.dtype = torch.float64) -> torch.Tensor:
     """A case's random tensor: ``scale`` times standard normal entries of ``shape``, drawn from ``gen``."""
     return scale * torch.randn(shape, generator=gen, dtype=dtype)
+
+
+def sampler(gen: torch.Generator, dtype: torch.dtype = torch.float64) -> Callable[..., torch.Tensor]:
+    """:func:`randn` bound to ``gen`` and ``dtype``: ``r(*shape, scale=...)``, as a case builder draws."""
+    return functools.partial(randn, gen, dtype=dtype)
+
+
+def plural(n: int, word: str) -> str:
+    """``"1 merge"``, ``"2 merges"``: a count in a case's description or a message."""
+    return f"{n} {word}{'s' * (n != 1)}"
 
 
 def rows_sum_to(total: float, message: str, atol: float = 1e-4) -> Callable[[tuple, Any, Any], str]:
@@ -386,11 +393,10 @@ def _produce(spec: CheckSpec, args: tuple, seed: int) -> dict:
 
 
 def produce(name: str, args: tuple, seed: int) -> dict:
-    """The student's half of the check ``name``: the student's function in ``args`` run on the cases of
-    ``seed`` (forbidden operations blocked), or the answers in ``args`` as they are, as plain data:
-    ``format``, ``check``, ``seed``, ``args`` (encoded; a function as its type only), ``cases`` (per case
-    run ``{"out": ..., "blocked": [names]}``, up to the first error or blocked call; None for a value
-    check or a non-function) and the NumPy arrays they refer to (``a0``, ``a1``, …)."""
+    """The student's half of the check ``name``, as plain data: ``format``, ``check``, ``seed``, ``args``
+    (encoded; a function as its type only), ``cases`` (``{"out": ..., "blocked": [names]}`` per case run on
+    the cases of ``seed``, up to the first error or blocked call; None for a value check or a non-function)
+    and the NumPy arrays they refer to (``a0``, ``a1``, …)."""
     return _produce(_spec(name), tuple(args), seed)
 
 
@@ -469,14 +475,11 @@ def _unpack(produced: dict) -> tuple[list, list | None]:
     args, cases = produced.get("args"), produced.get("cases")
     if not isinstance(args, list) or not (cases is None or isinstance(cases, list)):
         raise ValueError("malformed produced outputs: args and cases")
-    records = None
-    if cases is not None:
-        records = []
-        for record in cases:
-            blocked = record.get("blocked") if isinstance(record, dict) else None
-            if not isinstance(blocked, list) or not all(isinstance(b, str) for b in blocked):
-                raise ValueError("malformed produced outputs: a case record")
-            records.append((_decode(record.get("out"), produced), blocked))
+    for record in cases or []:
+        blocked = record.get("blocked") if isinstance(record, dict) else None
+        if not isinstance(blocked, list) or not all(isinstance(b, str) for b in blocked):
+            raise ValueError("malformed produced outputs: a case record")
+    records = None if cases is None else [(_decode(r.get("out"), produced), r["blocked"]) for r in cases]
     return [_decode(a, produced) for a in args], records
 
 
@@ -556,8 +559,8 @@ def _extra(spec: CheckSpec, case: tuple, expected: Any, got: Any) -> str:
 def _named(spec: CheckSpec, cases: list[Case], records: list, failing: int) -> str:
     """`` It looks like this mistake: …`` for the first mistake whose variant the answer matches on the
     failing case and on every other case where both give an output, else ``""``."""
+    order = [failing] + [i for i in range(len(records)) if i != failing]
     for text, variant in spec.mistakes.items():
-        order = [failing] + [i for i in range(len(records)) if i != failing]
         for i in order:
             got = records[i][0]
             if isinstance(got, (Raised, Wrong)):
@@ -576,8 +579,9 @@ def _named(spec: CheckSpec, cases: list[Case], records: list, failing: int) -> s
 
 
 def _kind(obj: Any) -> str:
-    return obj.type if isinstance(obj, Opaque) else "a string (write a number without quotes)" if isinstance(
-        obj, str) else type(obj).__name__  # fmt: skip
+    if isinstance(obj, str):
+        return "a string (write a number without quotes)"
+    return obj.type if isinstance(obj, Opaque) else type(obj).__name__
 
 
 def _array(x: Any) -> np.ndarray | None:
@@ -615,9 +619,9 @@ def _how_far(expected: float, got: float) -> str:
 
 
 def _dtype_note(expected: Any, got: Any, close_loosely: bool) -> str:
-    if not (isinstance(expected, torch.Tensor) and isinstance(got, torch.Tensor)):
-        return ""
-    if expected.dtype != torch.float64 or got.dtype not in (torch.float32, torch.float16, torch.bfloat16):
+    """What a float64 answer computed in a lower precision is told."""
+    lower = isinstance(got, torch.Tensor) and got.dtype in (torch.float32, torch.float16, torch.bfloat16)
+    if not lower or not isinstance(expected, torch.Tensor) or expected.dtype != torch.float64:
         return ""
     if close_loosely:
         return (f"; the values are right only to {got.dtype} precision: keep the computation in float64, "
@@ -634,22 +638,20 @@ def explain_difference(
     entry with equal shapes; a tuple or list matches entry by entry (``labels`` name its entries).
     The difference is told as a shape, a dtype, NaN, a sign, a factor or how far off in percent.
     """
+    if got is None:
+        return NONE_MESSAGE
     if isinstance(expected, (tuple, list)):
         if isinstance(got, torch.Tensor) and got.shape == (len(expected),) and labels:
             got = tuple(got)
-        if got is None:
-            return NONE_MESSAGE
         if not isinstance(got, (tuple, list)) or len(got) != len(expected):
             what = f"{len(got)}" if isinstance(got, (tuple, list)) else _kind(got)
             names = f" ({', '.join(labels)})" if labels else ""
-            return f"expected {len(expected)} result{'s' * (len(expected) != 1)}{names}, got {what}"
+            return f"expected {plural(len(expected), 'result')}{names}, got {what}"
         for number, (want, have) in enumerate(zip(expected, got), start=1):
             why = explain_difference(want, have, rtol, atol)
             if why is not None:
                 return f"{labels[number - 1] if labels else f'entry {number}'}: {why}"
         return None
-    if got is None:
-        return NONE_MESSAGE
     want, have = _array(expected), _array(got)
     if want is None:
         return None if got == expected else "it is not the expected answer"

@@ -3,18 +3,16 @@ the IPO loss of preference pairs and the answer-only mask of instruction tuning.
 
 from __future__ import annotations
 
-import functools
-
 import torch
 from torch.nn import functional as F
 
-from companion.check.core import CheckSpec, define, keyed, randn
+from companion.check.core import CheckSpec, define, keyed, sampler
 
 __all__ = ["answer_only_mask", "ipo_loss", "lora_merge"]
 
 
 def _merge_cases(gen: torch.Generator) -> list:
-    r = functools.partial(randn, gen)
+    r = sampler(gen)
     cases = []
     for d_in, d_out, rank, alpha, stabilized in [(4, 3, 1, 1.0, False), (8, 6, 2, 8.0, False), (16, 12, 4, 8.0, True),
                                               (12, 20, 9, 16.0, True), (6, 6, 4, 2.0, False)]:  # fmt: skip
@@ -51,8 +49,7 @@ lora_merge = define(CheckSpec(
     (they raise while the function runs).
 
     Shapes (float64): ``weight [out, in]``, ``A [r, in]``, ``B [out, r]``, ``alpha`` a float,
-    ``rank_stabilized`` a bool → ``[out, in]``.
-    """)
+    ``rank_stabilized`` a bool → ``[out, in]``.""")
 
 
 def _ipo_cases(gen: torch.Generator) -> list:

@@ -3,70 +3,29 @@ learning rate, and one epoch of mini-batch gradient descent."""
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import torch
 
-from companion.check.core import CheckSpec, define, randn, scaled
+from companion.check.core import CheckSpec, define, randn, sampler, scaled
 
-__all__ = ["largest_stable_learning_rate", "minibatch_epoch", "mse_gradients", "quadratic_gradients"]
+__all__ = ["largest_stable_learning_rate", "minibatch_epoch", "quadratic_gradients"]
 
 AUTOGRAD_FORBIDDEN = ("torch.autograd.grad", "torch.autograd.backward", "torch.Tensor.backward", "torch.func.grad",
                       "torch.func.vjp", "torch.autograd.functional.jacobian")  # fmt: skip
 """Autograd's entry points, which an exercise that computes its gradients by hand does without."""
 
 
-def _gradients(model: Callable[..., torch.Tensor], params: Sequence[float], x: torch.Tensor, y: torch.Tensor) -> tuple:
-    """∂/∂params of the mean squared error of ``model(params, x)`` against ``y``, by autograd."""
-    p = torch.tensor(params, dtype=torch.float64, requires_grad=True)
-    (grad,) = torch.autograd.grad(((y - model(p, x)) ** 2).mean(), p)
+def _parabola(a: float, b: float, c: float, x: torch.Tensor, y: torch.Tensor) -> tuple:
+    """∂/∂(a, b, c) of the mean squared error of a·x² + b·x + c against ``y``, by autograd."""
+    p = torch.tensor((a, b, c), dtype=torch.float64, requires_grad=True)
+    (grad,) = torch.autograd.grad(((y - (p[0] * x**2 + p[1] * x + p[2])) ** 2).mean(), p)
     return tuple(grad)
 
 
-def _gradient_mistakes(reference: Callable[..., Any]) -> dict[str, Callable[..., Any]]:
-    return {
-        "the sign is flipped (what is the sign of ∂e/∂θ for the error e = y − ŷ?)": scaled(reference, -1.0),
-        "the factor 2 from differentiating the square is missing": scaled(reference, 0.5),
-        "the sign is flipped and the factor 2 is missing": scaled(reference, -0.5),
-        "this is the gradient of the sum; the loss is a mean, so divide by N": scaled(reference, lambda *c: len(c[-1])),
-    }
-
-
-def _line(m: float, b: float, x: torch.Tensor, y: torch.Tensor) -> tuple:
-    return _gradients(lambda p, x: p[0] * x + p[1], (m, b), x, y)
-
-
-def _line_cases(gen: torch.Generator) -> list:
-    f64 = {"dtype": torch.float64}
-    cases = [(-1.0, 5.0, torch.tensor([1.0, 2.0], **f64), torch.tensor([3.0, 5.0], **f64))]
-    for n in (5, 1, 100):
-        x = randn(gen, n)
-        m, b = randn(gen, 2).tolist()
-        cases.append((m, b, x, 2 * x + 1 + 0.3 * randn(gen, n)))
-    return [(f"m = {m:.4g}, b = {b:.4g}, N = {len(x)}", (m, b, x, y)) for m, b, x, y in cases]
-
-
-mse_gradients = define(CheckSpec(
-    "mse_gradients", _line, _line_cases, labels=("∂L/∂m", "∂L/∂b"), mistakes=_gradient_mistakes(_line),
-    rtol=1e-9, atol=1e-12, passed="4 of 4 cases match torch.autograd.",
-    hint="write one term as the square of the error y − (m·x + b) and apply the chain rule: the derivative "
-    "of the square times the derivative of the error with respect to m (then b); mind the minus sign the error "
-    "carries, and take the mean over the examples, as the loss does.",
-), doc="""Check ``student(m, b, x, y) -> (∂L/∂m, ∂L/∂b)`` for network 1's mean squared error L.
-
-    ``m``, ``b``: floats; ``x``, ``y``: float64 ``[N]``; the answer: two numbers. Compared with
-    autograd on chapter 2's example and on random data with N = 5, 1 and 100.
-    """)
-
-
-def _parabola(a: float, b: float, c: float, x: torch.Tensor, y: torch.Tensor) -> tuple:
-    return _gradients(lambda p, x: p[0] * x**2 + p[1] * x + p[2], (a, b, c), x, y)
-
-
 def _parabola_cases(gen: torch.Generator) -> list:
-    rand = functools.partial(randn, gen)
+    rand = sampler(gen)
     f64 = {"dtype": torch.float64}
     cases = [
         (0.5, -1.0, 2.0, torch.tensor([1.0, 2.0, 3.0], **f64), torch.tensor([3.0, 5.0, 7.0], **f64)),
@@ -80,7 +39,12 @@ def _parabola_cases(gen: torch.Generator) -> list:
 
 quadratic_gradients = define(CheckSpec(
     "quadratic_gradients", _parabola, _parabola_cases, labels=("∂L/∂a", "∂L/∂b", "∂L/∂c"),
-    mistakes=_gradient_mistakes(_parabola), forbidden=AUTOGRAD_FORBIDDEN, rtol=1e-9, atol=1e-12,
+    forbidden=AUTOGRAD_FORBIDDEN, rtol=1e-9, atol=1e-12, mistakes={
+        "the sign is flipped (what is the sign of ∂e/∂θ for the error e = y − ŷ?)": scaled(_parabola, -1.0),
+        "the factor 2 from differentiating the square is missing": scaled(_parabola, 0.5),
+        "the sign is flipped and the factor 2 is missing": scaled(_parabola, -0.5),
+        "this is the gradient of the sum; the loss is a mean, so divide by N": scaled(_parabola, lambda *c: len(c[-1])),
+    },
     passed="5 of 5 cases match torch.autograd.",
     hint="as for the line: write one term as the square of the error y − (a·x² + b·x + c) and apply the chain "
     "rule; the error depends on a through x², on b through x and on c alone; mind its minus sign, and take "
@@ -89,8 +53,7 @@ quadratic_gradients = define(CheckSpec(
     ŷ = a·x² + b·x + c, derived by hand: autograd raises while the function runs.
 
     ``a``, ``b``, ``c``: floats; ``x``, ``y``: float64 ``[N]``. Cases: a small example, one example,
-    all-zero inputs, N = 100, large inputs.
-    """)
+    all-zero inputs, N = 100, large inputs.""")
 
 
 def _stable_limit(x: Sequence[float]) -> float:
@@ -120,8 +83,7 @@ largest_stable_learning_rate = define(CheckSpec(
     still converges, for the training inputs ``x`` (chapter 2's by default); within 2 %, so an experiment's answer
     counts.
 
-    A wrong answer is told whether gradient descent converges or diverges at it, and how far off it is.
-    """)
+    A wrong answer is told whether gradient descent converges or diverges at it, and how far off it is.""")
 
 
 def _epoch(m: float, b: float, x: torch.Tensor, y: torch.Tensor, batch_size: int, lr: float, seed: int) -> tuple:
@@ -154,7 +116,6 @@ minibatch_epoch = define(CheckSpec(
     descent over the batches of ``companion.data.batches(x, y, batch_size, generator=generator)``.
 
     The student and the reference get identically seeded generators; batches of 8 (the last one
-    shorter), 1, 7 and the whole data set.
-    """)
+    shorter), 1, 7 and the whole data set.""")
 
 

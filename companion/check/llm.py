@@ -3,11 +3,9 @@ the backward pass of RMSNorm, and the nucleus of top-p sampling."""
 
 from __future__ import annotations
 
-import functools
-
 import torch
 
-from companion.check.core import CheckSpec, define, keyed, randn
+from companion.check.core import CheckSpec, define, keyed, plural, randn, sampler
 from companion.check.learning import AUTOGRAD_FORBIDDEN
 
 __all__ = ["bpe_encode", "nucleus", "rms_norm_backward"]
@@ -73,10 +71,7 @@ def _encode_cases(gen: torch.Generator) -> list:
         (draw(30), learned),
         (draw(80), learned),
     ]
-    def count(n: int, what: str) -> str:
-        return f"{n} {what}{'s' * (n != 1)}"
-
-    return [(f"a piece of {count(len(ids), 'byte')}, {count(len(merges), 'merge')}", (ids, merges))
+    return [(f"a piece of {plural(len(ids), 'byte')}, {plural(len(merges), 'merge')}", (ids, merges))
             for ids, merges in cases]
 
 
@@ -121,7 +116,7 @@ def _rms_backward(x: torch.Tensor, weight: torch.Tensor, eps: float, grad_y: tor
 
 
 def _rms_backward_cases(gen: torch.Generator) -> list:
-    r = functools.partial(randn, gen)
+    r = sampler(gen)
     cases = [
         (r(4, 8) + 2.0, r(8), 1e-6, r(4, 8)),
         (r(2, 5, 16, scale=3.0) - 1.0, r(16), 1e-5, r(2, 5, 16)),

@@ -1,5 +1,5 @@
-"""Self-checks of chapter 4, a real network on MNIST: softmax, binary and multi-class cross-entropy,
-the gradient of cross-entropy, the confusion matrix, precision and recall."""
+"""Self-checks of chapter 4, a real network on MNIST: binary and multi-class cross-entropy, the gradient
+of cross-entropy, the confusion matrix, precision and recall."""
 
 from __future__ import annotations
 
@@ -13,8 +13,7 @@ from companion.check.core import CheckSpec, Raised, define, rows_sum_to, scaled
 from companion.check.learning import AUTOGRAD_FORBIDDEN
 from companion.check.neurons import SOFTMAX_FORBIDDEN
 
-__all__ = ["binary_cross_entropy", "confusion_matrix", "cross_entropy", "cross_entropy_grad", "precision_recall",
-           "softmax"]  # fmt: skip
+__all__ = ["binary_cross_entropy", "confusion_matrix", "cross_entropy", "cross_entropy_grad", "precision_recall"]
 
 CROSS_ENTROPY_FORBIDDEN = ("torch.nn.functional.cross_entropy", "torch.nn.functional.nll_loss", *SOFTMAX_FORBIDDEN)
 BINARY_CROSS_ENTROPY_FORBIDDEN = (
@@ -23,7 +22,7 @@ BINARY_CROSS_ENTROPY_FORBIDDEN = (
 )  # fmt: skip
 
 
-def _logits(gen: torch.Generator, targets: bool = False) -> list:
+def _logits(gen: torch.Generator) -> list:
     cases = [
         ("one row of 3 logits", torch.tensor([[2.0, 1.0, 0.1]])),
         ("8 rows of 10 logits", torch.randn(8, 10, generator=gen)),
@@ -31,28 +30,11 @@ def _logits(gen: torch.Generator, targets: bool = False) -> list:
         ("4 rows of logits of size about 20", torch.randn(4, 10, generator=gen) * 20),
         ("2 rows of logits near ±1000", torch.tensor([[1000.0, 999.0, 990.0], [-1000.0, -1001.0, -1000.5]])),
     ]
-    return [(text, (z, torch.randint(0, z.shape[1], (len(z),), generator=gen)) if targets else (z,))
-            for text, z in cases]  # fmt: skip
+    return [(text, (z, torch.randint(0, z.shape[1], (len(z),), generator=gen))) for text, z in cases]
 
 
 def _finite(got: Any) -> bool:
     return not isinstance(got, torch.Tensor) or bool(torch.isfinite(got.double()).all())
-
-
-def _rows(case: tuple, expected: Any, got: Any) -> str:
-    if got.shape == expected.shape and not _finite(got):
-        return "exp overflows for logits this large (e^89 is already beyond float32)."
-    return rows_sum_to(1, "The rows do not add up to 1.")(case, expected, got)
-
-
-softmax = define(CheckSpec(
-    "softmax", lambda z: torch.softmax(z, dim=1), _logits, rtol=1e-4, atol=1e-7, diagnose=_rows,
-    mistakes={"each column adds up to 1 instead of each row: a row holds the scores of one example":
-              lambda z: torch.softmax(z, dim=0)},
-    hint="exponentiate each score and divide by the row's sum (dim=1); subtract each row's "
-    "maximum first, which changes nothing mathematically but keeps exp from overflowing.",
-), doc="""Check ``student(logits)``: the softmax of each row, logits ``[B, C]`` → probabilities ``[B, C]``;
-    the last case has logits near ±1000.""")
 
 
 def _mean_loss(case: tuple, expected: Any, got: Any) -> str:
@@ -70,7 +52,7 @@ def _batch_sum(reference: Callable[..., Any], what: str) -> dict[str, Callable[.
 
 
 cross_entropy = define(CheckSpec(
-    "cross_entropy", F.cross_entropy, lambda gen: _logits(gen, targets=True), rtol=1e-5, atol=1e-4,
+    "cross_entropy", F.cross_entropy, _logits, rtol=1e-5, atol=1e-4,
     forbidden=CROSS_ENTROPY_FORBIDDEN, diagnose=_mean_loss,
     mistakes=_batch_sum(F.cross_entropy, "average over the batch instead of summing"),
     hint="work with the log of the softmax, never the softmax itself: it is a logit minus the log of a sum of "
@@ -87,7 +69,7 @@ def _cross_entropy_grad(logits: torch.Tensor, targets: torch.Tensor) -> torch.Te
 
 
 cross_entropy_grad = define(CheckSpec(
-    "cross_entropy_grad", _cross_entropy_grad, lambda gen: _logits(gen, targets=True), rtol=1e-4, atol=1e-7,
+    "cross_entropy_grad", _cross_entropy_grad, _logits, rtol=1e-4, atol=1e-7,
     forbidden=AUTOGRAD_FORBIDDEN, diagnose=rows_sum_to(0, "The entries of each row should add up to 0: raising all the "
     "logits of a row by the same amount changes no probability, so it cannot change the loss.", atol=1e-5),
     mistakes=_batch_sum(_cross_entropy_grad, "the loss is the mean over the batch"),

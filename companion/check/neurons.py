@@ -3,13 +3,12 @@ network, designing with ReLU, and a softmax that does not overflow."""
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Sequence
 from typing import Any
 
 import torch
 
-from companion.check.core import CheckSpec, Wrong, define, randn
+from companion.check.core import CheckSpec, Wrong, define, sampler
 
 __all__ = ["NETWORK_2_PARAMETERS", "linear_fold", "network_2", "neuron_forward", "parameter_count", "stable_softmax"]
 
@@ -19,7 +18,7 @@ SOFTMAX_FORBIDDEN = tuple(f"torch.{m}{f}" for m in ("", "nn.functional.", "Tenso
 
 
 def _neuron_cases(gen: torch.Generator) -> list:
-    r = functools.partial(randn, gen, dtype=torch.float32)
+    r = sampler(gen, torch.float32)
     return [
         ("one vector, positive sum", (torch.tensor([1.0, 2.0]), torch.tensor([0.5, -0.25]), torch.tensor(0.1))),
         ("one vector, negative sum", (torch.tensor([1.0, 2.0]), torch.tensor([-0.5, -0.25]), torch.tensor(0.1))),
@@ -40,8 +39,7 @@ neuron_forward = define(CheckSpec(
 ), doc="""Check ``student(x, w, b)``, one ReLU neuron: ``x [..., n]``, ``w [n]``, ``b []`` → ``[...]``.
 
     Cases: single vectors, a batch, a batch of one (the answer keeps its batch dimension),
-    zero inputs, large inputs.
-    """)
+    zero inputs, large inputs.""")
 
 
 def _mlp_parameter_count(sizes: Sequence[int]) -> int:
@@ -112,8 +110,7 @@ network_2 = define(CheckSpec(
 ), "params", "target", doc="""Check that network 2 of chapter 1, with ReLU hidden neurons and the nine parameters
     ``params`` (a dict with the keys of :data:`NETWORK_2_PARAMETERS`), computes ``target(x1, x2)``.
 
-    Compared on a 21 × 21 grid over [-2, 2]² and at four far points, in float64.
-    """)
+    Compared on a 21 × 21 grid over [-2, 2]² and at four far points, in float64.""")
 
 
 def _fold(w1: Any, b1: Any, w2: Any, b2: Any) -> torch.Tensor:
@@ -155,7 +152,6 @@ stable_softmax = define(CheckSpec(
 ), doc="""Check ``student(z)``: the softmax over the last dimension of float32 logits ``[..., K]``, without
     overflow and without PyTorch's softmax or log-softmax (they raise while it runs).
 
-    Cases: one vector, batches, all zeros, one class, logits near ±1000, rows far apart.
-    """)
+    Cases: one vector, batches, all zeros, one class, logits near ±1000, rows far apart.""")
 
 

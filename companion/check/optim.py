@@ -3,14 +3,13 @@ and the size of Adam's step without its bias correction."""
 
 from __future__ import annotations
 
-import functools
 import math
 from collections.abc import Callable
 from typing import Any
 
 import torch
 
-from companion.check.core import CheckSpec, Wrong, define, keyed, randn
+from companion.check.core import CheckSpec, Wrong, define, keyed, randn, sampler
 
 __all__ = ["ADAM_MISTAKES", "MOMENTUM_MISTAKES", "SCHEDULE_MISTAKES", "adam_step", "momentum_step",
            "uncorrected_adam_ratio", "warmup_cosine_lr"]  # fmt: skip
@@ -39,7 +38,7 @@ def _adam_step(
 
 
 def _adam_cases(gen: torch.Generator) -> list:
-    rand = functools.partial(randn, gen)
+    rand = sampler(gen)
     zeros = torch.zeros(3, dtype=torch.float64)
     cases = [  # theta, grad, m, v, t, lr, beta1, beta2, eps
         (rand(3), rand(3), zeros, zeros, 1, 0.01, 0.9, 0.999, 1e-8),
@@ -69,8 +68,7 @@ adam_step = define(CheckSpec(
 
     ``theta``, ``grad``, ``m``, ``v``: float64 tensors of one shape (``m``, ``v``: the running averages
     after step t − 1); ``t``: this step's number, from 1. Five cases (the first step, a later one, tiny
-    gradients, other betas, a zero gradient); the optimizers' own ``step`` raise while it runs.
-    """)
+    gradients, other betas, a zero gradient); the optimizers' own ``step`` raise while it runs.""")
 
 
 MOMENTUM_MISTAKES = {

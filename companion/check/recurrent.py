@@ -1,5 +1,5 @@
-"""Self-checks of chapter 8, recurrent networks: one step of an RNN, an LSTM and a GRU, gradient clipping
-by norm, and the validation loss of bigram and trigram models."""
+"""Self-checks of chapter 8, recurrent networks: one GRU step, gradient clipping by norm, and the
+validation loss of a trigram model."""
 
 from __future__ import annotations
 
@@ -9,108 +9,9 @@ import torch
 
 from companion.check.core import CheckSpec, define, keyed, randn
 
-__all__ = ["BIGRAM_MISTAKES", "CLIP_MISTAKES", "GRU_STEP_MISTAKES", "LSTM_STEP_MISTAKES", "RNN_STEP_MISTAKES",
-           "TRIGRAM_MISTAKES", "bigram_loss", "clip_grad_norm", "gru_step", "lstm_step", "rnn_step",
-           "trigram_loss"]  # fmt: skip
+__all__ = ["CLIP_MISTAKES", "GRU_STEP_MISTAKES", "TRIGRAM_MISTAKES", "clip_grad_norm", "gru_step", "trigram_loss"]
 
 Tensor = torch.Tensor
-
-
-RNN_STEP_MISTAKES = {
-    "swapped": "W and U are swapped: W multiplies the previous state h, U the input x",
-    "not transposed": "the weight matrices are not transposed: row i of W holds the weights into unit i, "
-    "so a batch [N, H] is multiplied by W.T (h @ W.T), not by W",
-    "no tanh": "the tanh is missing: the new state is tanh of the weighted sum, which keeps it in (-1, 1)",
-    "sigmoid": "a sigmoid instead of tanh: the state of a plain RNN is tanh(...), in (-1, 1) and centred on 0",
-    "no bias": "the bias b is missing",
-}
-"""The mistakes :func:`rnn_step` recognises, by name, each with what a matching answer is told."""
-
-
-def _rnn_step(x: Tensor, h: Tensor, W: Tensor, U: Tensor, b: Tensor, mistake: str = "") -> Tensor:
-    W, U = (U, W) if mistake == "swapped" else (W.T, U.T) if mistake == "not transposed" else (W, U)
-    pre = h @ W.T + x @ U.T + (0 if mistake == "no bias" else b)
-    return pre if mistake == "no tanh" else torch.sigmoid(pre) if mistake == "sigmoid" else torch.tanh(pre)
-
-
-_RNN_SIZES = [(5, 4, 4, 1.0, False, False), (1, 3, 4, 1.0, False, False), (3, 2, 5, 1.0, True, False),
-              (4, 3, 4, 20.0, False, False), (6, 1, 3, 1.0, False, False)]  # N, F, H, x's scale, h = 0, large
-_GATED_SIZES = [(1, 3, 2, 1.0, False, False), (4, 3, 3, 1.0, True, False), (5, 2, 4, 1.0, False, False),
-                (3, 4, 3, 10.0, False, False), (2, 3, 5, 1.0, False, True)]
-
-
-def _cell_cases(gen: torch.Generator, gates: int, big: str = "") -> list:
-    """Cases of a cell whose weights hold ``gates`` blocks of rows (1: the plain RNN, whose first case has F = H);
-    a gated cell's last case has a large ``big`` (cell state or biases)."""
-    cases = []
-    for n, f, h, scale, zero, large in _RNN_SIZES if gates == 1 else _GATED_SIZES:
-        state = torch.zeros(n, h, dtype=torch.float64) if zero else randn(gen, n, h, scale=0.5)
-        x, w_x = randn(gen, n, f, scale=scale), randn(gen, gates * h, f, scale=0.5)
-        w_h = randn(gen, gates * h, h, scale=0.5)
-        if gates == 1:  # the RNN: W (on h) before U (on x), one bias
-            args = (x, state, w_h, w_x, randn(gen, h, scale=0.1))
-        elif gates == 4:  # the LSTM: a cell state and one bias
-            cell = torch.zeros(n, h, dtype=torch.float64) if zero else randn(gen, n, h, scale=5.0 if large else 1.0)
-            args = (x, state, cell, w_x, w_h, randn(gen, 4 * h, scale=0.5))
-        else:  # the GRU: two biases
-            args = (x, state, w_x, w_h, *(randn(gen, 3 * h, scale=3.0 if large else 0.5) for _ in range(2)))
-        text = f"N = {n}, F = {f}, H = {h}{', large inputs' if scale > 1 else ''}{', h = 0' if zero else ''}"
-        cases.append((text + (f", large {big}" if large else ""), args))
-    return cases
-
-
-rnn_step = define(CheckSpec(
-    "rnn_step", _rnn_step, lambda gen: _cell_cases(gen, 1), mistakes=keyed(_rnn_step, RNN_STEP_MISTAKES),
-    rtol=1e-7, atol=1e-10, forbidden=("companion.recurrent.rnn_cell",),
-    hint="for a batch the rows are samples, so each weight matrix multiplies from the right, transposed (row i "
-    "of W holds the weights into unit i); W goes with the state h and U with the input x, the sum of the "
-    "two plus b has shape [N, H], and the activation keeps the new state in (-1, 1).",
-), doc="""Check ``student(x, h, W, U, b) -> h_new``: one step of a plain RNN on a batch.
-
-    Shapes (float64): ``x [N, F]``, ``h [N, H]``, ``W [H, H]``, ``U [H, F]``, ``b [H]`` → ``[N, H]``. Cases: a
-    square case F = H first (it tells W from U and W from Wᵀ), a batch of one, a zero state, large inputs
-    that saturate the activation, one input feature.
-    """)
-
-
-LSTM_STEP_MISTAKES = {
-    "gate order": "the gates are taken in the wrong order: the rows of the weights hold the gates "
-    "i, f, g, o (input, forget, candidate, output), as in torch",
-    "h without tanh": "h' = o ⊙ c' is missing the tanh: h' = o ⊙ tanh(c')",
-    "sigmoid candidate": "the candidate g has a sigmoid; it is the one gate with tanh, so it can add and subtract",
-    "roles swapped": "the forget gate multiplies the candidate and the input gate the old cell; "
-    "c' = f ⊙ c + i ⊙ g",
-    "h and c swapped": "the results are returned as (c', h'); return (h', c')",
-}
-"""The mistakes :func:`lstm_step` recognises, by name, each with what a matching answer is told."""
-
-
-def _lstm_step(
-    x: Tensor, h: Tensor, c: Tensor, W_ih: Tensor, W_hh: Tensor, b: Tensor, mistake: str = ""
-) -> tuple[Tensor, Tensor]:
-    i, f, g, o = (x @ W_ih.T + h @ W_hh.T + b).chunk(4, dim=1)
-    if mistake == "gate order":
-        g, o = o, g
-    i, f, o = torch.sigmoid(i), torch.sigmoid(f), torch.sigmoid(o)
-    g = torch.sigmoid(g) if mistake == "sigmoid candidate" else torch.tanh(g)
-    c_new = f * g + i * c if mistake == "roles swapped" else f * c + i * g
-    h_new = o * c_new if mistake == "h without tanh" else o * torch.tanh(c_new)
-    return (c_new, h_new) if mistake == "h and c swapped" else (h_new, c_new)
-
-
-lstm_step = define(CheckSpec(
-    "lstm_step", _lstm_step, lambda gen: _cell_cases(gen, 4, "c"), labels=("h_new", "c_new"),
-    mistakes=keyed(_lstm_step, LSTM_STEP_MISTAKES), rtol=1e-7, atol=1e-10,
-    forbidden=("companion.recurrent.lstm_cell",),
-    hint="one affine map of x and one of h, added with b, give [N, 4H]: four blocks of H columns, the gates in "
-    "torch's order i, f, g, o. Which three are sigmoids and which one a tanh? The forget gate scales the old "
-    "cell and the input gate the candidate; the output gate scales the squashed new cell (the LSTM section).",
-), doc="""Check ``student(x, h, c, W_ih, W_hh, b) -> (h_new, c_new)``: one LSTM step with torch's layout.
-
-    Shapes (float64): ``x [N, F]``, ``h, c [N, H]``, ``W_ih [4H, F]``, ``W_hh [4H, H]``, ``b [4H]``; the rows
-    of the weights in gate order i, f, g, o. Cases: a batch of one, a zero state, F ≠ H, large inputs,
-    a large cell state.
-    """)
 
 
 CLIP_MISTAKES = {
@@ -194,8 +95,21 @@ def _gru_step(
     return z * n + (1 - z) * h if mistake == "z swapped" else (1 - z) * n + z * h
 
 
+def _gru_cases(gen: torch.Generator) -> list:
+    cases = []
+    for n, f, h, scale, zero, large in [(1, 3, 2, 1.0, False, False), (4, 3, 3, 1.0, True, False),
+                                        (5, 2, 4, 1.0, False, False), (3, 4, 3, 10.0, False, False),
+                                        (2, 3, 5, 1.0, False, True)]:  # fmt: skip
+        state = torch.zeros(n, h, dtype=torch.float64) if zero else randn(gen, n, h, scale=0.5)
+        args = (randn(gen, n, f, scale=scale), state, randn(gen, 3 * h, f, scale=0.5), randn(gen, 3 * h, h, scale=0.5),
+                *(randn(gen, 3 * h, scale=3.0 if large else 0.5) for _ in range(2)))  # fmt: skip
+        text = f"N = {n}, F = {f}, H = {h}{', large inputs' if scale > 1 else ''}{', h = 0' if zero else ''}"
+        cases.append((text + (", large biases" if large else ""), args))
+    return cases
+
+
 gru_step = define(CheckSpec(
-    "gru_step", _gru_step, lambda gen: _cell_cases(gen, 3, "biases"), mistakes=keyed(_gru_step, GRU_STEP_MISTAKES),
+    "gru_step", _gru_step, _gru_cases, mistakes=keyed(_gru_step, GRU_STEP_MISTAKES),
     rtol=1e-7, atol=1e-10, forbidden=("companion.recurrent.gru_cell",),
     hint="each of the two affine maps, x W_ihᵀ + b_ih and h W_hhᵀ + b_hh, holds three blocks of H columns, in the "
     "order r, z, n; the two gates are sigmoids of their blocks added up; in the candidate the reset gate scales "
@@ -204,27 +118,18 @@ gru_step = define(CheckSpec(
 
     Shapes (float64): ``x [N, F]``, ``h [N, H]``, ``W_ih [3H, F]``, ``W_hh [3H, H]``, ``b_ih, b_hh [3H]``;
     the rows in gate order r, z, n. Cases: a batch of one, a zero state, F ≠ H, large inputs, large biases.
-    The course's own ``companion.recurrent.gru_cell`` raises while the function runs.
-    """)
+    The course's own ``companion.recurrent.gru_cell`` raises while the function runs.""")
 
 
-_NGRAM_MISTAKES = {
-    "no smoothing": "a {n} never seen in training gets probability 0 and a loss of infinity: add one to every "
+TRIGRAM_MISTAKES = {
+    "no smoothing": "a triple never seen in training gets probability 0 and a loss of infinity: add one to every "
     "count before normalising",
-    "once": "each distinct {n} of the training text is counted once: repeated {n}s must add up (an indexed "
+    "once": "each distinct triple of the training text is counted once: repeated triples must add up (an indexed "
     "`counts[...] += 1` on whole tensors counts a repeated index once; index_put_ with accumulate=True adds)",
     "bits": "the loss is in bits (log base 2); the course reports the loss in nats (natural log) and "
     "converts to bits by dividing by ln 2 afterwards",
     "validation counts": "the counts come from the validation text; they must come from the training text only",
-    "sum": "the loss is the sum over the validation {n}s; it is their mean",
-}
-BIGRAM_MISTAKES = {key: text.format(n="pair") for key, text in _NGRAM_MISTAKES.items()} | {
-    "columns": "the counts are normalised over the wrong axis: each row a (the previous character) must "
-    "sum to one over the next characters b",
-    "shorter context": "the previous character is ignored: that is the unigram model",
-}
-"""The mistakes :func:`bigram_loss` recognises, by name, each with what a matching answer is told."""
-TRIGRAM_MISTAKES = {key: text.format(n="triple") for key, text in _NGRAM_MISTAKES.items()} | {
+    "sum": "the loss is the sum over the validation triples; it is their mean",
     "denominator": "the denominator misses + V: adding one to each of the V counts of a context adds V to "
     "its total, count(a, b) + V, so that the probabilities sum to one",
     "shorter context": "only the previous character is used: that is the bigram model; the trigram "
@@ -233,7 +138,7 @@ TRIGRAM_MISTAKES = {key: text.format(n="triple") for key, text in _NGRAM_MISTAKE
 """The mistakes :func:`trigram_loss` recognises, by name, each with what a matching answer is told."""
 
 
-def _ngram(train: Tensor, val: Tensor, vocab_size: int, order: int = 2, mistake: str = "") -> Tensor:
+def _ngram(train: Tensor, val: Tensor, vocab_size: int, order: int = 3, mistake: str = "") -> Tensor:
     """Mean negative log-likelihood (nats) on ``val`` of the add-one n-gram model of ``train``, over the
     positions with a full context of ``order - 1`` characters; ``mistake`` makes one of the known mistakes."""
     source, V = (val if mistake == "validation counts" else train), vocab_size
@@ -248,7 +153,7 @@ def _ngram(train: Tensor, val: Tensor, vocab_size: int, order: int = 2, mistake:
     counts = torch.zeros(V**context, V, dtype=torch.float64)
     ones = torch.ones(len(source) - start, dtype=torch.float64)
     counts.index_put_((keys(source), source[start:]), ones, accumulate=mistake != "once")
-    totals = counts.sum(dim=0, keepdim=True) if mistake == "columns" else counts.sum(dim=1, keepdim=True)
+    totals = counts.sum(dim=1, keepdim=True)
     smooth = 0 if mistake == "no smoothing" else 1
     probs = (counts + smooth) / (totals + (0 if mistake in ("no smoothing", "denominator") else V))
     nll = -probs[keys(val), val[start:]].log() / (math.log(2) if mistake == "bits" else 1)
@@ -277,29 +182,14 @@ def _ngram_cases(gen: torch.Generator) -> list:
     ]  # fmt: skip
 
 
-def _ngram_spec(name: str, order: int, mistakes: dict[str, str], hint: str) -> CheckSpec:
-    def reference(train: Tensor, val: Tensor, V: int, mistake: str = "") -> Tensor:
-        return _ngram(train, val, V, order, mistake)
-
-    return CheckSpec(name, reference, _ngram_cases, mistakes=keyed(reference, mistakes), rtol=1e-6, atol=1e-12,
-                     hint=hint, passed=f"5 of 5 cases match the reference {name.split('_')[0]} loss.")  # fmt: skip
-
-
-bigram_loss = define(_ngram_spec("bigram_loss", 2, BIGRAM_MISTAKES,
-    "a V × V table of counts, row a for the previous character and column b for the next, starts at one "
-    "(the added one); count the neighbouring pairs of the training ids so that repeats add up (index_put_ "
-    "with accumulate=True, or a loop), normalise each row, and average the negative log-probability of the "
-    "validation pairs, in nats."),
-    doc="""Check ``student(train_ids, val_ids, vocab_size) -> loss``: the validation loss in nats of the add-one
-    bigram model counted on ``train_ids``, the mean over the pairs of ``val_ids`` (int64 ids in 0 … V−1). Cases: a
-    hand-sized text, random texts, a validation pair never seen in training, characters that never occur.""")
-trigram_loss = define(_ngram_spec("trigram_loss", 3, TRIGRAM_MISTAKES,
-    "a trigram model is a bigram model whose context is a pair of characters: give each pair (a, b) a row "
+trigram_loss = define(CheckSpec(
+    "trigram_loss", _ngram, _ngram_cases, mistakes=keyed(_ngram, TRIGRAM_MISTAKES), rtol=1e-6, atol=1e-12,
+    passed="5 of 5 cases match the reference trigram loss.",
+    hint="a trigram model is a bigram model whose context is a pair of characters: give each pair (a, b) a row "
     "of V counts of its own (V² rows), count the triples of the training ids so that repeats add up "
     "(index_put_ with accumulate=True, or a loop), add one, turn each row into probabilities, and average "
-    "the negative log-probability of the last character of each validation triple."),
-    doc="""Check ``student(train_ids, val_ids, vocab_size) -> loss``: the validation loss in nats of the add-one
-    trigram model counted on ``train_ids``, the mean over the ``len(val_ids) − 2`` triples of ``val_ids``.
-    Cases as for :func:`bigram_loss`.""")  # fmt: skip
-
-
+    "the negative log-probability of the last character of each validation triple.",
+), doc="""Check ``student(train_ids, val_ids, vocab_size) -> loss``: the validation loss in nats of the add-one
+    trigram model counted on ``train_ids``, the mean over the ``len(val_ids) − 2`` triples of ``val_ids`` (int64
+    ids in 0 … V−1). Cases: a hand-sized text, random texts, triples never seen in training, characters that
+    never occur.""")

@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from companion.check.core import CheckSpec, define, keyed, scaled
+from companion.check.core import CheckSpec, define, keyed, plural, scaled
 
 __all__ = ["all_reduce_mean", "gpt_parameter_count", "training_bytes", "training_days"]
 
@@ -86,7 +86,7 @@ def _reduce_cases(gen: torch.Generator) -> list:
         [torch.zeros(5), torch.ones(5), torch.full((5,), -1.0)],
         [1e6 * torch.randn(4, generator=gen) for _ in range(8)],
     ]
-    return [(f"{len(g)} worker{'s' * (len(g) > 1)}, gradients of shape {tuple(g[0].shape)}", (g,)) for g in cases]
+    return [(f"{plural(len(g), 'worker')}, gradients of shape {tuple(g[0].shape)}", (g,)) for g in cases]
 
 
 def _mean(grads: Sequence[torch.Tensor]) -> list[torch.Tensor]:
