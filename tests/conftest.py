@@ -1,4 +1,5 @@
-"""Fixtures of the unit tests: the real MNIST folder and a local file server; the option ``--run-slow``."""
+"""Fixtures of the unit tests: the real MNIST folder and a local file server; the options ``--run-slow``
+and ``--colab-every-chapter``."""
 
 from __future__ import annotations
 
@@ -13,19 +14,25 @@ import pytest
 from companion import data
 
 SLOW_REASON = "slow: run with --run-slow (.ci/run does)"
+COLAB_REASON = ("another chapter than the day's: run with --colab-every-chapter "
+                "(.github/workflows/colab.yml runs every chapter in Colab's own image)")
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--run-slow", action="store_true", help="also run the tests marked slow")
+    parser.addoption("--colab-every-chapter", action="store_true",
+                     help="run every chapter in the Colab-like Python, not only the chapter of the day")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Skip the tests marked ``slow`` unless ``--run-slow`` is given."""
-    if config.getoption("--run-slow"):
-        return
+    """Skip the tests marked ``slow`` unless ``--run-slow`` is given, and those marked ``colab_sweep``
+    unless ``--colab-every-chapter`` is."""
+    skipped = {"slow": (not config.getoption("--run-slow"), SLOW_REASON),
+               "colab_sweep": (not config.getoption("--colab-every-chapter"), COLAB_REASON)}
     for item in items:
-        if item.get_closest_marker("slow"):
-            item.add_marker(pytest.mark.skip(reason=SLOW_REASON))
+        for marker, (skip, reason) in skipped.items():
+            if skip and item.get_closest_marker(marker):
+                item.add_marker(pytest.mark.skip(reason=reason))
 
 
 @pytest.fixture(scope="session")

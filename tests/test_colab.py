@@ -9,10 +9,12 @@ chapter twin is copied alone into an empty folder and run top to bottom by a ker
 environment, in the quick profile: a chapter that leans on the repository's files, on jupytext, on
 scikit-learn or on anything else the test extras bring fails here although it passes under nbval.
 
-Running every chapter takes minutes, so each is marked ``slow`` (``--run-slow`` runs them; ``.ci/run``
-passes it). Without it the chapter of the day still runs, chosen by the day of the year, so every
-test run exercises the mechanism. ``.github/workflows/colab.yml`` runs the same twins in Colab's own
-runtime image, from their real install line; the last test here keeps its matrix in step.
+The chapter of the day runs in every test run, chosen by the day of the year, so that every run
+exercises the mechanism and every chapter gets its turn. The others are marked ``colab_sweep`` and run
+with ``--colab-every-chapter``: on two cores that is a third run of every chapter after nbval and the
+book build, several minutes, which ``.ci/run`` leaves to ``.github/workflows/colab.yml``. That workflow
+runs every twin in Colab's own runtime image, from its real install line, on every push to main; the
+last test here keeps its matrix in step.
 """
 
 from __future__ import annotations
@@ -191,15 +193,16 @@ def failure(twin: Path, error: CellExecutionError) -> str:
 
 
 def chapter_of_the_day(today: datetime.date) -> int:
-    """The index into ``TWINS`` of the chapter that runs without ``--run-slow``: a rotation by date."""
+    """The index into ``TWINS`` of the chapter that always runs: a rotation by date."""
     return today.timetuple().tm_yday % len(TWINS)
 
 
 def chapter_params() -> list:
-    """Every chapter twin, ``slow`` except the chapter of the day (ids do not depend on the date)."""
+    """Every chapter twin, ``colab_sweep`` except the chapter of the day (ids do not depend on the date)."""
     today = chapter_of_the_day(datetime.date.today())
     return [
-        pytest.param(twin, id=twin.stem, marks=() if i == today else pytest.mark.slow) for i, twin in enumerate(TWINS)
+        pytest.param(twin, id=twin.stem, marks=() if i == today else pytest.mark.colab_sweep)
+        for i, twin in enumerate(TWINS)
     ]
 
 
@@ -234,6 +237,11 @@ def test_a_notebook_that_needs_more_than_colab_has_fails(colab, module, tmp_path
 def test_the_rotation_reaches_every_chapter():
     days = [datetime.date(2025, 1, 1) + datetime.timedelta(days=n) for n in range(len(TWINS))]
     assert sorted(chapter_of_the_day(day) for day in days) == list(range(len(TWINS)))
+
+
+def test_every_chapter_but_the_days_waits_for_the_option():
+    unmarked = [param.id for param in chapter_params() if not any(m.name == "colab_sweep" for m in param.marks)]
+    assert unmarked == [TWINS[chapter_of_the_day(datetime.date.today())].stem]
 
 
 def test_colab_workflow_runs_every_chapter_in_colab_s_image():
