@@ -169,6 +169,11 @@ def kernels(line: Mapping[str, object]) -> str:
     return f"{line['jobs']} × {line['threads']} {threads}"
 
 
+def field(key: str) -> Callable[[Mapping[str, object]], str]:
+    """A ``describe`` for :func:`per_chapter`: the line's ``key``, as text."""
+    return lambda line: str(line[key])
+
+
 def per_chapter(run: Run, describe: Callable[[Mapping[str, object]], str]) -> str:
     """What ``describe`` says of the run's lines: one value, or each value with its chapters' count."""
     counts = Counter(describe(line) for line in run)
@@ -182,11 +187,8 @@ def machines(runs: Mapping[str, Run]) -> str:
     for run in runs.values():
         dates = sorted({str(line["date"]) for line in run})
         when = dates[0] if len(dates) == 1 else f"{dates[0]} to {dates[-1]}"
-        def field(key: str, run: Run = run) -> str:
-            return per_chapter(run, lambda line: str(line[key]))
-
-        rows.append([label(run), field("device_name"), field("cpu_cores"), per_chapter(run, kernels),
-                     field("torch"), field("python"), when])
+        rows.append([label(run), *(per_chapter(run, describe) for describe in (
+            field("device_name"), field("cpu_cores"), kernels, field("torch"), field("python"))), when])
     head = ["run", "device", "CPU cores", "notebooks at a time × threads", "torch", "Python", "date"]
     return table(head, rows, text_columns=len(head))
 
