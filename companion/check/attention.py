@@ -28,27 +28,26 @@ def _qk_cases(gen: torch.Generator) -> list:
     return [(f"q {tuple(q.shape)}, k {tuple(k.shape)}", (q, k)) for q, k in cases]
 
 
-def _scores(q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
-    return q @ k.transpose(-2, -1)
+def _weights(q: torch.Tensor, k: torch.Tensor, mistake: str = "") -> torch.Tensor:
+    scale = {"unscaled": 1.0, "by d_k": q.shape[-1]}.get(mistake, math.sqrt(q.shape[-1]))
+    scores = q @ k.transpose(-2, -1) / scale
+    return scores if mistake == "no softmax" else torch.softmax(scores, dim=-2 if mistake == "over queries" else -1)
 
 
 attention_weights = define(CheckSpec(
-    "attention_weights", lambda q, k: torch.softmax(_scores(q, k) / math.sqrt(q.shape[-1]), dim=-1), _qk_cases,
-    rtol=1e-5, atol=1e-6, forbidden=_FUSED,
+    "attention_weights", _weights, _qk_cases, rtol=1e-5, atol=1e-6, forbidden=_FUSED,
     diagnose=rows_sum_to(1, "Each row of weights should sum to 1; yours do not."),
-    mistakes={
-        "the scores are not divided by √d_k": lambda q, k: torch.softmax(_scores(q, k), dim=-1),
-        "the scores are divided by d_k instead of √d_k": lambda q, k: torch.softmax(_scores(q, k) / q.shape[-1], -1),
-        "the softmax runs over the queries (dim=-2), not over the keys (dim=-1)":
-            lambda q, k: torch.softmax(_scores(q, k) / math.sqrt(q.shape[-1]), dim=-2),
-        "the softmax is missing: these are the scaled scores": lambda q, k: _scores(q, k) / math.sqrt(q.shape[-1]),
-    },
+    mistakes=keyed(_weights, {
+        "unscaled": "the scores are not divided by √d_k",
+        "by d_k": "the scores are divided by d_k instead of √d_k",
+        "over queries": "the softmax runs over the queries (dim=-2), not over the keys (dim=-1)",
+        "no softmax": "the softmax is missing: these are the scaled scores",
+    }),
     hint="compare every query with every key by a dot product: transpose only the last two dimensions of k, "
     "so that any leading batch dimensions pass through, and the scores are [..., L, S]; scale them by the "
     "square root of d_k, the last size of q, then take the softmax over the keys, the last dimension.",
-), doc="""Check ``student(q, k)``: the scaled dot-product attention weights, softmax over the keys.
-
-    Shapes: ``q [..., L, d_k]``, ``k [..., S, d_k]`` → ``[..., L, S]``, each row summing to 1.""")
+), doc="""Check ``student(q, k)``: the scaled dot-product attention weights, softmax over the keys; ``q [..., L, d_k]``,
+    ``k [..., S, d_k]`` → ``[..., L, S]``, each row summing to 1.""")
 
 
 def _causal(n: int) -> torch.Tensor:
@@ -75,7 +74,7 @@ def _head(x: torch.Tensor, w_q: torch.Tensor, w_k: torch.Tensor, w_v: torch.Tens
     q, k, v = x @ w_q, x @ w_k, x @ w_v
     scale = {"unscaled": 1.0, "model scale": math.sqrt(x.shape[-1])}.get(mistake, math.sqrt(w_q.shape[1]))
     future = ~_causal(x.shape[-2])
-    scores = _scores(q, k) / scale
+    scores = q @ k.transpose(-2, -1) / scale
     if mistake == "after":
         return torch.softmax(scores, dim=-1).masked_fill(future, 0.0) @ v
     return torch.softmax(scores if mistake == "unmasked" else scores.masked_fill(future, float("-inf")), dim=-1) @ v
@@ -97,10 +96,8 @@ attention_head = define(CheckSpec(
     hint="project x three times with w_q, w_k and w_v; scale the scores of queries against keys by the "
     "square root of the head's d_k (the width of w_q, not the model's d); hide the future by setting the "
     "scores above the diagonal to -inf before the softmax, not after; the weights then mix the values.",
-), doc="""Check ``student(x, w_q, w_k, w_v)``: one causal self-attention head, without
-    ``F.scaled_dot_product_attention`` (it raises while the function runs).
-
-    Shapes: ``x [B, L, d]``, ``w_q, w_k [d, d_k]``, ``w_v [d, d_v]`` → ``[B, L, d_v]``.""")
+), doc="""Check ``student(x, w_q, w_k, w_v)``: one causal self-attention head, ``x [B, L, d]``, ``w_q, w_k [d, d_k]``,
+    ``w_v [d, d_v]`` → ``[B, L, d_v]``, without ``F.scaled_dot_product_attention`` (it raises while it runs).""")
 
 
 def _block_parameters(dim: int, mlp_ratio: int = 4) -> int:

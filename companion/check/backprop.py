@@ -55,11 +55,9 @@ def _operation_spec(
 
 
 def value_operation(
-    student: Callable[[Any], Any],
-    torch_fn: Callable[[torch.Tensor], torch.Tensor],
-    name: str = "value_operation",
+    student: Callable[[Any], Any], torch_fn: Callable[[torch.Tensor], torch.Tensor], name: str = "value_operation",
     inputs: Sequence[float] = (-2.0, -0.5, 0.3, 1.7),
-) -> CheckResult:
+) -> CheckResult:  # fmt: skip
     """Check a new operation of ``companion.autograd``: ``out = student(Value(x)); out.backward()`` must
     give the value of ``torch_fn`` (the same function on a 0-d float64 tensor) and its derivative at
     each of ``inputs``, to 1e-9."""
@@ -102,11 +100,9 @@ linear_backward = define(CheckSpec(
     hint="write one entry y_bj of the output as a sum over the inputs, Σ_i x_bi W_ji, plus b_j, and apply the "
     "chain rule entry by entry; each gradient has the shape of its variable, which tells you which matrix product, and "
     "which transpose, collects the sums; the bias touches every example of the batch.",
-), doc="""Check ``student(x, W, b, grad_y) -> (grad_x, grad_W, grad_b)``: the backward pass of a linear
-    layer ``y = x Wᵀ + b``, given ∂L/∂y.
-
-    Shapes: ``x [B, n_in]``, ``W [n_out, n_in]``, ``b [n_out]``, ``grad_y [B, n_out]``; each gradient
-    has the shape of its variable. Compared with autograd in float64 for B = 1, batches and one output.""")
+), doc="""Check ``student(x, W, b, grad_y) -> (grad_x, grad_W, grad_b)``: the backward pass of a linear layer
+    ``y = x Wᵀ + b``, given ∂L/∂y, compared with autograd in float64. Shapes: ``x [B, n_in]``, ``W [n_out, n_in]``,
+    ``b [n_out]``, ``grad_y [B, n_out]``; each gradient has the shape of its variable.""")
 
 
 def _numerical_cases(gen: torch.Generator) -> list:
@@ -136,11 +132,10 @@ numerical_gradient = define(CheckSpec(
     hint="go through the entries one flat index at a time: nudge that entry up by ε and down by ε, each on a "
     "copy so that x itself stays unchanged, and the central difference divides the change of f by 2ε; a flat "
     "view of a result shaped like x lets one index reach every entry, whatever the shape (0-d too).",
-), doc="""Check ``student(f, x, eps) -> grad``: the central-difference estimate of the gradient of ``f`` at
-    ``x``, a float64 tensor of any shape (0-d too); ``grad`` has the shape of ``x``.
+), doc="""Check ``student(f, x, eps) -> grad``: the central-difference estimate of the gradient of ``f`` at ``x``, a
+    float64 tensor of any shape (0-d too), of the shape of ``x``; compared with autograd to 1e-7 at ε = 1e-5, which
+    a one-sided difference does not reach. Autograd raises while the function runs.""")
 
-    Compared with autograd to 1e-7 at ε = 1e-5, which a one-sided difference does not reach;
-    autograd raises while the function runs.""")
 
 
 _PASSES = 2 * 175e9

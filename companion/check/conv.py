@@ -42,9 +42,7 @@ conv_output_size = define(CheckSpec(
     "the kernel runs off the end, count the steps of size s that fit — whole steps only, integer division — "
     "and do not forget the starting position.",
 ), doc="""Check ``student(n, k, p, s) -> int``: the number of outputs along one axis of a convolution or a
-    pooling over ``n`` inputs, with kernel size ``k``, padding ``p`` and stride ``s``. Cases: MNIST-sized
-    layers, a 2×2 pooling, strides that do not divide evenly, a kernel as large as the padded input,
-    a 1×1 kernel and a large image.""")
+    pooling over ``n`` inputs, with kernel size ``k``, padding ``p`` and stride ``s``.""")
 
 
 def _conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
@@ -130,7 +128,7 @@ max_pool2d = define(CheckSpec(
     "the maximum at 0: windows may be all negative.",
 ), doc="""Check ``student(x, k)``: max pooling of ``x [N, C, H, W]`` over non-overlapping ``k × k`` windows,
     rows and columns that do not fill a window dropped, without PyTorch's or the course's pooling (they
-    raise while it runs). Cases: a 4×4 example, all-negative values, several images and channels,
-    ``k = 1``, sides that ``k`` does not divide, a window as large as the image.""")
+    raise while it runs).""")
+
 
 

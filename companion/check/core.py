@@ -1,11 +1,10 @@
-"""The engine of the self-checks: produce a student's outputs, judge them against a reference, explain.
+"""The engine of the self-checks: each check is a :class:`CheckSpec` in :data:`SPECS`.
 
-Each check is a :class:`CheckSpec` in :data:`SPECS`. :func:`produce` runs where the student's code runs:
-the student's function on cases drawn from a seed, forbidden operations blocked (or the student's values
-as they are), as plain data. :func:`judge` recomputes the reference on the same cases and says ✅ or ❌
-and how the answer differs (an error and its line, a shape, a dtype, a sign, a factor, a known mistake),
-never the expected answer. ``check.<name>(...)`` is ``judge(name, seed, produce(name, args, seed))``, so a
-self-check and a grader that judges saved outputs (:func:`save_produced`) never disagree.
+:func:`produce` runs the student's function on cases drawn from a seed, forbidden operations blocked, and
+records the outputs as plain data; :func:`judge` recomputes the reference on the same cases and says how the
+answer differs (an error and its line, a shape, a dtype, a sign, a factor, a known mistake), never the
+expected answer. ``check.<name>(...)`` is ``judge(name, seed, produce(name, args, seed))``, so a self-check
+and a grader that judges saved outputs (:func:`save_produced`) never disagree.
 """
 
 from __future__ import annotations
@@ -37,12 +36,9 @@ __all__ = ["SPECS", "CheckResult", "CheckSpec", "ForbiddenCallError", "Hint", "P
 
 FORMAT = "companion.check/1"
 PLACEHOLDER_MESSAGE = "the placeholder `...` is still there: replace it with your answer."
-"""The message of a check whose answer is still the placeholder ``...``."""
 NONE_MESSAGE = "the function returned None (is a `return` missing, or is the placeholder `...` still there?)"
 _HINTS: dict[str, str] = {}
-_LIBRARY_DIRS = tuple(
-    str(Path(module.__file__).resolve().parent) for module in (np, torch) if module.__file__
-) + (str(Path(__file__).resolve().parent.parent),)
+_LIBRARY_DIRS = tuple(str(Path(module.__file__).resolve().parent) for module in (np, torch, sys.modules["companion"]))
 _MAX_BYTES = 1 << 28  # what load_produced accepts: 256 MiB of arrays
 
 
@@ -74,10 +70,7 @@ def hint(name: str) -> Hint:
 
 @dataclass(frozen=True)
 class CheckResult:
-    """The outcome of a check: ``passed`` and a message that explains it; truthy when passed.
-
-    A failed result whose check has a hint ends by saying how to ask for it.
-    """
+    """The outcome of a check, truthy when passed; a failed one whose check has a hint says how to ask for it."""
 
     name: str
     passed: bool
@@ -250,9 +243,7 @@ def _resolve(dotted: str) -> Any:
     package is not imported (a student's function cannot call what it has no way to reach)."""
     module, _, rest = dotted.partition(".")
     obj = sys.modules.get(module)
-    if obj is None:
-        return None
-    for part in rest.split("."):
+    for part in rest.split(".") if obj is not None else ():
         try:
             obj = getattr(obj, part) if hasattr(obj, part) else importlib.import_module(f"{obj.__name__}.{part}")
         except (ImportError, AttributeError):

@@ -50,10 +50,8 @@ quadratic_gradients = define(CheckSpec(
     "rule; the error depends on a through x², on b through x and on c alone; mind its minus sign, and take "
     "the mean over the examples, as the loss does.",
 ), doc="""Check ``student(a, b, c, x, y) -> (∂L/∂a, ∂L/∂b, ∂L/∂c)`` for the mean squared error of the model
-    ŷ = a·x² + b·x + c, derived by hand: autograd raises while the function runs.
-
-    ``a``, ``b``, ``c``: floats; ``x``, ``y``: float64 ``[N]``. Cases: a small example, one example,
-    all-zero inputs, N = 100, large inputs.""")
+    ŷ = a·x² + b·x + c (``a``, ``b``, ``c`` floats; ``x``, ``y`` float64 ``[N]``), derived by hand: autograd raises
+    while the function runs.""")
 
 
 def _stable_limit(x: Sequence[float]) -> float:
@@ -81,9 +79,7 @@ largest_stable_learning_rate = define(CheckSpec(
     "the loss.",
 ), "answer", ("x", (1.0, 2.0)), doc="""Check the largest learning rate at which gradient descent on network 1's MSE
     still converges, for the training inputs ``x`` (chapter 2's by default); within 2 %, so an experiment's answer
-    counts.
-
-    A wrong answer is told whether gradient descent converges or diverges at it, and how far off it is.""")
+    counts. A wrong answer is told whether gradient descent converges or diverges at it, and how far off it is.""")
 
 
 def _epoch(m: float, b: float, x: torch.Tensor, y: torch.Tensor, batch_size: int, lr: float, seed: int) -> tuple:
@@ -99,8 +95,9 @@ def _epoch_cases(gen: torch.Generator) -> list:
     x = 4 * torch.rand(30, generator=gen, dtype=torch.float64) - 2
     y = 2 * x + 1 + randn(gen, 30, scale=0.5)
     seeds = torch.randint(0, 2**31, (4,), generator=gen).tolist()
-    return [(f"N = 30, batch_size = {size}, lr = 0.05", (-1.0, 5.0, x, y, size, 0.05, seed))
-            for size, seed in zip((8, 1, 7, 30), seeds)]  # fmt: skip
+    sizes = zip((8, 1, 7, 30), seeds)
+    return [(f"N = 30, batch_size = {n}, lr = 0.05", (-1.0, 5.0, x, y, n, 0.05, seed)) for n, seed in sizes]
+
 
 
 minibatch_epoch = define(CheckSpec(
@@ -113,9 +110,7 @@ minibatch_epoch = define(CheckSpec(
     "the check's); compute the MSE gradients on each batch and update m and b after every batch, not once per "
     "epoch.",
 ), doc="""Check ``student(m, b, x, y, batch_size, lr, generator) -> (m, b)``: one epoch of mini-batch gradient
-    descent over the batches of ``companion.data.batches(x, y, batch_size, generator=generator)``.
-
-    The student and the reference get identically seeded generators; batches of 8 (the last one
-    shorter), 1, 7 and the whole data set.""")
+    descent over the batches of ``companion.data.batches(x, y, batch_size, generator=generator)``; the student and
+    the reference get identically seeded generators.""")
 
 

@@ -36,16 +36,14 @@ neuron_forward = define(CheckSpec(
     "neuron_forward", lambda x, w, b: torch.relu(x @ w + b), _neuron_cases, rtol=1e-5, atol=1e-5,
     hint="the weighted sum of the inputs plus the bias, then ReLU; pick the one matrix product that works for "
     "one vector [n] and for a batch [B, n] alike, so that a batch of one keeps its batch dimension.",
-), doc="""Check ``student(x, w, b)``, one ReLU neuron: ``x [..., n]``, ``w [n]``, ``b []`` → ``[...]``.
-
-    Cases: single vectors, a batch, a batch of one (the answer keeps its batch dimension),
-    zero inputs, large inputs.""")
+), doc="""Check ``student(x, w, b)``, one ReLU neuron: ``x [..., n]``, ``w [n]``, ``b []`` → ``[...]``; a batch
+    of one keeps its batch dimension.""")
 
 
 def _mlp_parameter_count(sizes: Sequence[int]) -> int:
     if len(sizes) < 2 or any(isinstance(n, bool) or not isinstance(n, int) or n < 1 for n in sizes):
         raise ValueError(f"sizes must list at least two positive int widths, inputs first; got {sizes!r}")
-    return sum((n_in + 1) * n_out for n_in, n_out in zip(sizes[:-1], sizes[1:]))
+    return _weights(sizes) + sum(sizes[1:])
 
 
 def _weights(sizes: Sequence[int]) -> int:
@@ -108,9 +106,8 @@ network_2 = define(CheckSpec(
     hint="|a| = max(0, a) + max(0, −a): with a the difference x1 − x2, each term is what one ReLU neuron can "
     "compute (which weights and bias give it that input?), and the output neuron only has to add the two.",
 ), "params", "target", doc="""Check that network 2 of chapter 1, with ReLU hidden neurons and the nine parameters
-    ``params`` (a dict with the keys of :data:`NETWORK_2_PARAMETERS`), computes ``target(x1, x2)``.
-
-    Compared on a 21 × 21 grid over [-2, 2]² and at four far points, in float64.""")
+    ``params`` (a dict with the keys of :data:`NETWORK_2_PARAMETERS`), computes ``target(x1, x2)`` on a 21 × 21
+    grid over [-2, 2]² and at four far points, in float64.""")
 
 
 def _fold(w1: Any, b1: Any, w2: Any, b2: Any) -> torch.Tensor:
@@ -150,8 +147,6 @@ stable_softmax = define(CheckSpec(
     "number so that no exponential can overflow (each row's largest logit), keep the dimension for "
     "broadcasting, then divide each row by its sum.",
 ), doc="""Check ``student(z)``: the softmax over the last dimension of float32 logits ``[..., K]``, without
-    overflow and without PyTorch's softmax or log-softmax (they raise while it runs).
-
-    Cases: one vector, batches, all zeros, one class, logits near ±1000, rows far apart.""")
+    overflow and without PyTorch's softmax or log-softmax (they raise while it runs).""")
 
 

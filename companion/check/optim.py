@@ -8,6 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
+from torch import Tensor
 
 from companion.check.core import CheckSpec, Wrong, define, keyed, randn, sampler
 
@@ -24,10 +25,8 @@ ADAM_MISTAKES = {
 """The mistakes :func:`adam_step` recognises, by name, each with what a matching answer is told."""
 
 
-def _adam_step(
-    theta: torch.Tensor, grad: torch.Tensor, m: torch.Tensor, v: torch.Tensor, t: int,
-    lr: float, beta1: float, beta2: float, eps: float, mistake: str = "",
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:  # fmt: skip
+def _adam_step(theta: Tensor, grad: Tensor, m: Tensor, v: Tensor, t: int, lr: float, beta1: float, beta2: float,
+               eps: float, mistake: str = "") -> tuple[Tensor, Tensor, Tensor]:  # fmt: skip
     t = t + 1 if mistake == "t too high" else t
     m = beta1 * m + (1 - beta1) * grad
     v = beta2 * v + (1 - beta2) * grad**2
@@ -64,11 +63,9 @@ adam_step = define(CheckSpec(
     hint="follow the order of the chapter's equations: update both running averages with this gradient first; "
     "bias-correct copies of them with this step's t, used as given; step with the corrected copies, with ε "
     "outside the square root. Return the new θ and the uncorrected m and v.",
-), doc="""Check ``student(theta, grad, m, v, t, lr, beta1, beta2, eps) -> (theta, m, v)``: one Adam step.
-
-    ``theta``, ``grad``, ``m``, ``v``: float64 tensors of one shape (``m``, ``v``: the running averages
-    after step t − 1); ``t``: this step's number, from 1. Five cases (the first step, a later one, tiny
-    gradients, other betas, a zero gradient); the optimizers' own ``step`` raise while it runs.""")
+), doc="""Check ``student(theta, grad, m, v, t, lr, beta1, beta2, eps) -> (theta, m, v)``: one Adam step; ``theta``,
+    ``grad``, ``m``, ``v``: float64 tensors of one shape (``m``, ``v``: the running averages after step t − 1);
+    ``t``: this step's number, from 1. The optimizers' own ``step`` raise while it runs.""")
 
 
 MOMENTUM_MISTAKES = {
@@ -79,10 +76,8 @@ MOMENTUM_MISTAKES = {
 """The mistakes :func:`momentum_step` recognises, by name, each with what a matching answer is told."""
 
 
-def _momentum_step(
-    theta: torch.Tensor, grad: torch.Tensor, buf: torch.Tensor, lr: float, momentum: float, nesterov: bool,
-    mistake: str = "",
-) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+def _momentum_step(theta: Tensor, grad: Tensor, buf: Tensor, lr: float, momentum: float, nesterov: bool,
+                   mistake: str = "") -> tuple[Tensor, Tensor]:  # fmt: skip
     buf = momentum * buf + (1 - momentum if mistake == "average" else 1) * grad
     step = grad + momentum * buf if nesterov and mistake != "nesterov ignored" else buf
     return theta - lr * step, -lr * buf if mistake == "velocity" else buf
@@ -121,9 +116,8 @@ SCHEDULE_MISTAKES = {
 """The mistakes :func:`warmup_cosine_lr` recognises, by name, each with what a matching answer is told."""
 
 
-def _warmup_cosine_lr(
-    step: int, total_steps: int, warmup_steps: int, peak_lr: float, final_lr: float, mistake: str = ""
-) -> float:
+def _warmup_cosine_lr(step: int, total_steps: int, warmup_steps: int, peak_lr: float, final_lr: float,
+                      mistake: str = "") -> float:  # fmt: skip
     final_lr = 0.0 if mistake == "final ignored" else final_lr
     if step < warmup_steps:
         return peak_lr * (step + (mistake == "warm-up off by one")) / warmup_steps
@@ -131,12 +125,12 @@ def _warmup_cosine_lr(
     return final_lr + 0.5 * (peak_lr - final_lr) * (1 + math.cos(math.pi * (step - start) / (total_steps - start)))
 
 
-def _schedule(total: int, warmup: int, peak: float, final: float, mistake: str = "") -> torch.Tensor:
+def _schedule(total: int, warmup: int, peak: float, final: float, mistake: str = "") -> Tensor:
     rates = [_warmup_cosine_lr(s, total, warmup, peak, final, mistake) for s in range(total + 1)]
     return torch.tensor(rates, dtype=torch.float64)
 
 
-def _every_step(student: Callable[..., Any], total: int, warmup: int, peak: float, final: float) -> torch.Tensor:
+def _every_step(student: Callable[..., Any], total: int, warmup: int, peak: float, final: float) -> Tensor:
     rates = []
     for step in range(total + 1):
         try:
@@ -163,8 +157,8 @@ warmup_cosine_lr = define(CheckSpec(
     "it, measure the progress p from 0 to 1 over the steps that remain, starting where the warm-up ends, and "
     "let half a cosine period (cos πp falls from 1 to −1) carry the rate from peak_lr down to final_lr.",
 ), doc="""Check ``student(step, total_steps, warmup_steps, peak_lr, final_lr) -> lr``: a linear warm-up from 0 to
-    ``peak_lr``, then a cosine decay to ``final_lr`` at ``total_steps``. Compared at every step of four
-    schedules (one without warm-up, one whose warm-up is a single step).""")
+    ``peak_lr``, then a cosine decay to ``final_lr`` at ``total_steps``, compared at every step of four schedules.""")
+
 
 
 def _ratio(t: int = 10, beta1: float = 0.9, beta2: float = 0.999) -> float:

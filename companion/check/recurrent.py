@@ -60,10 +60,9 @@ clip_grad_norm = define(CheckSpec(
     hint="one norm for all the gradients together: square every entry of every tensor, add them all up, take "
     "the square root. Only a norm above max_norm is reduced, and then every tensor is scaled by the same "
     "factor, the one that brings the total norm down to max_norm.",
-), doc="""Check ``student(grads, max_norm) -> (clipped, total_norm)``: clipping a list of float64 gradient
-    tensors by their global norm, without ``torch.nn.utils.clip_grad_norm_``; ``clipped`` is a list of
-    tensors of the same shapes. Cases: a norm below the limit, above it, one tensor, tensors of several
-    shapes, an all-zero gradient, a huge gradient.""")
+), doc="""Check ``student(grads, max_norm) -> (clipped, total_norm)``: clipping a list of float64 gradient tensors
+    by their global norm, without ``torch.nn.utils.clip_grad_norm_``; ``clipped`` is a list of tensors of the same
+    shapes.""")
 
 
 GRU_STEP_MISTAKES = {
@@ -78,9 +77,8 @@ GRU_STEP_MISTAKES = {
 """The mistakes :func:`gru_step` recognises, by name, each with what a matching answer is told."""
 
 
-def _gru_step(
-    x: Tensor, h: Tensor, W_ih: Tensor, W_hh: Tensor, b_ih: Tensor, b_hh: Tensor, mistake: str = ""
-) -> Tensor:
+def _gru_step(x: Tensor, h: Tensor, W_ih: Tensor, W_hh: Tensor, b_ih: Tensor, b_hh: Tensor,
+              mistake: str = "") -> Tensor:  # fmt: skip
     H = h.shape[1]
     x_r, x_z, x_n = (x @ W_ih.T + b_ih).chunk(3, dim=1)
     h_r, h_z, h_n = (h @ W_hh.T + b_hh).chunk(3, dim=1)
@@ -114,10 +112,8 @@ gru_step = define(CheckSpec(
     hint="each of the two affine maps, x W_ihᵀ + b_ih and h W_hhᵀ + b_hh, holds three blocks of H columns, in the "
     "order r, z, n; the two gates are sigmoids of their blocks added up; in the candidate the reset gate scales "
     "the whole hidden block, its bias included; and z is the share of the old state that the new one keeps.",
-), doc="""Check ``student(x, h, W_ih, W_hh, b_ih, b_hh) -> h_new``: one GRU step with torch's layout.
-
-    Shapes (float64): ``x [N, F]``, ``h [N, H]``, ``W_ih [3H, F]``, ``W_hh [3H, H]``, ``b_ih, b_hh [3H]``;
-    the rows in gate order r, z, n. Cases: a batch of one, a zero state, F ≠ H, large inputs, large biases.
+), doc="""Check ``student(x, h, W_ih, W_hh, b_ih, b_hh) -> h_new``: one GRU step with torch's layout, the rows in
+    gate order r, z, n; float64 ``x [N, F]``, ``h [N, H]``, ``W_ih [3H, F]``, ``W_hh [3H, H]``, ``b_ih, b_hh [3H]``.
     The course's own ``companion.recurrent.gru_cell`` raises while the function runs.""")
 
 
@@ -191,5 +187,5 @@ trigram_loss = define(CheckSpec(
     "the negative log-probability of the last character of each validation triple.",
 ), doc="""Check ``student(train_ids, val_ids, vocab_size) -> loss``: the validation loss in nats of the add-one
     trigram model counted on ``train_ids``, the mean over the ``len(val_ids) − 2`` triples of ``val_ids`` (int64
-    ids in 0 … V−1). Cases: a hand-sized text, random texts, triples never seen in training, characters that
-    never occur.""")
+    ids in 0 … V−1).""")
+
