@@ -4,7 +4,6 @@ head, and the parameters of a Transformer block."""
 from __future__ import annotations
 
 import math
-from typing import Any
 
 import torch
 

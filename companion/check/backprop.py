@@ -137,7 +137,6 @@ numerical_gradient = define(CheckSpec(
     a one-sided difference does not reach. Autograd raises while the function runs.""")
 
 
-
 _PASSES = 2 * 175e9
 finite_difference_cost = define(CheckSpec(
     "finite_difference_cost", lambda: (_PASSES, _PASSES / (365.25 * 24 * 3600)), answers=2, rtol=1e-3,

@@ -131,4 +131,3 @@ max_pool2d = define(CheckSpec(
     raise while it runs).""")
 
 
-

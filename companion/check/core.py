@@ -205,6 +205,11 @@ def scaled(reference: Callable[..., Any], factor: float | Callable[..., float]) 
     return variant
 
 
+def summed(reference: Callable[..., Any], over: int = 0) -> Callable[..., Any]:
+    """A mistake: the sum that ``reference`` averages, over the entries of its argument number ``over``."""
+    return scaled(reference, lambda *case: len(case[over]))
+
+
 def keyed(reference: Callable[..., Any], mistakes: Mapping[str, str]) -> dict[str, Callable[..., Any]]:
     """Mistakes made by ``reference(*case, mistake=key)``, told by ``mistakes[key]``."""
     return {text: functools.partial(reference, mistake=key) for key, text in mistakes.items()}

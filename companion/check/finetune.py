@@ -4,7 +4,6 @@ the IPO loss of preference pairs and the answer-only mask of instruction tuning.
 from __future__ import annotations
 
 import torch
-from torch.nn import functional as F
 
 from companion.check.core import CheckSpec, define, keyed, sampler
 
@@ -13,12 +12,11 @@ __all__ = ["answer_only_mask", "ipo_loss", "lora_merge"]
 
 def _merge_cases(gen: torch.Generator) -> list:
     r = sampler(gen)
-    cases = []
-    for d_in, d_out, rank, alpha, stabilized in [(4, 3, 1, 1.0, False), (8, 6, 2, 8.0, False), (16, 12, 4, 8.0, True),
-                                              (12, 20, 9, 16.0, True), (6, 6, 4, 2.0, False)]:  # fmt: skip
-        args = (r(d_out, d_in), r(rank, d_in), r(d_out, rank), alpha, stabilized)
-        cases.append((f"W {(d_out, d_in)}, r = {rank}, α = {alpha:g}, rank_stabilized = {stabilized}", args))
-    return cases
+    return [(f"W {(d_out, d_in)}, r = {rank}, α = {alpha:g}, rank_stabilized = {stabilized}",
+             (r(d_out, d_in), r(rank, d_in), r(d_out, rank), alpha, stabilized))
+            for d_in, d_out, rank, alpha, stabilized in [(4, 3, 1, 1.0, False), (8, 6, 2, 8.0, False),
+                                                         (16, 12, 4, 8.0, True), (12, 20, 9, 16.0, True),
+                                                         (6, 6, 4, 2.0, False)]]  # fmt: skip
 
 
 def _merge(weight: torch.Tensor, a: torch.Tensor, b: torch.Tensor, alpha: float, stabilized: bool,
@@ -47,7 +45,6 @@ lora_merge = define(CheckSpec(
 ), doc="""Check ``student(weight, A, B, alpha, rank_stabilized)``: the weight ``[out, in]`` of a linear layer with
     its LoRA update merged in, plain or rank-stabilized (rsLoRA); float64 ``weight [out, in]``, ``A [r, in]``,
     ``B [out, r]``. The course's ``LoRALinear`` and ``peft`` raise while the function runs.""")
-
 
 
 def _ipo_cases(gen: torch.Generator) -> list:

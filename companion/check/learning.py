@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from companion.check.core import CheckSpec, define, randn, sampler, scaled
+from companion.check.core import CheckSpec, define, randn, sampler, scaled, summed
 
 __all__ = ["largest_stable_learning_rate", "minibatch_epoch", "quadratic_gradients"]
 
@@ -43,7 +43,7 @@ quadratic_gradients = define(CheckSpec(
         "the sign is flipped (what is the sign of ∂e/∂θ for the error e = y − ŷ?)": scaled(_parabola, -1.0),
         "the factor 2 from differentiating the square is missing": scaled(_parabola, 0.5),
         "the sign is flipped and the factor 2 is missing": scaled(_parabola, -0.5),
-        "this is the gradient of the sum; the loss is a mean, so divide by N": scaled(_parabola, lambda *c: len(c[-1])),
+        "this is the gradient of the sum; the loss is a mean, so divide by N": summed(_parabola, over=-1),
     },
     passed="5 of 5 cases match torch.autograd.",
     hint="as for the line: write one term as the square of the error y − (a·x² + b·x + c) and apply the chain "
@@ -97,7 +97,6 @@ def _epoch_cases(gen: torch.Generator) -> list:
     seeds = torch.randint(0, 2**31, (4,), generator=gen).tolist()
     sizes = zip((8, 1, 7, 30), seeds)
     return [(f"N = 30, batch_size = {n}, lr = 0.05", (-1.0, 5.0, x, y, n, 0.05, seed)) for n, seed in sizes]
-
 
 
 minibatch_epoch = define(CheckSpec(

@@ -3,13 +3,12 @@ of cross-entropy, the confusion matrix, precision and recall."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import torch
 from torch.nn import functional as F
 
-from companion.check.core import CheckSpec, Raised, define, rows_sum_to, scaled
+from companion.check.core import CheckSpec, Raised, define, rows_sum_to, summed
 from companion.check.learning import AUTOGRAD_FORBIDDEN
 from companion.check.neurons import SOFTMAX_FORBIDDEN
 
@@ -47,14 +46,10 @@ def _mean_loss(case: tuple, expected: Any, got: Any) -> str:
     return ""
 
 
-def _batch_sum(reference: Callable[..., Any], what: str) -> dict[str, Callable[..., Any]]:
-    return {f"the sum over the batch; {what}": scaled(reference, lambda z, *rest: len(z))}
-
-
 cross_entropy = define(CheckSpec(
     "cross_entropy", F.cross_entropy, _logits, rtol=1e-5, atol=1e-4,
     forbidden=CROSS_ENTROPY_FORBIDDEN, diagnose=_mean_loss,
-    mistakes=_batch_sum(F.cross_entropy, "average over the batch instead of summing"),
+    mistakes={"the sum over the batch; average over the batch instead of summing": summed(F.cross_entropy)},
     hint="work with the log of the softmax, never the softmax itself: it is a logit minus the log of a sum of "
     "exponentials of the row, which torch.logsumexp computes without overflow. Pick each row's entry of its "
     "true class (index the rows and the targets together), negate, and average over the batch.",
@@ -72,7 +67,7 @@ cross_entropy_grad = define(CheckSpec(
     "cross_entropy_grad", _cross_entropy_grad, _logits, rtol=1e-4, atol=1e-7,
     forbidden=AUTOGRAD_FORBIDDEN, diagnose=rows_sum_to(0, "The entries of each row should add up to 0: raising all the "
     "logits of a row by the same amount changes no probability, so it cannot change the loss.", atol=1e-5),
-    mistakes=_batch_sum(_cross_entropy_grad, "the loss is the mean over the batch"),
+    mistakes={"the sum over the batch; the loss is the mean over the batch": summed(_cross_entropy_grad)},
     hint="differentiate one example's loss, −z_y + log Σ_j e^(z_j), with respect to each logit: the log-sum "
     "gives a function you know, and −z_y touches only the true class, as a one-hot target would "
     "(torch.softmax and F.one_hot are allowed). The batch loss is a mean, and that shows in its gradient.",
@@ -102,8 +97,7 @@ def _binary_note(case: tuple, expected: Any, got: Any) -> str:
 binary_cross_entropy = define(CheckSpec(
     "binary_cross_entropy", F.binary_cross_entropy_with_logits, _binary_cases, rtol=1e-5, atol=1e-6,
     forbidden=BINARY_CROSS_ENTROPY_FORBIDDEN, diagnose=_binary_note,
-    mistakes={"the sum over the N examples; average instead of summing":
-              scaled(F.binary_cross_entropy_with_logits, lambda z, y: len(z))},
+    mistakes={"the sum over the N examples; average instead of summing": summed(F.binary_cross_entropy_with_logits)},
     hint="write −log σ(z) and −log(1 − σ(z)) as logs of 1 plus an exponential, each a softplus, and combine "
     "the two cases with y into one expression in z; never take the log of a rounded probability. Compute "
     "softplus without overflow as in chapter 3's exercise 1, then average over the examples.",

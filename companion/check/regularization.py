@@ -164,4 +164,3 @@ early_stopping = define(CheckSpec(
     validation losses, epochs counted from 1.""")
 
 
-

@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from companion.check.core import CheckSpec, define, keyed, plural, scaled
+from companion.check.core import CheckSpec, define, keyed, plural, summed
 
 __all__ = ["all_reduce_mean", "gpt_parameter_count", "training_bytes", "training_days"]
 
@@ -102,7 +102,7 @@ def _per_worker(case: tuple, expected: Any, got: Any) -> str:
 all_reduce_mean = define(CheckSpec(
     "all_reduce_mean", _mean, _reduce_cases, rtol=1e-5, atol=1e-6, diagnose=_per_worker,
     view=lambda case, out: [t / (1 + max(float(g.abs().max()) for g in case[0])) for t in out],
-    mistakes={"the sum, not the mean, of the workers' gradients": scaled(_mean, lambda grads: len(grads))},
+    mistakes={"the sum, not the mean, of the workers' gradients": summed(_mean)},
     hint="add the workers' tensors element by element, divide by the number of workers, and give every "
     "worker its own copy of the result (a list as long as the input).",
 ), doc="""Check ``student(grads)``: the all-reduce of data-parallel training, done by hand. ``grads`` holds one
