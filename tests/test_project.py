@@ -122,6 +122,24 @@ def test_pages_workflow_builds_the_full_book_from_main_and_deploys_it():
     assert [step["uses"].split("@")[0] for step in deploy["steps"]] == ["actions/deploy-pages"]
 
 
+def test_pages_workflow_keeps_the_base_models_between_builds_under_a_key_of_their_code_and_torch():
+    """The two base models take minutes of a CPU runner; a rebuild of the same recipe, code and torch
+    gives the same weights, so the workflow restores them, and any change of what builds them misses."""
+    build = workflow("pages.yml")["jobs"]["build"]
+    cache_folder = build["env"]["COMPANION_CACHE"]
+    steps = build["steps"]
+    [cached] = [step for step in steps if "base-models" in step.get("with", {}).get("path", "")]
+    assert cached["uses"].startswith("actions/cache@")
+    assert cached["with"]["path"] == f"{cache_folder}/base-models", "where companion.base_models keeps them"
+    key = cached["with"]["key"]
+    for sources in ["'companion/*.py'", "'companion/models/*.py'"]:  # base_models and all it imports
+        assert sources in key, f"a change of {sources} can change the weights: it must change the key"
+    [torch_step] = [step for step in steps if step.get("id") == "torch"]
+    assert "steps.torch.outputs.version" in key and "torch.__version__" in torch_step["run"]
+    [book] = [step for step in steps if step.get("run", "").strip() == "make book"]
+    assert steps.index(torch_step) < steps.index(cached) < steps.index(book)
+
+
 def test_every_workflow_checks_out_and_names_pinned_actions():
     for path in sorted((ROOT / ".github" / "workflows").glob("*.yml")):
         for job_name, job in workflow(path.name)["jobs"].items():
