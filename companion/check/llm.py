@@ -3,8 +3,9 @@ the backward pass of RMSNorm, and the nucleus of top-p sampling."""
 
 from __future__ import annotations
 
-import torch
+from collections import Counter
 
+import torch
 from companion.check.core import CheckSpec, define, keyed, plural, randn, sampler
 from companion.check.learning import AUTOGRAD_FORBIDDEN
 
@@ -26,17 +27,14 @@ def _merge(ids: list[int], pair: tuple[int, int], new_id: int) -> list[int]:
 
 def _encode(ids: list[int], merges: list[tuple[int, int]], mistake: str = "") -> list[int]:
     token = {tuple(pair): i + (0 if mistake == "ids" else 256) for i, pair in enumerate(merges)}
-    ids = list(ids)
+    ids, backwards = list(ids), mistake == "right to left"
     while len(ids) > 1:
         present = [pair for pair in zip(ids, ids[1:]) if pair in token]
         if not present:
             break
         pair = {"leftmost": present[0], "latest": max(present, key=token.__getitem__)}.get(
             mistake, min(present, key=token.__getitem__))
-        if mistake == "right to left":
-            ids = _merge(ids[::-1], pair[::-1], token[pair])[::-1]
-        else:
-            ids = _merge(ids, pair, token[pair])
+        ids = _merge(ids[::-1], pair[::-1], token[pair])[::-1] if backwards else _merge(ids, pair, token[pair])
         if mistake == "once":
             break
     return ids
@@ -46,9 +44,7 @@ def _learned(ids: list[int], n: int) -> list[tuple[int, int]]:
     """Up to ``n`` merges learned on one sequence: the most frequent adjacent pair, again and again."""
     merges: list[tuple[int, int]] = []
     for new_id in range(256, 256 + n):
-        counts: dict[tuple[int, int], int] = {}
-        for pair in zip(ids, ids[1:]):
-            counts[pair] = counts.get(pair, 0) + 1
+        counts = Counter(zip(ids, ids[1:]))
         if not counts or max(counts.values()) < 2:
             break
         best = max(counts, key=lambda p: (counts[p], -p[0], -p[1]))
@@ -167,8 +163,8 @@ rms_norm_backward = define(CheckSpec(
 def _nucleus(probs: torch.Tensor, p: float, mistake: str = "") -> torch.Tensor:
     ordered, order = probs.sort(dim=-1, descending=mistake != "ascending")
     before = ordered.cumsum(dim=-1) - (0 if mistake == "strict" else ordered)
-    cut = torch.zeros_like(probs, dtype=torch.bool).scatter(-1, order, before >= p if mistake != "strict"
-                                                            else before > p)
+    drop = before > p if mistake == "strict" else before >= p
+    cut = torch.zeros_like(probs, dtype=torch.bool).scatter(-1, order, drop)
     kept = probs.masked_fill(cut, 0.0)
     return kept if mistake == "unnormalised" else kept / kept.sum(dim=-1, keepdim=True)
 
@@ -192,9 +188,8 @@ nucleus = define(CheckSpec(
     forbidden=("companion.models.base.sample_next", "companion.models.base.sampling_probabilities",
                "transformers.generation.logits_process.TopPLogitsWarper.__call__"),
     mistakes=keyed(_nucleus, {
-        "strict":
-            "the token whose probability crosses p is dropped: keep tokens until their total reaches p, that one "
-            "included",
+        "strict": "the token whose probability crosses p is dropped: keep tokens until their total reaches p, that "
+        "one included",
         "unnormalised": "the kept probabilities are not renormalised to sum to 1",
         "ascending": "the least likely tokens are kept: sort in descending order",
     }),

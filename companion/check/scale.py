@@ -12,8 +12,8 @@ from companion.check.core import CheckSpec, define, keyed, plural, summed
 __all__ = ["all_reduce_mean", "gpt_parameter_count", "training_bytes", "training_days"]
 
 
-def _gpt2_count(vocab_size: int, context: int, dim: int, layers: int, mistake: str = "") -> int:
-    V, T, d, L = vocab_size, context, dim, layers
+def _gpt2_count(V: int, T: int, d: int, L: int, mistake: str = "") -> int:
+    """The parameters of GPT-2 with vocabulary V, context T, width d and L blocks, by part."""
     terms = {"tokens": V * d, "positions": T * d, "weights": 12 * L * d * d, "biases": 9 * L * d,
              "block norms": 4 * L * d, "final norm": 2 * d}  # fmt: skip
     if mistake == "untied head":
@@ -46,11 +46,8 @@ gpt_parameter_count = define(CheckSpec(
     tied to the token embedding), without the course's own count (it raises while the function runs).""")
 
 
-_STATES = {"sgd": 0, "momentum": 1, "adam": 2}
-
-
 def _bytes(n_params: int, optimizer: str, mixed: bool, mistake: str = "") -> int:
-    states = _STATES[optimizer] * 4 * n_params
+    states = {"sgd": 0, "momentum": 1, "adam": 2}[optimizer] * 4 * n_params  # fp32 states per parameter
     if mistake == "one adam state" and optimizer == "adam" or mistake == "16-bit states" and mixed:
         states //= 2
     low = 2 if mixed else 4
