@@ -10,14 +10,19 @@ to the GPU run (``bench/gpu_run.sh``).
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 from torch import nn
 
-from companion import attention, conv, data, recurrent, train
+from companion import attention, conv, data, instruct, lora, preference, quantize, recurrent, train
 from companion.models import CNN, MLP, CharLSTM, GPTConfig, RNNClassifier, TinyGPT
 
 META = torch.device("meta")
+LLAMA_STYLE = GPTConfig(65, context=16, dim=32, heads=4, layers=2, positions="rope", norm="rms", mlp="swiglu",
+                        kv_heads=2, bias=False, tie_weights=False)
+"""Chapter 11's modern block: rotary positions, RMSNorm, SwiGLU and grouped-query attention."""
 
 
 def forward_backward_on_meta(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -27,7 +32,8 @@ def forward_backward_on_meta(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     out = out[0] if isinstance(out, tuple) else out
     assert out.device == META
     out.float().sum().backward()
-    assert all(p.grad is not None and p.grad.device == META for p in model.parameters() if p.requires_grad)
+    trained = [p for p in model.parameters() if p.requires_grad]
+    assert all(p.grad is not None and p.grad.device == META for p in trained)
     return out
 
 
@@ -47,6 +53,10 @@ def ids(batch: int, length: int, vocab: int) -> torch.Tensor:
         (TinyGPT(GPTConfig(65, context=16, dim=32, heads=4, layers=2, dropout=0.1)), ids(4, 16, 65)),
         (TinyGPT(GPTConfig(65, context=16, dim=32, heads=4, layers=2, attention="torch")), ids(4, 16, 65)),
         (TinyGPT(GPTConfig(65, context=16, dim=32, heads=4, layers=2, positions="sinusoidal")), ids(4, 9, 65)),
+        (TinyGPT(LLAMA_STYLE), ids(4, 16, 65)),
+        (TinyGPT(dataclasses.replace(LLAMA_STYLE, attention="torch")), ids(4, 16, 65)),
+        (lora.wrap(TinyGPT(GPTConfig(65, context=16, dim=32, heads=4, layers=2)), ["in_proj", "out_proj"], r=2),
+         ids(4, 16, 65)),
         (recurrent.LSTM(6, 8, num_layers=2), torch.randn(3, 5, 6)),
         (recurrent.GRU(6, 8), torch.randn(3, 5, 6)),
         (recurrent.RNN(6, 8), torch.randn(3, 5, 6)),
@@ -85,3 +95,34 @@ def test_batches_stay_on_the_data_s_device_with_a_cpu_generator():
 def test_predict_returns_outputs_on_the_model_s_device():
     model = MLP([3, 4, 2]).to(META)
     assert train.predict(model, torch.randn(5, 3), batch_size=2).device == META
+
+
+def test_a_quantized_model_dequantizes_on_its_own_device():
+    model = quantize.quantize_model(nn.Sequential(nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 3))).to(META)
+    assert model(torch.randn(4, 64, device=META)).device == META
+
+
+def test_rotary_angles_and_the_kv_cache_are_made_on_the_device_asked_for():
+    cos, sin = attention.rotary_angles(7, 8, offset=3, device=META)
+    assert cos.device == META and sin.device == META
+    cache = attention.KVCache(batch=2, kv_heads=2, head_dim=8, capacity=16, device=META)
+    assert cache.keys.device == META and cache.values.device == META
+
+
+def test_fine_tuning_losses_follow_the_model_s_device_when_the_masks_come_from_the_cpu():
+    """The answer masks may come from the CPU while the model and its ids are on the device (chapter 12)."""
+    policy = TinyGPT(GPTConfig(65, context=16, dim=32, heads=4, layers=2)).to(META)
+    reference = TinyGPT(GPTConfig(65, context=16, dim=32, heads=4, layers=2)).to(META).requires_grad_(False)
+    for model in (policy, reference):
+        model._check_ids = lambda ids: None  # it reads the ids' values: not on meta
+    token_ids = ids(6, 12, 65).to(META)
+    mask = torch.zeros(6, 12, dtype=torch.bool)
+    mask[:, 5:] = True
+    assert instruct.sft_loss(policy, token_ids, mask).device == META
+    chosen, rejected = (preference.sequence_logprobs(policy, token_ids[i::2], mask[i::2]) for i in (0, 1))
+    ref_chosen, ref_rejected = (preference.sequence_logprobs(reference, token_ids[i::2], mask[i::2]) for i in (0, 1))
+    loss, *rewards = preference.dpo_loss(chosen, rejected, ref_chosen, ref_rejected, beta=0.1)
+    assert loss.device == META and all(r.device == META for r in rewards)
+    loss.backward()
+    assert all(p.grad is not None and p.grad.device == META for p in policy.parameters())
+    assert preference.sequence_kl(policy, reference, token_ids, mask).device == META
