@@ -72,8 +72,7 @@ def _conv_cases(gen: torch.Generator) -> list:
 
 conv2d_forward = define(CheckSpec(
     "conv2d_forward", _conv2d, _conv_cases, rtol=1e-9, atol=1e-9,
-    forbidden=(*(f"torch.nn.functional.conv{kind}" for kind in ("1d", "2d", "3d", "_transpose1d", "_transpose2d",
-                                                                 "_transpose3d")),
+    forbidden=(*(f"torch.nn.functional.conv{kind}{n}d" for kind in ("", "_transpose") for n in "123"),
                "torch.convolution", "torch._convolution", "companion.conv.conv2d"),
     mistakes={
         "the kernel is flipped: that is the convolution of signal processing, y(i, j) = Σ x(i − p, j − q) "

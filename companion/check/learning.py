@@ -95,8 +95,8 @@ def _epoch_cases(gen: torch.Generator) -> list:
     x = 4 * torch.rand(30, generator=gen, dtype=torch.float64) - 2
     y = 2 * x + 1 + randn(gen, 30, scale=0.5)
     seeds = torch.randint(0, 2**31, (4,), generator=gen).tolist()
-    sizes = zip((8, 1, 7, 30), seeds)
-    return [(f"N = 30, batch_size = {n}, lr = 0.05", (-1.0, 5.0, x, y, n, 0.05, seed)) for n, seed in sizes]
+    return [(f"N = 30, batch_size = {size}, lr = 0.05", (-1.0, 5.0, x, y, size, 0.05, seed))
+            for size, seed in zip((8, 1, 7, 30), seeds)]  # fmt: skip
 
 
 minibatch_epoch = define(CheckSpec(

@@ -8,7 +8,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-from companion.check.core import CheckSpec, Wrong, define, sampler
+from companion.check.core import CheckSpec, Wrong, define, keyed, sampler
 
 
 __all__ = ["early_stopping", "l1_penalty", "l2_penalty", "shift_images"]
@@ -149,14 +149,13 @@ early_stopping = define(CheckSpec(
         ([0.9, 0.7, 0.6, 0.65, 0.7, 0.8], 2), ([0.9, 0.7, 0.6, 0.65, 0.7, 0.8], 3), ([0.9, 0.8, 0.7, 0.6], 1),
         ([0.5, 0.5, 0.5], 2), ([1.0, 0.8, 0.9, 0.7, 0.75, 0.76, 0.77, 0.6], 3), ([0.4], 3),
         ([0.5, 0.6, 0.3, 0.2, 0.25], 1)]],
-    mistakes={
-        "a loss equal to the best one counts as an improvement; it must be lower":
-            lambda losses, p: _stopping(losses, p, "ties"),
-        "the best epoch is taken from the whole list of losses, as if training had seen the future; the best "
-        "epoch is the best one seen before training stops": lambda losses, p: _stopping(losses, p, "future"),
-        "epochs are counted from 0; the first epoch is epoch 1": lambda losses, p: _stopping(losses, p, "from 0"),
-        "training stops one epoch too late": lambda losses, p: _stopping(losses, p, "late"),
-    },
+    mistakes=keyed(_stopping, {
+        "ties": "a loss equal to the best one counts as an improvement; it must be lower",
+        "future": "the best epoch is taken from the whole list of losses, as if training had seen the future; the "
+        "best epoch is the best one seen before training stops",
+        "from 0": "epochs are counted from 0; the first epoch is epoch 1",
+        "late": "training stops one epoch too late",
+    }),
     hint="count epochs from 1; an epoch improves only when its loss is below every earlier one (a tie is "
     "not an improvement); training ends at the first epoch that comes `patience` epochs after the last "
     "improvement, or at the last epoch when that never comes.",
