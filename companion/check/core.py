@@ -672,7 +672,7 @@ def explain_difference(
     if want.dtype.kind == "b" or note.startswith(";"):
         return f"{int(wrong.sum())} of {want.size} entries differ, the first at index {where}{note}"
     w, h = want.astype(np.float64), have.astype(np.float64)
-    if np.all(w[wrong] != 0) and np.all(w != 0):
+    if np.all(w != 0):
         ratios = h / w
         if np.allclose(ratios, ratios.flat[0], rtol=1e-6):
             return f"every entry is off the same way: {_how_far(1.0, float(ratios.flat[0]))}{note}"
