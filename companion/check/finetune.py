@@ -42,9 +42,9 @@ lora_merge = define(CheckSpec(
     hint="the merged weight is the frozen weight plus the scaled low-rank product; the product has the "
     "shape of W (out × in), which fixes the order of A and B; r is the number of rows of A; the scale "
     "divides alpha by r in plain LoRA and by the square root of r when rank_stabilized (rsLoRA).",
-), doc="""Check ``student(weight, A, B, alpha, rank_stabilized)``: the weight ``[out, in]`` of a linear layer with
-    its LoRA update merged in, plain or rank-stabilized (rsLoRA); float64 ``weight [out, in]``, ``A [r, in]``,
-    ``B [out, r]``. The course's ``LoRALinear`` and ``peft`` raise while the function runs.""")
+), doc="""Check ``student(weight, A, B, alpha, rank_stabilized)``: the weight ``[out, in]`` of a linear layer with its
+    LoRA update merged in, plain or rank-stabilized (rsLoRA), for float64 ``weight``, ``A [r, in]`` and ``B [out, r]``,
+    a float ``alpha`` and a bool ``rank_stabilized``. The course's ``LoRALinear`` and ``peft`` raise while it runs.""")
 
 
 def _ipo_cases(gen: torch.Generator) -> list:
