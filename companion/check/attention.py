@@ -119,8 +119,7 @@ transformer_block_parameters = define(CheckSpec(
     hint="count the parts one by one: attention's four projections (queries, keys, values, output), each a "
     "square matrix with a bias; the MLP's two layers, out to four times the width and back, each with a bias; "
     "and two layer norms, each with a scale γ and a shift β per feature.",
-), "answer", "dim", ("mlp_ratio", 4), doc="""Check a count of the parameters of one
-    :class:`companion.attention.TransformerBlock` of width ``dim`` (and MLP width ``mlp_ratio · dim``); the count is
-    made by building the block.""")
+), "answer", "dim", ("mlp_ratio", 4), doc="""Check a count of the parameters of one Transformer block of width
+    ``dim`` (and MLP width ``mlp_ratio · dim``), made by building a :class:`companion.attention.TransformerBlock`.""")
 
 

@@ -125,8 +125,7 @@ max_pool2d = define(CheckSpec(
     "window that starts at row i·k and column j·k, for every image and channel separately (amax reduces "
     "several dimensions at once). unfold with a step of k cuts out all windows without a loop. Do not start "
     "the maximum at 0: windows may be all negative.",
-), doc="""Check ``student(x, k)``: max pooling of ``x [N, C, H, W]`` over non-overlapping ``k × k`` windows,
-    rows and columns that do not fill a window dropped, without PyTorch's or the course's pooling (they
-    raise while it runs).""")
+), doc="""Check ``student(x, k)``: max pooling of ``x [N, C, H, W]`` over non-overlapping ``k × k`` windows, rows and
+    columns that do not fill a window dropped, without PyTorch's or the course's pooling (they raise while it runs).""")
 
 

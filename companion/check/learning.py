@@ -49,9 +49,8 @@ quadratic_gradients = define(CheckSpec(
     hint="as for the line: write one term as the square of the error y − (a·x² + b·x + c) and apply the chain "
     "rule; the error depends on a through x², on b through x and on c alone; mind its minus sign, and take "
     "the mean over the examples, as the loss does.",
-), doc="""Check ``student(a, b, c, x, y) -> (∂L/∂a, ∂L/∂b, ∂L/∂c)`` for the mean squared error of the model
-    ŷ = a·x² + b·x + c (``a``, ``b``, ``c`` floats; ``x``, ``y`` float64 ``[N]``), derived by hand: autograd raises
-    while the function runs.""")
+), doc="""Check ``student(a, b, c, x, y) -> (∂L/∂a, ∂L/∂b, ∂L/∂c)``, derived by hand (autograd raises while it runs),
+    for the mean squared error of ŷ = a·x² + b·x + c; ``a``, ``b``, ``c``: floats, ``x``, ``y``: float64 ``[N]``.""")
 
 
 def _stable_limit(x: Sequence[float]) -> float:

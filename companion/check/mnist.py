@@ -128,9 +128,8 @@ confusion_matrix = define(CheckSpec(
     hint="start from a C × C matrix of zeros and add 1 at [true, predicted] for each sample, so that repeated "
     "pairs add up; rows are the true classes, columns the predictions, and the matrix is C × C even for "
     "classes that never occur.",
-), doc="""Check ``student(predictions, targets, num_classes)``: the counts ``[C, C]`` of each (true, predicted)
-    pair, rows true, columns predicted; int64 class indices ``[N]``. The last case has classes that never
-    occur.""")
+), doc="""Check ``student(predictions, targets, num_classes)``: the counts ``[C, C]`` of each (true, predicted) pair,
+    rows true, columns predicted, of int64 class indices ``[N]``; the last case has classes that never occur.""")
 
 
 def _precision_recall(predictions: torch.Tensor, targets: torch.Tensor, k: int) -> tuple[float, float]:

@@ -61,8 +61,7 @@ clip_grad_norm = define(CheckSpec(
     "the square root. Only a norm above max_norm is reduced, and then every tensor is scaled by the same "
     "factor, the one that brings the total norm down to max_norm.",
 ), doc="""Check ``student(grads, max_norm) -> (clipped, total_norm)``: clipping a list of float64 gradient tensors
-    by their global norm, without ``torch.nn.utils.clip_grad_norm_``; ``clipped`` is a list of tensors of the same
-    shapes.""")
+    by their global norm into a list of the same shapes, without ``torch.nn.utils.clip_grad_norm_``.""")
 
 
 GRU_STEP_MISTAKES = {
@@ -183,7 +182,6 @@ trigram_loss = define(CheckSpec(
     "of V counts of its own (V² rows), count the triples of the training ids so that repeats add up "
     "(index_put_ with accumulate=True, or a loop), add one, turn each row into probabilities, and average "
     "the negative log-probability of the last character of each validation triple.",
-), doc="""Check ``student(train_ids, val_ids, vocab_size) -> loss``: the validation loss in nats of the add-one
-    trigram model counted on ``train_ids``, the mean over the ``len(val_ids) − 2`` triples of ``val_ids`` (int64
-    ids in 0 … V−1).""")
+), doc="""Check ``student(train_ids, val_ids, vocab_size) -> loss``: the validation loss in nats of the add-one trigram
+    model of ``train_ids``, the mean over the ``len(val_ids) − 2`` triples of ``val_ids`` (int64 ids in 0 … V−1).""")
 
