@@ -445,18 +445,14 @@ def _decode(obj: Any, arrays: Mapping[str, Any], depth: int = 0) -> Any:
             return Ellipsis
         if tag == "raised":
             return Raised(str(obj.get("type")), str(obj.get("message")), str(obj.get("line", "")))
-        if tag == "wrong":
-            return Wrong(str(obj.get("message")))
-        if tag == "object":
-            return Opaque(str(obj.get("type")))
-        if tag in ("tensor", "ndarray") and isinstance(arrays.get(obj.get("key")), np.ndarray):
-            array = arrays[obj["key"]]
-            if tag == "ndarray":
-                return array
-            dtype = getattr(torch, str(obj.get("dtype")), None)
-            if not isinstance(dtype, torch.dtype):
+        if tag in ("wrong", "object"):
+            return Wrong(str(obj.get("message"))) if tag == "wrong" else Opaque(str(obj.get("type")))
+        array = arrays.get(str(obj.get("key"))) if tag in ("tensor", "ndarray") else None
+        if isinstance(array, np.ndarray):
+            dtype = getattr(torch, str(obj.get("dtype")), None) if tag == "tensor" else None
+            if tag == "tensor" and not isinstance(dtype, torch.dtype):
                 raise ValueError(f"unknown dtype {obj.get('dtype')!r}")
-            return torch.from_numpy(np.array(array)).to(dtype)
+            return array if tag == "ndarray" else torch.from_numpy(np.array(array)).to(dtype)
         if tag in ("tuple", "list") and isinstance(items, list):
             return (tuple if tag == "tuple" else list)(_decode(o, arrays, depth + 1) for o in items)
         if tag == "dict" and isinstance(items, dict):
