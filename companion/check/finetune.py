@@ -68,8 +68,7 @@ def _ipo(pc: torch.Tensor, pr: torch.Tensor, rc: torch.Tensor, rr: torch.Tensor,
 
 
 ipo_loss = define(CheckSpec(
-    "ipo_loss", _ipo, _ipo_cases, rtol=1e-7, atol=1e-9,
-    forbidden=("companion.preference.dpo_loss",),
+    "ipo_loss", _ipo, _ipo_cases, rtol=1e-7, atol=1e-9, forbidden=("companion.preference.dpo_loss",),
     mistakes=keyed(_ipo, {
         "swapped": "chosen and rejected are swapped: the margin is the rejected answer's minus the chosen one's",
         "beta inside": "the margin is multiplied by β, as in DPO: in IPO β only sets the target",
