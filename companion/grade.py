@@ -247,7 +247,7 @@ def check_name(source: str) -> str | None:
     """The ``name`` of the bare ``check.<name>(...)`` call that ends a cell's source, else None."""
     try:
         body = ast.parse(source).body
-    except SyntaxError:  # a student's syntax error, or IPython magics: the last such line
+    except (SyntaxError, ValueError, RecursionError, MemoryError):  # a syntax error or magics: the last such line
         calls = re.findall(r"^check\.(\w+)\(", source, re.M)
         return calls[-1] if calls else None
     last = body[-1] if body else None
@@ -490,7 +490,7 @@ class Run:
             try:
                 event = json.loads(line)
                 cell = event.get("cell")
-            except (ValueError, AttributeError):
+            except (ValueError, AttributeError, RecursionError):
                 continue
             if event.get("event") == "limits" and self.unlimited is None:
                 missing = event.get("missing")
@@ -501,7 +501,7 @@ class Run:
                 self.started.add(cell)
             elif event.get("event") == "done":
                 error = event.get("error")
-                self.errors[cell] = str(error)[:500] if error is not None else None
+                self.errors[cell] = printable(str(error)[:500]) if error is not None else None
                 if event.get("timeout") is True:
                     self.timeouts.add(cell)
 
@@ -597,7 +597,7 @@ def _call_source(source: str) -> str | None:
     """The source of the bare check call that ends a cell, else None (a syntax error, say)."""
     try:
         last = ast.parse(source).body[-1]
-    except (SyntaxError, IndexError):
+    except (SyntaxError, IndexError, ValueError, RecursionError, MemoryError):
         return None
     return ast.unparse(last.value) if isinstance(last, ast.Expr) else None
 
@@ -647,7 +647,7 @@ def judged(name: str, seed: int, path: Path) -> Any:
     try:
         with np.load(path, allow_pickle=False) as npz:
             produced = json.loads(str(npz["__json__"]))
-    except (OSError, KeyError, ValueError, EOFError) as err:
+    except (OSError, KeyError, ValueError, EOFError, RecursionError) as err:
         raise ValueError(f"{path.name}: not a file of produced outputs ({err})") from err
     if not isinstance(produced, dict) or produced.get("format") != VERDICT:
         raise ValueError(f"{path.name}: not a recorded verdict")
@@ -664,10 +664,12 @@ def outcome(run: Run, work: Path, label: str, where: tuple[int, int, int], limit
     """
     cell, seed, number = where
     answer = work / "answers" / f"{cell}.npz"
-    if answer.is_file() and run.errors.get(cell, "") is None:
+    if (answer.is_file() or answer.is_symlink()) and run.errors.get(cell, "") is None:
+        if answer.is_symlink() or not answer.is_file():
+            return "failed", "the answer's data cannot be read: it is not a regular file"
         try:
             verdict = judged(label.split(" (")[0], seed, answer)
-        except ValueError as err:
+        except Exception as err:  # whatever the data: a submission's answer never stops the grader
             return "failed", f"the answer's data cannot be read: {' '.join(str(err).split())[:300]}"
         return ("passed" if verdict.passed else "failed"), " ".join(f"{verdict.name}: {verdict.message}".split())
     if cell in run.timeouts:
@@ -702,8 +704,8 @@ def grade_notebook(
     if not expected and not found:
         raise GradeError(f"{student}: no exercise found (no cell ends with a check call, no course chapter matches)")
     grades = []
-    with tempfile.TemporaryDirectory(prefix="companion-grade-") as folder:
-        work = Path(folder).resolve()
+    work = Path(tempfile.mkdtemp(prefix="companion-grade-")).resolve()
+    try:
         task, where = job(notebook, chapter, found)
         task["limits"] = settings.limits()
         run = run_job(task, work, settings, hidden) if found else Run(set(), {}, set())
@@ -716,8 +718,25 @@ def grade_notebook(
             else:
                 result, message = "missing", f"no cell ends with check.{name.split(' (')[0]}(...)"
             number = expected.index(name) + 1 if name in expected else None
-            grades.append(Grade(student, chapter.title if chapter else "", number, name, result, message))
+            grades.append(Grade(student, chapter.title if chapter else "", number, name, result, printable(message)))
+    finally:
+        remove_tree(work)
     return grades
+
+
+def remove_tree(folder: Path) -> None:
+    """Remove a submission's work folder, whatever it left there, without following any link out of it.
+
+    The submission may have made folders read-only; they are made writable first,
+    real folders only (``os.chmod`` follows links, so a link in the tree is never
+    passed to it), then :func:`shutil.rmtree` removes the tree, links as links.
+    """
+    for parent, folders, _ in os.walk(folder):
+        for path in [parent, *(os.path.join(parent, name) for name in folders)]:
+            if not os.path.islink(path):
+                with contextlib.suppress(OSError):
+                    os.chmod(path, 0o700)
+    shutil.rmtree(folder, ignore_errors=True)
 
 
 def table(grades: Sequence[Grade]) -> str:
@@ -747,8 +766,19 @@ def write_csv(grades: Sequence[Grade], path: Path) -> None:
         writer = csv.writer(file)
         writer.writerow(CSV_COLUMNS)
         for g in grades:
-            writer.writerow([g.student, g.chapter, "" if g.number is None else g.number, g.check, g.result, g.message])
+            writer.writerow([g.student, g.chapter, "" if g.number is None else g.number, g.check, g.result,
+                             inert(g.message)])
     os.replace(file.name, path)
+
+
+def printable(text: str) -> str:
+    """``text`` with each control character (newlines, terminal escapes) replaced by a space."""
+    return "".join(" " if ord(ch) < 32 or 127 <= ord(ch) < 160 else ch for ch in text)
+
+
+def inert(cell: str) -> str:
+    """A CSV cell a spreadsheet shows as text: one starting with ``= + - @`` gets a leading apostrophe."""
+    return "'" + cell if cell.startswith(("=", "+", "-", "@")) else cell
 
 
 def submissions(paths: Iterable[Path]) -> list[Path]:
@@ -828,6 +858,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             grades = grade_notebook(notebook, str(path), chapters, settings, hidden)
         except GradeError as err:
             print(f"error: {err}", file=sys.stderr)
+            failures += 1
+            continue
+        except Exception as err:  # noqa: BLE001 — a submission that breaks the grader costs only its own grades
+            print(f"error: {path}: not graded: {type(err).__name__}: {printable(str(err))[:300]}", file=sys.stderr)
             failures += 1
             continue
         print(table(grades), end="\n\n", flush=True)

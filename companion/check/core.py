@@ -40,6 +40,9 @@ NONE_MESSAGE = "the function returned None (is a `return` missing, or is the pla
 _HINTS: dict[str, str] = {}
 _LIBRARY_DIRS = tuple(str(Path(module.__file__).resolve().parent) for module in (np, torch, sys.modules["companion"]))
 _MAX_BYTES = 1 << 28  # what load_produced accepts: 256 MiB of arrays
+_ARRAY_TYPES = {"b1", "i1", "i2", "i4", "i8", "u1", "u2", "u4", "u8", "f2", "f4", "f8"}  # dtype.str without byte order
+_TENSOR_TYPES = {"bool", "uint8", "uint16", "uint32", "uint64", "int8", "int16", "int32", "int64",
+                 "float16", "bfloat16", "float32", "float64"}  # fmt: skip
 
 
 def register_hint(name: str, text: str) -> None:
@@ -417,23 +420,38 @@ def load_produced(path: str | Path) -> dict:
     """Read what :func:`save_produced` wrote, without pickle; ValueError for anything malformed."""
     try:
         with zipfile.ZipFile(path) as archive:
-            if sum(info.file_size for info in archive.infolist()) > _MAX_BYTES:
+            if sum(info.file_size for info in archive.infolist()) > _MAX_BYTES or _declared_bytes(archive) > _MAX_BYTES:
                 raise ValueError(f"{path}: larger than {_MAX_BYTES} bytes")
         with np.load(path, allow_pickle=False) as npz:
             loaded = {k: npz[k] for k in npz.files}
-    except (OSError, zipfile.BadZipFile, EOFError) as err:
-        raise ValueError(f"{path}: not a file of produced outputs ({err})") from err
-    text = loaded.pop("__json__", None)
-    if text is None or text.dtype.kind != "U" or text.shape != ():
-        raise ValueError(f"{path}: no JSON part")
-    data = json.loads(str(text))  # a JSONDecodeError is a ValueError
-    if not isinstance(data, dict) or any(not re.fullmatch(r"a\d+", k) or a.dtype.kind not in "biuf"
+        text = loaded.pop("__json__", None)
+        if text is None or text.dtype.kind != "U" or text.shape != ():
+            raise ValueError(f"{path}: no JSON part")
+        data = json.loads(str(text))  # a JSONDecodeError is a ValueError
+    except (OSError, zipfile.BadZipFile, EOFError, RecursionError) as err:
+        raise ValueError(f"{path}: not a file of produced outputs ({type(err).__name__})") from err
+    if not isinstance(data, dict) or any(not re.fullmatch(r"a\d+", k) or a.dtype.str[1:] not in _ARRAY_TYPES
                                          for k, a in loaded.items()):  # fmt: skip
         raise ValueError(f"{path}: malformed produced outputs")
     produced = {**data, **loaded}
     _spec(str(produced.get("check")))
     _unpack(produced)  # raises ValueError on anything malformed
     return produced
+
+
+def _declared_bytes(archive: zipfile.ZipFile) -> int:
+    """The bytes the ``.npy`` members of ``archive`` declare in their headers (shape × item size), read
+    before any array is: a header may claim far more than its file holds, and numpy allocates that first."""
+    total = 0
+    for info in archive.infolist():
+        with archive.open(info) as member:
+            version = np.lib.format.read_magic(member)
+            if version not in ((1, 0), (2, 0)):
+                raise ValueError(f"{info.filename}: .npy format {version} is not one np.save writes here")
+            read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            shape, _, dtype = read(member)
+        total += math.prod(shape) * dtype.itemsize
+    return total
 
 
 def _decode(obj: Any, arrays: Mapping[str, Any], depth: int = 0) -> Any:
@@ -449,8 +467,9 @@ def _decode(obj: Any, arrays: Mapping[str, Any], depth: int = 0) -> Any:
             return Wrong(str(obj.get("message"))) if tag == "wrong" else Opaque(str(obj.get("type")))
         array = arrays.get(str(obj.get("key"))) if tag in ("tensor", "ndarray") else None
         if isinstance(array, np.ndarray):
-            dtype = getattr(torch, str(obj.get("dtype")), None) if tag == "tensor" else None
-            if tag == "tensor" and not isinstance(dtype, torch.dtype):
+            name = str(obj.get("dtype"))
+            dtype = getattr(torch, name) if tag == "tensor" and name in _TENSOR_TYPES else None
+            if tag == "tensor" and dtype is None:
                 raise ValueError(f"unknown dtype {obj.get('dtype')!r}")
             return array if tag == "ndarray" else torch.from_numpy(np.array(array)).to(dtype)
         if tag in ("tuple", "list") and isinstance(items, list):
