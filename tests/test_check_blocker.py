@@ -6,6 +6,7 @@ from __future__ import annotations
 import threading
 import types
 
+import pytest
 import torch
 from torch.nn import functional as F
 
@@ -157,3 +158,40 @@ def test_a_tiktoken_encoding_cannot_do_the_encoding():
 
     result = check.bpe_encode(with_tiktoken)
     assert not result and "do without tiktoken.core.Encoding.__init__" in result.message
+
+
+A = torch.ops.aten
+ROUTES_AROUND_THE_PYTHON_API = {
+    "conv2d_forward": [
+        lambda x, w, b: A.convolution(x, w, b, [1, 1], [0, 0], [1, 1], False, [0, 0], 1),
+        lambda x, w, b: A.convolution.default(x, w, b, [1, 1], [0, 0], [1, 1], False, [0, 0], 1),
+        lambda x, w, b: A.conv2d(x, w, b),
+        lambda x, w, b: torch._C._nn.thnn_conv2d(x, w, w.shape[-2:], b),
+    ],
+    "max_pool2d": [
+        lambda x, k: A.max_pool2d(x, [k, k], [k, k]),
+        lambda x, k: A.max_pool2d_with_indices(x, [k, k], [k, k])[0],
+        lambda x, k: torch._C._nn.max_pool2d_with_indices(x, k, k)[0],
+    ],
+    "stable_softmax": [
+        lambda z: A._softmax(z, -1, False),
+        lambda z: A.softmax.int(z, -1),
+        lambda z: torch._softmax(z, -1, False),
+        lambda z: torch._log_softmax(z, -1, False).exp(),
+    ],
+    "attention_weights": [
+        lambda q, k: A._scaled_dot_product_attention_math(q, k, k)[1],
+    ],
+    "gru_step": [
+        lambda x, h, W_ih, W_hh, b_ih, b_hh: torch.gru_cell(x, h, W_ih, W_hh, b_ih, b_hh),
+    ],
+}
+
+
+@pytest.mark.parametrize(
+    "name, student",
+    [(name, route) for name, routes in ROUTES_AROUND_THE_PYTHON_API.items() for route in routes],
+)
+def test_pytorchs_internal_operators_cannot_stand_in_for_what_an_exercise_forbids(name, student):
+    result = getattr(check, name)(student)
+    assert not result and "do without" in result.message, result.message

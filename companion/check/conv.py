@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from companion.check.core import CheckSpec, Wrong, define, sampler
+from companion.check.core import CheckSpec, Wrong, aten, define, sampler
 
 __all__ = ["conv2d_forward", "conv_output_size", "max_pool2d"]
 
@@ -73,7 +73,9 @@ def _conv_cases(gen: torch.Generator) -> list:
 conv2d_forward = define(CheckSpec(
     "conv2d_forward", _conv2d, _conv_cases, rtol=1e-9, atol=1e-9,
     forbidden=(*(f"torch.nn.functional.conv{kind}{n}d" for kind in ("", "_transpose") for n in "123"),
-               "torch.convolution", "torch._convolution", "companion.conv.conv2d"),
+               "torch.convolution", "torch._convolution", "torch._C._nn.thnn_conv2d", "companion.conv.conv2d",
+               *aten("convolution", "_convolution", "conv2d", "thnn_conv2d", "_slow_conv2d_forward",
+                     "mkldnn_convolution")),
     mistakes={
         "the kernel is flipped: that is the convolution of signal processing, y(i, j) = Σ x(i − p, j − q) "
         "w(p, q); deep-learning layers compute the cross-correlation, Σ x(i + p, j + q) w(p, q)":
@@ -105,7 +107,9 @@ def _overlap(case: tuple, expected: Any, got: Any) -> str:
 max_pool2d = define(CheckSpec(
     "max_pool2d", _max_pool2d, rtol=1e-5, atol=1e-8, diagnose=_overlap,
     forbidden=("torch.nn.functional.max_pool2d", "torch.nn.functional.max_pool2d_with_indices",
-               "torch.nn.functional.adaptive_max_pool2d", "torch.max_pool2d", "companion.conv.max_pool2d"),
+               "torch.nn.functional.adaptive_max_pool2d", "torch.max_pool2d", "companion.conv.max_pool2d",
+               "torch._C._nn.max_pool2d_with_indices", "torch.mkldnn_max_pool2d",
+               *aten("max_pool2d", "max_pool2d_with_indices", "mkldnn_max_pool2d", "adaptive_max_pool2d")),
     cases=lambda gen: [
         ("a 4×4 image, k = 2", (torch.tensor([[[[1.0, 3.0, 2.0, 0.0], [4.0, 2.0, 1.0, 5.0], [0.0, 1.0, 7.0, 6.0],
                                                  [2.0, 8.0, 3.0, 1.0]]]]), 2)),

@@ -259,6 +259,20 @@ def _resolve(dotted: str) -> Any:
     return obj
 
 
+def aten(*ops: str) -> tuple[str, ...]:
+    """The dotted names of PyTorch's internal operators ``ops`` (``torch.ops.aten.<op>``) and of every
+    overload of each (``torch.ops.aten.<op>.<overload>``): a torch function mode sees a call of one by the
+    object called, and a student's function may call either. An operator this PyTorch lacks is left out."""
+    names = []
+    for op in ops:
+        try:
+            packet = getattr(torch.ops.aten, op)
+        except (AttributeError, RuntimeError):
+            continue
+        names += [f"torch.ops.aten.{op}", *(f"torch.ops.aten.{op}.{overload}" for overload in packet.overloads())]
+    return tuple(names)
+
+
 ESCAPES = ("threading.Thread.start", "_thread.start_new_thread", "_thread.start_joinable_thread", "sys.setprofile",
            "sys.settrace", "threading.setprofile", "threading.settrace")
 """What every check blocks besides its own forbidden operations: ways out of the block itself (another thread,

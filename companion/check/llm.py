@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections import Counter
 
 import torch
-from companion.check.core import CheckSpec, define, keyed, plural, randn, sampler
+from companion.check.core import CheckSpec, aten, define, keyed, plural, randn, sampler
 from companion.check.learning import AUTOGRAD_FORBIDDEN
 
 __all__ = ["bpe_encode", "nucleus", "rms_norm_backward"]
@@ -136,9 +136,7 @@ rms_norm_backward = define(CheckSpec(
     forbidden=(*AUTOGRAD_FORBIDDEN, "torch.autograd.graph._engine_run_backward", "torch.autograd.forward_ad.make_dual",
                "torch.autograd.functional.vjp", "torch.autograd.functional.jvp", "torch.func.jvp", "torch.func.jacrev",
                "torch.func.jacfwd", "companion.autograd.Value.backward",
-               *(f"torch.ops.aten.{op}{overload}" for op in ("_fused_rms_norm_backward", "native_layer_norm_backward",
-                                                             "native_group_norm_backward")
-                 for overload in ("", ".default"))),
+               *aten("_fused_rms_norm_backward", "native_layer_norm_backward", "native_group_norm_backward")),
     mistakes=keyed(_rms_backward, {
         "scale constant": "the normalising scale is treated as a constant: it depends on every entry of the "
         "vector, which gives grad_x a second term",

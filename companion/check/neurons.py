@@ -8,13 +8,14 @@ from typing import Any
 
 import torch
 
-from companion.check.core import CheckSpec, Wrong, define, sampler
+from companion.check.core import CheckSpec, Wrong, aten, define, sampler
 
 __all__ = ["NETWORK_2_PARAMETERS", "linear_fold", "network_2", "neuron_forward", "parameter_count", "stable_softmax"]
 
-SOFTMAX_FORBIDDEN = tuple(f"torch.{m}{f}" for m in ("", "nn.functional.", "Tensor.", "special.")
-                          for f in ("softmax", "log_softmax"))  # fmt: skip
-"""PyTorch's softmax and log-softmax under all their names."""
+SOFTMAX_FORBIDDEN = (*(f"torch.{m}{f}" for m in ("", "_", "nn.functional.", "Tensor.", "special.")
+                        for f in ("softmax", "log_softmax")),
+                     *aten("softmax", "_softmax", "log_softmax", "_log_softmax", "_safe_softmax"))  # fmt: skip
+"""PyTorch's softmax and log-softmax under all their names, its internal operators included."""
 
 
 def _neuron_cases(gen: torch.Generator) -> list:

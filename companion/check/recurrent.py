@@ -8,7 +8,7 @@ import math
 
 import torch
 
-from companion.check.core import CheckSpec, define, keyed, randn
+from companion.check.core import CheckSpec, aten, define, keyed, randn
 
 __all__ = ["CLIP_MISTAKES", "GRU_STEP_MISTAKES", "TRIGRAM_MISTAKES", "clip_grad_norm", "gru_step", "trigram_loss"]
 
@@ -106,13 +106,14 @@ def _gru_cases(gen: torch.Generator) -> list:
 
 gru_step = define(CheckSpec(
     "gru_step", _gru_step, _gru_cases, mistakes=keyed(_gru_step, GRU_STEP_MISTAKES),
-    rtol=1e-7, atol=1e-10, forbidden=("companion.recurrent.gru_cell",),
+    rtol=1e-7, atol=1e-10, forbidden=("companion.recurrent.gru_cell", "torch.gru_cell", "torch._VF.gru_cell",
+                                      *aten("gru_cell")),
     hint="each of the two affine maps, x W_ihᵀ + b_ih and h W_hhᵀ + b_hh, holds three blocks of H columns, in the "
     "order r, z, n; the two gates are sigmoids of their blocks added up; in the candidate the reset gate scales "
     "the whole hidden block, its bias included; and z is the share of the old state that the new one keeps.",
 ), doc="""Check ``student(x, h, W_ih, W_hh, b_ih, b_hh) -> h_new``: one GRU step with torch's layout, the rows in
     gate order r, z, n; float64 ``x [N, F]``, ``h [N, H]``, ``W_ih [3H, F]``, ``W_hh [3H, H]``, ``b_ih, b_hh [3H]``.
-    The course's own ``companion.recurrent.gru_cell`` raises while the function runs.""")
+    PyTorch's GRU cell and the course's own ``companion.recurrent.gru_cell`` raise while the function runs.""")
 
 
 TRIGRAM_MISTAKES = {
