@@ -195,3 +195,34 @@ ROUTES_AROUND_THE_PYTHON_API = {
 def test_pytorchs_internal_operators_cannot_stand_in_for_what_an_exercise_forbids(name, student):
     result = getattr(check, name)(student)
     assert not result and "do without" in result.message, result.message
+
+
+def test_a_forbidden_method_reached_inside_an_allowed_torch_function_is_blocked():
+    result = check.stable_softmax(lambda z: F.softmin(-z, dim=-1))  # softmin calls Tensor.softmax
+    assert not result and "do without torch.Tensor.softmax" in result.message, result.message
+
+
+def test_a_forbidden_method_is_blocked_with_torch_functions_disabled():
+    def softmax(z):
+        with torch._C.DisableTorchFunction():
+            return z.softmax(-1)
+
+    result = check.stable_softmax(softmax)
+    assert not result and "do without torch.Tensor.softmax" in result.message, result.message
+
+
+def test_switching_the_blocks_off_through_ctypes_is_caught():
+    import ctypes
+
+    def conv(x, w, b):
+        ctypes.pythonapi.PyEval_SetProfile(None, None)  # the profile hook, switched off unseen
+        mode = ctypes.pythonapi.PyObject_CallObject  # the torch function mode, popped through a C pointer
+        mode.restype, mode.argtypes = ctypes.py_object, [ctypes.py_object, ctypes.py_object]
+        blocker = mode(torch._C._pop_torch_function_stack, ())
+        try:
+            return F.conv2d(x, w, b)
+        finally:
+            torch._C._push_on_torch_function_stack(blocker)
+
+    result = check.conv2d_forward(conv)
+    assert not result and "do without" in result.message, result.message
