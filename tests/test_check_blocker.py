@@ -226,3 +226,38 @@ def test_switching_the_blocks_off_through_ctypes_is_caught():
 
     result = check.conv2d_forward(conv)
     assert not result and "do without" in result.message, result.message
+
+
+def test_another_process_cannot_compute_what_the_exercise_forbids():
+    import subprocess
+    import sys
+
+    def conv(x, w, b):
+        code = "import sys, torch; print(torch.ones(1).sum().item())"
+        subprocess.run([sys.executable, "-c", code], capture_output=True, check=True, timeout=60)
+        return x[:, :1, 1:-1, 1:-1].repeat(1, w.shape[0], 1, 1)
+
+    result = check.conv2d_forward(conv)
+    assert not result and "do without subprocess" in result.message, result.message
+
+
+@pytest.mark.parametrize("route", ["engine", "private engine call", "forward mode"])
+def test_autograds_lower_entry_points_cannot_compute_a_hand_written_gradient(route):
+    def gradient(a, b, c, x, y):  # ∂/∂(a, b, c) of mean((y - (a x² + b x + c))²)
+        def loss(p):
+            return ((y - (p[0] * x**2 + p[1] * x + p[2])) ** 2).mean()
+
+        p = torch.tensor((a, b, c), dtype=torch.float64, requires_grad=True)
+        if route == "forward mode":
+            import torch.autograd.forward_ad as fwAD
+
+            with fwAD.dual_level():
+                return tuple(fwAD.unpack_dual(loss(fwAD.make_dual(p.detach(), e))).tangent
+                             for e in torch.eye(3, dtype=torch.float64))  # fmt: skip
+        run = (torch.autograd.variable.Variable._execution_engine.run_backward if route == "engine"
+               else torch.autograd.graph._engine_run_backward)  # fmt: skip
+        (grad,) = run((loss(p),), (torch.ones((), dtype=torch.float64),), False, False, (p,), False, False)
+        return tuple(grad)
+
+    result = check.quadratic_gradients(gradient)
+    assert not result and "do without" in result.message, result.message

@@ -23,7 +23,7 @@ import zipfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import CodeType
+from types import BuiltinMethodType, CodeType, ModuleType, NoneType
 from typing import Any
 
 import numpy as np
@@ -274,9 +274,11 @@ def aten(*ops: str) -> tuple[str, ...]:
 
 
 ESCAPES = ("threading.Thread.start", "_thread.start_new_thread", "_thread.start_joinable_thread", "sys.setprofile",
-           "sys.settrace", "threading.setprofile", "threading.settrace")
-"""What every check blocks besides its own forbidden operations: ways out of the block itself (another thread,
-which neither hook watches; switching the profile hook off)."""
+           "sys.settrace", "threading.setprofile", "threading.settrace", "subprocess.Popen._execute_child", "os.system",
+           "os.fork", "os.forkpty", "os.posix_spawn", "os.posix_spawnp",
+           *(f"os.exec{suffix}" for suffix in ("v", "ve", "l", "le", "lp", "lpe", "vp", "vpe")))  # fmt: skip
+"""What every check blocks besides its own forbidden operations: ways out of the block itself (another thread
+or process, which neither hook watches; switching a hook off)."""
 
 
 def _code_key(code: CodeType) -> tuple[str, int, str]:
@@ -297,6 +299,9 @@ class _Blocker(TorchFunctionMode):
         self.objects: dict[int, tuple[Any, str]] = {}
         self.codes: dict[tuple[str, int, str], str] = {}
         for name, obj in named:  # the first name of an object is the one that is told
+            owner = getattr(obj, "__self__", None)
+            if isinstance(obj, BuiltinMethodType) and not isinstance(owner, (ModuleType, type, NoneType)):
+                obj = getattr(type(owner), obj.__name__)  # an object's built-in method: as the hook sees it
             if obj is not None:
                 self.objects.setdefault(id(obj), (obj, name))
             function = inspect.unwrap(getattr(obj, "__func__", obj)) if callable(obj) else obj

@@ -13,8 +13,14 @@ from companion.check.core import CheckSpec, define, randn, sampler, scaled, summ
 __all__ = ["largest_stable_learning_rate", "minibatch_epoch", "quadratic_gradients"]
 
 AUTOGRAD_FORBIDDEN = ("torch.autograd.grad", "torch.autograd.backward", "torch.Tensor.backward", "torch.func.grad",
-                      "torch.func.vjp", "torch.autograd.functional.jacobian")  # fmt: skip
-"""Autograd's entry points, which an exercise that computes its gradients by hand does without."""
+                      "torch.func.vjp", "torch.autograd.functional.jacobian", "torch.autograd.functional.vjp",
+                      "torch.autograd.functional.jvp", "torch.func.jvp", "torch.func.jacrev", "torch.func.jacfwd",
+                      "torch.autograd.graph._engine_run_backward",
+                      "torch.autograd.variable.Variable._execution_engine.run_backward",
+                      "torch.autograd.forward_ad.make_dual", "torch.autograd.forward_ad.unpack_dual",
+                      "companion.autograd.Value.backward")  # fmt: skip
+"""Autograd's entry points, its engine and forward mode included, which an exercise that computes its gradients by
+hand does without."""
 
 
 def _parabola(a: float, b: float, c: float, x: torch.Tensor, y: torch.Tensor) -> tuple:

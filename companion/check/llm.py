@@ -133,9 +133,7 @@ def _weight_shape(case: tuple, expected: tuple, got: tuple) -> str:
 rms_norm_backward = define(CheckSpec(
     "rms_norm_backward", _rms_backward, _rms_backward_cases, labels=("grad_x", "grad_weight"),
     diagnose=_weight_shape, rtol=1e-7, atol=1e-9,
-    forbidden=(*AUTOGRAD_FORBIDDEN, "torch.autograd.graph._engine_run_backward", "torch.autograd.forward_ad.make_dual",
-               "torch.autograd.functional.vjp", "torch.autograd.functional.jvp", "torch.func.jvp", "torch.func.jacrev",
-               "torch.func.jacfwd", "companion.autograd.Value.backward",
+    forbidden=(*AUTOGRAD_FORBIDDEN,
                *aten("_fused_rms_norm_backward", "native_layer_norm_backward", "native_group_norm_backward")),
     mistakes=keyed(_rms_backward, {
         "scale constant": "the normalising scale is treated as a constant: it depends on every entry of the "
