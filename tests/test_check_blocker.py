@@ -261,3 +261,15 @@ def test_autograds_lower_entry_points_cannot_compute_a_hand_written_gradient(rou
 
     result = check.quadratic_gradients(gradient)
     assert not result and "do without" in result.message, result.message
+
+
+def test_scipys_correlation_cannot_do_the_convolution_exercise():
+    signal = pytest.importorskip("scipy.signal")
+
+    def conv(x, w, b):
+        out = [[sum(signal.correlate(x[n, c].numpy(), w[o, c].numpy(), mode="valid") for c in range(x.shape[1]))
+                + b[o].item() for o in range(w.shape[0])] for n in range(x.shape[0])]  # fmt: skip
+        return torch.tensor(out, dtype=x.dtype)
+
+    result = check.conv2d_forward(conv)
+    assert not result and "do without scipy.signal" in result.message, result.message

@@ -75,7 +75,10 @@ conv2d_forward = define(CheckSpec(
     forbidden=(*(f"torch.nn.functional.conv{kind}{n}d" for kind in ("", "_transpose") for n in "123"),
                "torch.convolution", "torch._convolution", "torch._C._nn.thnn_conv2d", "companion.conv.conv2d",
                *aten("convolution", "_convolution", "conv2d", "thnn_conv2d", "_slow_conv2d_forward",
-                     "mkldnn_convolution")),
+                     "mkldnn_convolution"),
+               *(f"scipy.signal.{f}" for f in ("correlate", "correlate2d", "convolve", "convolve2d", "fftconvolve",
+                                               "oaconvolve")),
+               "scipy.ndimage.correlate", "scipy.ndimage.convolve", "numpy.correlate", "numpy.convolve"),
     mistakes={
         "the kernel is flipped: that is the convolution of signal processing, y(i, j) = Σ x(i − p, j − q) "
         "w(p, q); deep-learning layers compute the cross-correlation, Σ x(i + p, j + q) w(p, q)":
@@ -89,8 +92,8 @@ conv2d_forward = define(CheckSpec(
     "then sum over C, kh and kw, and add one bias per filter. Do not flip the kernel. Loops over the output "
     "positions are fine; unfold cuts out every window at once (im2col).",
 ), doc="""Check ``student(x, weight, bias)``: a convolution layer's forward pass with stride 1 and no padding,
-    as every framework computes it, without PyTorch's or the course's convolutions (they raise while it
-    runs). Shapes: ``x [N, C, H, W]``, ``weight [O, C, kh, kw]``, ``bias [O]`` → ``[N, O, H', W']``.""")
+    as every framework computes it, without PyTorch's, SciPy's, NumPy's or the course's convolutions (they
+    raise while it runs). Shapes: ``x [N, C, H, W]``, ``weight [O, C, kh, kw]``, ``bias [O]`` → ``[N, O, H', W']``.""")
 
 
 def _max_pool2d(x: torch.Tensor, k: int) -> torch.Tensor:
