@@ -36,6 +36,7 @@ __all__ = ["SPECS", "CheckResult", "CheckSpec", "ForbiddenCallError", "Hint", "P
 
 FORMAT = "companion.check/1"
 PLACEHOLDER_MESSAGE = "the placeholder `...` is still there: replace it with your answer."
+"""The message of a check whose answer is still the placeholder ``...``."""
 NONE_MESSAGE = "the function returned None (is a `return` missing, or is the placeholder `...` still there?)"
 _HINTS: dict[str, str] = {}
 _LIBRARY_DIRS = tuple(str(Path(module.__file__).resolve().parent) for module in (np, torch, sys.modules["companion"]))

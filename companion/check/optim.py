@@ -1,6 +1,5 @@
 """Self-checks of chapter 5, optimizers: one Adam step, one momentum step, a warm-up + cosine schedule,
-and the size of Adam's step without its bias correction. Each ``*_MISTAKES`` holds the mistakes a check
-recognises, by name, each with what a matching answer is told."""
+and the size of Adam's step without its bias correction."""
 
 from __future__ import annotations
 
@@ -23,6 +22,7 @@ ADAM_MISTAKES = {
     "stay uncorrected, the correction enters only the step",
     "t too high": "the step count is one too high: t is this step's number (1 on the first step), used as given",
 }
+"""The mistakes :func:`adam_step` recognises, by name, each with what a matching answer is told."""
 
 
 def _adam_step(theta: Tensor, grad: Tensor, m: Tensor, v: Tensor, t: int, lr: float, beta1: float, beta2: float,
@@ -73,6 +73,7 @@ MOMENTUM_MISTAKES = {
     "velocity": "θ is right, but the buffer has the learning rate inside it; PyTorch's buffer leaves it out",
     "nesterov ignored": "with nesterov=True the step is the same as without: the look-ahead is missing",
 }
+"""The mistakes :func:`momentum_step` recognises, by name, each with what a matching answer is told."""
 
 
 def _momentum_step(theta: Tensor, grad: Tensor, buf: Tensor, lr: float, momentum: float, nesterov: bool,
@@ -112,6 +113,7 @@ SCHEDULE_MISTAKES = {
     "exactly at step warmup_steps",
     "final ignored": "the schedule ends at 0 instead of final_lr",
 }
+"""The mistakes :func:`warmup_cosine_lr` recognises, by name, each with what a matching answer is told."""
 
 
 def _warmup_cosine_lr(step: int, total_steps: int, warmup_steps: int, peak_lr: float, final_lr: float,

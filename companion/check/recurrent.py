@@ -1,6 +1,5 @@
 """Self-checks of chapter 8, recurrent networks: one GRU step, gradient clipping by norm, and the
-validation loss of a trigram model. Each ``*_MISTAKES`` holds the mistakes a check recognises, by name, each
-with what a matching answer is told."""
+validation loss of a trigram model."""
 
 from __future__ import annotations
 
@@ -26,6 +25,7 @@ CLIP_MISTAKES = {
     "of all squared entries",
     "squared": "the total norm is missing its square root",
 }
+"""The mistakes :func:`clip_grad_norm` recognises, by name, each with what a matching answer is told."""
 
 
 def _clip(grads: list[Tensor], max_norm: float, mistake: str = "") -> tuple[list[Tensor], Tensor]:
@@ -73,6 +73,7 @@ GRU_STEP_MISTAKES = {
     "(reset, update, candidate), as in torch",
     "sigmoid candidate": "the candidate n has a sigmoid; it is a tanh",
 }
+"""The mistakes :func:`gru_step` recognises, by name, each with what a matching answer is told."""
 
 
 def _gru_step(x: Tensor, h: Tensor, W_ih: Tensor, W_hh: Tensor, b_ih: Tensor, b_hh: Tensor,
@@ -130,6 +131,7 @@ TRIGRAM_MISTAKES = {
     "shorter context": "only the previous character is used: that is the bigram model; the trigram "
     "conditions on the previous two",
 }
+"""The mistakes :func:`trigram_loss` recognises, by name, each with what a matching answer is told."""
 
 
 def _ngram(train: Tensor, val: Tensor, vocab_size: int, order: int = 3, mistake: str = "") -> Tensor:
