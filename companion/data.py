@@ -111,6 +111,7 @@ FASHION_MNIST = IdxDataset(
     },
 )
 
+
 @dataclass(frozen=True)
 class TextDataset:
     """A dataset published as one plain-text file on one or more mirrors.

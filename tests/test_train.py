@@ -1,6 +1,7 @@
 """companion.train: fit, evaluate, predict, History and EarlyStopping on small synthetic problems."""
 
 import re
+from collections.abc import Callable
 
 import pytest
 import torch
@@ -385,8 +386,8 @@ def test_ignored_labels_and_a_model_of_another_dtype_that_matches_its_data_are_f
     assert len(history) == 1
 
 
-def test_a_loss_that_turns_nan_stops_training_at_its_batch_before_the_step():
-    """The third batch's loss is NaN: training stops there, with the weights of the second step."""
+def nan_on_the_third_call() -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """A cross-entropy loss that is NaN on its third call (the third batch of a run)."""
     calls = []
 
     def turns_nan(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -394,11 +395,16 @@ def test_a_loss_that_turns_nan_stops_training_at_its_batch_before_the_step():
         loss = F.cross_entropy(outputs, targets)
         return loss * float("nan") if len(calls) == 3 else loss
 
+    return turns_nan
+
+
+def test_a_loss_that_turns_nan_stops_training_at_its_batch_before_the_step():
+    """The third batch's loss is NaN: training stops there, with the weights of the second step."""
     X, y = blobs(64, 5)
     model, twin = new_model(), new_model()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
     with pytest.raises(FloatingPointError, match=r"the loss of batch 3 of epoch 1/2 is nan\. Look for NaN"):
-        train.fit(model, optimizer, turns_nan, (X, y), epochs=2, batch_size=16, device=CPU, generator=0,
+        train.fit(model, optimizer, nan_on_the_third_call(), (X, y), epochs=2, batch_size=16, device=CPU, generator=0,
                   progress=False)  # fmt: skip
     twin_optimizer = torch.optim.SGD(twin.parameters(), lr=0.1)
     for step, (xb, yb) in enumerate(batches(X, y, 16, shuffle=True, generator=torch.Generator().manual_seed(0))):
@@ -426,18 +432,11 @@ def test_numpy_integers_count_as_ints():
 
 def stop_on_the_third_batch(device: torch.device) -> str:
     """Train with a loss that is NaN on the third batch; the message of the error that stops training."""
-    calls = []
-
-    def turns_nan(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        calls.append(1)
-        loss = F.cross_entropy(outputs, targets)
-        return loss * float("nan") if len(calls) == 3 else loss
-
     X, y = blobs(64, 5)
     model = new_model()
     with pytest.raises(FloatingPointError) as error:
-        train.fit(model, torch.optim.SGD(model.parameters(), lr=0.1), turns_nan, (X, y), epochs=2, batch_size=16,
-                  device=device, progress=False)  # fmt: skip
+        train.fit(model, torch.optim.SGD(model.parameters(), lr=0.1), nan_on_the_third_call(), (X, y), epochs=2,
+                  batch_size=16, device=device, progress=False)  # fmt: skip
     return str(error.value)
 
 
