@@ -169,14 +169,44 @@ def mse_gradients_by_hand(m, b, x, y):
 
 
 def minibatch_epoch_solution(m, b, x, y, batch_size, lr, generator):
-    for xb, yb in data.batches(x, y, batch_size, generator=generator):
-        grad_m, grad_b = mse_gradients_by_hand(m, b, xb, yb)
+    order = torch.randperm(len(x), generator=generator)
+    for start in range(0, len(x), batch_size):
+        idx = order[start : start + batch_size]
+        grad_m, grad_b = mse_gradients_by_hand(m, b, x[idx], y[idx])
         m, b = m - lr * grad_m, b - lr * grad_b
     return m, b
 
 
 def test_minibatch_epoch_accepts_a_step_per_batch() -> None:
     assert check.minibatch_epoch(minibatch_epoch_solution)
+
+
+def test_minibatch_epoch_takes_the_batches_of_data_batches() -> None:
+    """The reference's written-out batches are those of companion.data.batches with the same generator."""
+    x, y = torch.randn(23, dtype=torch.float64), torch.randn(23, dtype=torch.float64)
+    by_library = (1.0, -1.0)
+    for xb, yb in data.batches(x, y, 5, generator=torch.Generator().manual_seed(7)):
+        grad_m, grad_b = mse_gradients_by_hand(*by_library, xb, yb)
+        by_library = (by_library[0] - 0.1 * grad_m.item(), by_library[1] - 0.1 * grad_b.item())
+    by_hand = minibatch_epoch_solution(1.0, -1.0, x, y, 5, 0.1, torch.Generator().manual_seed(7))
+    assert by_library == pytest.approx([float(v) for v in by_hand], rel=1e-12)
+
+
+@pytest.mark.parametrize("loader", ["course", "torch"])
+def test_minibatch_epoch_does_without_a_library_batcher(loader) -> None:
+    def by_library(m, b, x, y, batch_size, lr, generator):
+        if loader == "course":
+            pairs = data.batches(x, y, batch_size, generator=generator)
+        else:
+            dataset = torch.utils.data.TensorDataset(x, y)
+            pairs = torch.utils.data.DataLoader(dataset, batch_size, shuffle=True, generator=generator)
+        for xb, yb in pairs:
+            grad_m, grad_b = mse_gradients_by_hand(m, b, xb, yb)
+            m, b = m - lr * grad_m, b - lr * grad_b
+        return m, b
+
+    result = check.minibatch_epoch(by_library)
+    assert not result and "do without" in result.message
 
 
 def test_minibatch_epoch_explains_one_step_per_epoch() -> None:
@@ -191,13 +221,14 @@ def test_minibatch_epoch_explains_one_step_per_epoch() -> None:
 
 def test_minibatch_epoch_catches_an_unshuffled_epoch() -> None:
     def in_order(m, b, x, y, batch_size, lr, generator):
-        for xb, yb in data.batches(x, y, batch_size, shuffle=False):
+        for start in range(0, len(x), batch_size):
+            xb, yb = x[start : start + batch_size], y[start : start + batch_size]
             grad_m, grad_b = mse_gradients_by_hand(m, b, xb, yb)
             m, b = m - lr * grad_m, b - lr * grad_b
         return m, b
 
     result = check.minibatch_epoch(in_order)
-    assert not result and "case 1 (N = 30, batch_size = 8" in result.message and "one step" not in result.message
+    assert not result and "in their order" in result.message and "one step" not in result.message
 
 
 def test_minibatch_epoch_catches_a_sum_over_the_batch() -> None:
@@ -217,4 +248,4 @@ def test_minibatch_epoch_placeholder_and_hint() -> None:
 
     assert "returned None" in check.minibatch_epoch(placeholder).message
     assert check.minibatch_epoch(...).message == check.PLACEHOLDER_MESSAGE
-    assert "data.batches" in check.hint("minibatch_epoch").text
+    assert "torch.randperm" in check.hint("minibatch_epoch").text

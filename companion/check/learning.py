@@ -8,9 +8,9 @@ from typing import Any
 
 import torch
 
-from companion.check.core import CheckSpec, define, randn, sampler, scaled, summed
+from companion.check.core import CheckSpec, define, keyed, randn, sampler, scaled, summed
 
-__all__ = ["largest_stable_learning_rate", "minibatch_epoch", "quadratic_gradients"]
+__all__ = ["EPOCH_MISTAKES", "largest_stable_learning_rate", "minibatch_epoch", "quadratic_gradients"]
 
 AUTOGRAD_FORBIDDEN = ("torch.autograd.grad", "torch.autograd.backward", "torch.Tensor.backward", "torch.func.grad",
                       "torch.func.vjp", "torch.autograd.functional.jacobian", "torch.autograd.functional.vjp",
@@ -87,10 +87,21 @@ largest_stable_learning_rate = define(CheckSpec(
     counts. A wrong answer is told whether gradient descent converges or diverges at it, and how far off it is.""")
 
 
-def _epoch(m: float, b: float, x: torch.Tensor, y: torch.Tensor, batch_size: int, lr: float, seed: int) -> tuple:
-    from companion import data
+EPOCH_MISTAKES = {
+    "one step": "one step on the whole data set: take a step after every batch",
+    "in order": "the examples are taken in their order: shuffle them once per epoch, with the generator you are given",
+}
+"""The mistakes :func:`minibatch_epoch` recognises, by name, each with what a matching answer is told."""
 
-    for xb, yb in data.batches(x, y, batch_size, generator=torch.Generator().manual_seed(seed)):
+
+def _epoch(m: float, b: float, x: torch.Tensor, y: torch.Tensor, batch_size: int, lr: float, seed: int,
+           mistake: str = "") -> tuple:  # fmt: skip
+    """One epoch over the batches ``companion.data.batches`` takes: a ``randperm`` of the indices, in slices."""
+    shuffled = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))
+    order = torch.arange(len(x)) if mistake == "in order" else shuffled
+    size = len(x) if mistake == "one step" else batch_size
+    for start in range(0, len(x), size):
+        xb, yb = x[order[start : start + size]], y[order[start : start + size]]
         error = yb - (m * xb + b)
         m, b = m - lr * (-2 * xb * error).mean().item(), b - lr * (-2 * error).mean().item()
     return m, b
@@ -107,14 +118,15 @@ def _epoch_cases(gen: torch.Generator) -> list:
 minibatch_epoch = define(CheckSpec(
     "minibatch_epoch", _epoch, _epoch_cases, labels=("m after the epoch", "b after the epoch"), rtol=1e-9, atol=1e-12,
     apply=lambda student, *case: student(*case[:-1], torch.Generator().manual_seed(case[-1])),
-    mistakes={"one step on the whole data set: take a step after every batch":
-              lambda m, b, x, y, size, lr, seed: _epoch(m, b, x, y, len(x), lr, seed)},
-    passed="4 of 4 cases match the reference epoch.",
-    hint="walk through data.batches with the generator you are given, passed on unchanged (so your batches are "
-    "the check's); compute the MSE gradients on each batch and update m and b after every batch, not once per "
-    "epoch.",
+    mistakes=keyed(_epoch, EPOCH_MISTAKES), passed="4 of 4 cases match the reference epoch.",
+    forbidden=("companion.data.batches", "torch.utils.data.DataLoader.__init__"),
+    hint="shuffle the indices once per epoch, with torch.randperm and the generator you are given (so that your "
+    "order is the check's), and walk through them in slices of batch_size, the last one shorter; compute the MSE "
+    "gradients on each batch and update m and b after every batch, not once per epoch.",
 ), doc="""Check ``student(m, b, x, y, batch_size, lr, generator) -> (m, b)``: one epoch of mini-batch gradient
-    descent over the batches of ``companion.data.batches(x, y, batch_size, generator=generator)``; the student and
-    the reference get identically seeded generators.""")
+    descent, the examples shuffled by ``torch.randperm(len(x), generator=generator)`` and taken in slices of
+    ``batch_size``, as ``companion.data.batches`` takes them, without it or a ``DataLoader``; the student and the
+    reference get identically seeded generators.""")
+
 
 
