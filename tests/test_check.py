@@ -191,6 +191,32 @@ def test_stable_softmax_forbids_torchs_softmax(student):
     assert torch.allclose(torch.zeros(2, 3).softmax(dim=-1), torch.full((2, 3), 1 / 3))  # restored
 
 
+def _softmax_by_attention(z: torch.Tensor) -> torch.Tensor:
+    """softmax(z) as the attention of one query of ones over keys z (scale 1) and the identity as values."""
+    K = z.shape[-1]
+    q, k = torch.ones(*z.shape[:-1], 1, 1), z.unsqueeze(-1)
+    return torch.nn.functional.scaled_dot_product_attention(q, k, torch.eye(K).expand(*z.shape[:-1], K, K),
+                                                            scale=1.0).squeeze(-2)
+
+
+def _softmax_by_sparse(z: torch.Tensor) -> torch.Tensor:
+    """softmax(z) of a sparse tensor that stores every entry of z, zeros included."""
+    dense = z.reshape(-1, z.shape[-1])
+    where = torch.ones_like(dense).nonzero().T
+    stored = torch.sparse_coo_tensor(where, dense[where[0], where[1]], dense.shape)
+    return torch.sparse.softmax(stored, dim=-1).to_dense().reshape(z.shape)
+
+
+@pytest.mark.parametrize("student", [_softmax_by_attention, _softmax_by_sparse,
+                                     lambda z: (z - z.logsumexp(dim=-1, keepdim=True)).exp(),
+                                     lambda z: (z - torch.logsumexp(z, dim=-1, keepdim=True)).exp()])
+def test_stable_softmax_forbids_softmax_inside_other_operations(student):
+    z = torch.randn(3, 4)
+    assert torch.allclose(student(z), z.softmax(dim=-1), atol=1e-6)  # each computes the softmax
+    result = check.stable_softmax(student)
+    assert not result and "asks you to do without" in result.message
+
+
 def test_value_check():
     assert check.value("x", torch.tensor([3.0, 5.0, 1.0]), [3, 5, 1])
     wrong = check.value("x", [3, 6, 1], [3, 5, 1])

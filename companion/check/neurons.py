@@ -12,10 +12,15 @@ from companion.check.core import CheckSpec, Wrong, aten, define, sampler
 
 __all__ = ["NETWORK_2_PARAMETERS", "linear_fold", "network_2", "neuron_forward", "parameter_count", "stable_softmax"]
 
-SOFTMAX_FORBIDDEN = (*(f"torch.{m}{f}" for m in ("", "_", "nn.functional.", "Tensor.", "special.")
+SOFTMAX_FORBIDDEN = (*(f"torch.{m}{f}" for m in ("", "_", "nn.functional.", "Tensor.", "special.", "sparse.")
                         for f in ("softmax", "log_softmax")),
-                     *aten("softmax", "_softmax", "log_softmax", "_log_softmax", "_safe_softmax"))  # fmt: skip
-"""PyTorch's softmax and log-softmax under all their names, its internal operators included."""
+                     "torch.nn.functional.scaled_dot_product_attention",
+                     "torch.nn.functional.multi_head_attention_forward",
+                     *aten("softmax", "_softmax", "log_softmax", "_log_softmax", "_safe_softmax", "_sparse_softmax",
+                           "_sparse_log_softmax", "scaled_dot_product_attention", "_scaled_dot_product_attention_math",
+                           "_scaled_dot_product_flash_attention_for_cpu"))  # fmt: skip
+"""PyTorch's softmax and log-softmax under all their names, its internal operators and sparse tensors' included, and
+the fused attention that computes one inside."""
 
 
 def _neuron_cases(gen: torch.Generator) -> list:
@@ -133,7 +138,9 @@ linear_fold = define(CheckSpec(
 
 
 stable_softmax = define(CheckSpec(
-    "stable_softmax", lambda z: torch.softmax(z, dim=-1), forbidden=SOFTMAX_FORBIDDEN, rtol=1e-4, atol=1e-6,
+    "stable_softmax", lambda z: torch.softmax(z, dim=-1), rtol=1e-4, atol=1e-6,
+    forbidden=(*SOFTMAX_FORBIDDEN, "torch.logsumexp", "torch.Tensor.logsumexp", "torch.special.logsumexp",
+               *aten("logsumexp")),
     cases=lambda gen: [
         ("one vector", (torch.tensor([2.0, 1.0, 0.1, -1.0]),)),
         ("a batch", (torch.randn(5, 3, generator=gen),)),
@@ -148,6 +155,7 @@ stable_softmax = define(CheckSpec(
     "number so that no exponential can overflow (each row's largest logit), keep the dimension for "
     "broadcasting, then divide each row by its sum.",
 ), doc="""Check ``student(z)``: the softmax over the last dimension of float32 logits ``[..., K]``, without
-    overflow and without PyTorch's softmax or log-softmax (they raise while it runs).""")
+    overflow and without PyTorch's softmax, log-softmax or log-sum-exp (they raise while it runs, as does fused
+    attention, which computes a softmax inside).""")
 
 
