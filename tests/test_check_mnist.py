@@ -188,3 +188,35 @@ def test_placeholders_fail():
 
         result = a_check(placeholder)
         assert not result and "returned None" in result.message
+
+
+@pytest.mark.parametrize(
+    "name, student",
+    [
+        ("cross_entropy", lambda z, y: torch._C._nn.cross_entropy_loss(z, y, None, 1, -100, 0.0)),
+        ("cross_entropy", lambda z, y: torch.ops.aten.cross_entropy_loss(z, y)),
+        ("cross_entropy", lambda z, y: torch.ops.aten.nll_loss_nd(torch.ops.aten._log_softmax(z, 1, False), y)),
+        ("binary_cross_entropy", lambda z, y: torch.binary_cross_entropy_with_logits(z, y, None, None, 1)),
+        ("binary_cross_entropy", lambda z, y: torch.ops.aten.binary_cross_entropy_with_logits(z, y)),
+        ("binary_cross_entropy", lambda z, y: -(y * torch.ops.aten.log_sigmoid(z)
+                                                + (1 - y) * torch.ops.aten.log_sigmoid(-z)).mean()),
+    ],
+)
+def test_the_losses_refuse_pytorchs_internal_operators(name, student):
+    result = getattr(check, name)(student)
+    assert not result and "do without" in result.message
+
+
+def test_confusion_matrix_and_precision_recall_refuse_scikit_learn():
+    sk = pytest.importorskip("sklearn.metrics")
+
+    def by_sklearn(predictions, targets, num_classes):
+        return torch.as_tensor(sk.confusion_matrix(targets, predictions, labels=list(range(num_classes))))
+
+    def precision_recall_by_sklearn(predictions, targets, k):
+        args = (targets.numpy(), predictions.numpy())
+        return (float(sk.precision_score(*args, labels=[k], average="macro", zero_division=0)),
+                float(sk.recall_score(*args, labels=[k], average="macro", zero_division=0)))
+
+    for result in (check.confusion_matrix(by_sklearn), check.precision_recall(precision_recall_by_sklearn)):
+        assert not result and "do without" in result.message

@@ -8,17 +8,24 @@ from typing import Any
 import torch
 from torch.nn import functional as F
 
-from companion.check.core import CheckSpec, Raised, define, rows_sum_to, summed
+from companion.check.core import CheckSpec, Raised, aten, define, rows_sum_to, summed
 from companion.check.learning import AUTOGRAD_FORBIDDEN
 from companion.check.neurons import SOFTMAX_FORBIDDEN
 
-__all__ = ["binary_cross_entropy", "confusion_matrix", "cross_entropy", "cross_entropy_grad", "precision_recall"]
+__all__ = ["SKLEARN_COUNTS", "binary_cross_entropy", "confusion_matrix", "cross_entropy", "cross_entropy_grad", "precision_recall"]
 
-CROSS_ENTROPY_FORBIDDEN = ("torch.nn.functional.cross_entropy", "torch.nn.functional.nll_loss", *SOFTMAX_FORBIDDEN)
+CROSS_ENTROPY_FORBIDDEN = ("torch.nn.functional.cross_entropy", "torch.nn.functional.nll_loss", "torch._C._nn.nll_loss",
+                           "torch._C._nn.nll_loss_nd", "torch._C._nn.cross_entropy_loss", *SOFTMAX_FORBIDDEN,
+                           *aten("cross_entropy_loss", "nll_loss", "nll_loss_nd", "nll_loss_forward"))  # fmt: skip
 BINARY_CROSS_ENTROPY_FORBIDDEN = (
     "torch.nn.functional.binary_cross_entropy", "torch.nn.functional.binary_cross_entropy_with_logits",
+    "torch.binary_cross_entropy_with_logits", "torch._C._nn.binary_cross_entropy", "torch._C._nn.log_sigmoid",
     "torch.nn.functional.logsigmoid", "torch.nn.functional.soft_margin_loss", *CROSS_ENTROPY_FORBIDDEN,
+    *aten("binary_cross_entropy_with_logits", "binary_cross_entropy", "log_sigmoid", "log_sigmoid_forward"),
 )  # fmt: skip
+SKLEARN_COUNTS = ("sklearn.metrics.confusion_matrix", "sklearn.metrics.multilabel_confusion_matrix",
+                  "sklearn.metrics.precision_recall_fscore_support")
+"""scikit-learn's counting of hits and misses, which its confusion matrix, precision and recall go through."""
 
 
 def _logits(gen: torch.Generator) -> list:
@@ -122,7 +129,7 @@ def _confusion(predictions: torch.Tensor, targets: torch.Tensor, num_classes: in
 
 
 confusion_matrix = define(CheckSpec(
-    "confusion_matrix", _confusion, _confusion_cases, forbidden=("companion.metrics.confusion_matrix",),
+    "confusion_matrix", _confusion, _confusion_cases, forbidden=("companion.metrics.confusion_matrix", *SKLEARN_COUNTS),
     mistakes={"rows and columns are swapped: the rows are the true classes, the columns the predictions":
               lambda p, t, c: _confusion(t, p, c)},
     hint="start from a C × C matrix of zeros and add 1 at [true, predicted] for each sample, so that repeated "
@@ -158,7 +165,7 @@ def _precision_recall_cases(gen: torch.Generator) -> list:
 
 precision_recall = define(CheckSpec(
     "precision_recall", _precision_recall, _precision_recall_cases, labels=("precision", "recall"), atol=1e-9,
-    diagnose=_empty_class, forbidden=("companion.metrics.precision_recall_f1",),
+    diagnose=_empty_class, forbidden=("companion.metrics.precision_recall_f1", *SKLEARN_COUNTS),
     mistakes={"precision and recall are swapped": lambda p, t, k: _precision_recall(p, t, k)[::-1]},
     hint="precision: of the samples predicted as k, the share that are k; recall: of the samples "
     "that are k, the share predicted as k. Return 0.0 when nothing is predicted as k (or nothing is k).",
