@@ -92,11 +92,38 @@ def test_linear_backward_accepts_the_matrix_rules() -> None:
 
 
 def test_linear_backward_accepts_gradients_that_still_carry_autograd_history() -> None:
+    def with_history(x, W, b, grad_y):
+        tracked = W.clone().requires_grad_()
+        return grad_y @ tracked, grad_y.T @ x, grad_y.sum(0)
+
+    assert check.linear_backward(with_history)
+
+
+@pytest.mark.parametrize("create_graph", [False, True])
+def test_linear_backward_does_without_autograd(create_graph) -> None:
     def via_autograd(x, W, b, grad_y):
         leaves = [t.clone().requires_grad_() for t in (x, W, b)]
-        return torch.autograd.grad(leaves[0] @ leaves[1].T + leaves[2], leaves, grad_y, create_graph=True)
+        return torch.autograd.grad(leaves[0] @ leaves[1].T + leaves[2], leaves, grad_y, create_graph=create_graph)
 
-    assert check.linear_backward(via_autograd)
+    result = check.linear_backward(via_autograd)
+    assert not result and "do without torch.autograd.grad" in result.message
+
+
+@pytest.mark.parametrize(
+    "library",
+    [
+        lambda t: (torch.nn.functional.softplus(t), torch.sigmoid(t)),
+        lambda t: (torch.logaddexp(t, torch.zeros_like(t)), t.sigmoid()),
+        lambda t: (torch.logaddexp(t, torch.zeros_like(t)), torch.special.expit(t)),
+    ],
+)
+def test_softplus_does_without_pytorchs_softplus_and_sigmoid(library) -> None:
+    def by_library(v: Value) -> Value:
+        value, slope = library(torch.tensor(v.data, dtype=torch.float64))
+        return Value(value.item(), parents=(v,), local_grads=(slope.item(),))
+
+    result = check.softplus(by_library)
+    assert not result and "do without" in result.message
 
 
 @pytest.mark.parametrize(
