@@ -127,6 +127,3 @@ minibatch_epoch = define(CheckSpec(
     descent, the examples shuffled by ``torch.randperm(len(x), generator=generator)`` and taken in slices of
     ``batch_size``, as ``companion.data.batches`` takes them, without it or a ``DataLoader``; the student and the
     reference get identically seeded generators.""")
-
-
-
