@@ -8,7 +8,8 @@
 
 Each chapter's ``.ipynb`` twin runs top to bottom in a fresh kernel of this
 Python (nbclient), in the ``book/`` folder as nbval runs it, with
-``COMPANION_PROFILE`` set and training progress as text. The headline results
+``COMPANION_PROFILE`` set, training progress as text and glibc's allocator
+keeping freed memory (``KEEP_FREED_MEMORY``). The headline results
 are what the chapter passes to :func:`companion.config.record`; they reach this
 script through the file named by ``COMPANION_RECORDS``. Each code cell's wall
 time is kept too (``cells``: its number among the code cells, seconds, first
@@ -147,6 +148,14 @@ class CellClock:
         return [entry | {"cell": number[int(entry["cell"])]} for entry in self.cells]
 
 
+KEEP_FREED_MEMORY = {"MALLOC_MMAP_THRESHOLD_": str(1 << 30), "MALLOC_TRIM_THRESHOLD_": str(1 << 36)}
+"""glibc's malloc settings for the kernels and the base models' processes (where the environment names none):
+a freed block up to 1 GiB stays in the process for the next allocation. By default glibc hands blocks of
+a few MiB back to the system, and a training loop that allocates the same activations at every step then
+pays a page fault for each 4 KiB of them, every step: ``bench/allocator.py`` measures what that costs a
+chapter. Other C libraries ignore these variables."""
+
+
 @dataclass(frozen=True)
 class Settings:
     """How each notebook runs: profile, time limit, kernel threads, where executed notebooks go."""
@@ -156,9 +165,11 @@ class Settings:
     threads: int | None = None  # the kernel's OMP_NUM_THREADS; None leaves the environment's
     executed: Path | None = None
     for_book: bool = False  # figures inline, as the book's build runs the kernels
+    keep_freed_memory: bool = True  # KEEP_FREED_MEMORY in the kernels' environment
 
     def environment(self, records: Path) -> dict[str, str]:
         env = {
+            **(KEEP_FREED_MEMORY if self.keep_freed_memory else {}),
             **os.environ,
             "COMPANION_PROFILE": self.profile,
             "COMPANION_PROGRESS": "text",
@@ -283,7 +294,8 @@ async def build_base_model(corpus: str, settings: Settings) -> bool:
     start = time.perf_counter()
     process = await asyncio.create_subprocess_exec(
         *command, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, cwd=ROOT,
-        env={**os.environ, "COMPANION_PROFILE": settings.profile},
+        env={**(KEEP_FREED_MEMORY if settings.keep_freed_memory else {}), **os.environ,
+             "COMPANION_PROFILE": settings.profile},
     )  # fmt: skip
     out, err = await process.communicate()
     if process.returncode:

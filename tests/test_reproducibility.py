@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
 import time
 from pathlib import Path
@@ -132,6 +133,7 @@ def test_run_notebooks_collects_records_and_skips_a_failing_chapter(tmp_path, ca
         "import os\nfrom companion import config\n"
         "config.record('answer', 42)\n"
         "config.record('profile', os.environ['COMPANION_PROFILE'])\n"
+        "config.record('mmap_threshold', os.environ['MALLOC_MMAP_THRESHOLD_'])\n"
         "config.record('answer', 43)\n"
     ))
     write_chapter(book, "02-fails", "from companion import config\nconfig.record('early', 1.0)\n1 / 0\n")
@@ -144,7 +146,8 @@ def test_run_notebooks_collects_records_and_skips_a_failing_chapter(tmp_path, ca
     assert "02-fails: a cell failed" in capsys.readouterr().err
     lines = [json.loads(line) for line in output.read_text().splitlines()]
     assert [line["chapter"] for line in lines] == ["00-kept", "01-works"]
-    assert lines[1]["results"] == {"answer": 43, "profile": "quick"}
+    kept = os.environ.get("MALLOC_MMAP_THRESHOLD_", run_notebooks.KEEP_FREED_MEMORY["MALLOC_MMAP_THRESHOLD_"])
+    assert lines[1]["results"] == {"answer": 43, "profile": "quick", "mmap_threshold": kept}
     assert lines[1]["profile"] == "quick" and lines[1]["seconds"] > 0 and lines[1]["device"] == "cpu"
     assert sorted(p.name for p in executed.iterdir()) == ["01-works.ipynb", "02-fails.ipynb"]
 
