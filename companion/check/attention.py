@@ -7,14 +7,12 @@ import math
 
 import torch
 
-from companion.check.core import CheckSpec, aten, define, keyed, rows_sum_to, sampler
+from companion.check.core import CheckSpec, define, keyed, rows_sum_to, sampler
+from companion.check.neurons import FUSED_ATTENTION
 
 __all__ = ["attention_head", "attention_weights", "causal_mask", "transformer_block_parameters"]
 
-_FUSED = ("torch.nn.functional.scaled_dot_product_attention", "torch.nn.functional.multi_head_attention_forward",
-          "companion.attention.scaled_dot_product_attention",
-          *aten("scaled_dot_product_attention", "_scaled_dot_product_attention_math",
-                "_scaled_dot_product_flash_attention_for_cpu", "_fused_sdp_choice"))  # fmt: skip
+_FUSED = (*FUSED_ATTENTION, "companion.attention.scaled_dot_product_attention")
 
 
 def _qk_cases(gen: torch.Generator) -> list:
