@@ -79,8 +79,8 @@ def test_placeholders_fail() -> None:
     for a_check in (check.softplus, check.linear_backward, check.numerical_gradient):
         result = a_check(...)
         assert not result and "placeholder" in result.message
-    assert not check.finite_difference_cost(..., ...)
-    assert not check.finite_difference_cost(3.5e11, ...)
+    assert not check.finite_difference_cost(..., ..., ...)
+    assert not check.finite_difference_cost(3.5e11, ..., 3)
 
 
 def linear_backward_solution(x, W, b, grad_y):
@@ -199,12 +199,15 @@ def test_numerical_gradient_refuses_autograd() -> None:
 
 def test_finite_difference_cost() -> None:
     passes = 2 * 175e9
-    assert check.finite_difference_cost(passes, passes / (365.25 * 24 * 3600))
-    assert check.finite_difference_cost(passes + 1, passes / (365 * 24 * 3600))  # 365 days pass too
-    one_sided = check.finite_difference_cost(175e9 + 1, (175e9 + 1) / (365.25 * 24 * 3600))
+    assert check.finite_difference_cost(passes, passes / (365.25 * 24 * 3600), 3)
+    assert check.finite_difference_cost(passes + 1, passes / (365 * 24 * 3600), 3.0)  # 365 days pass too
+    one_sided = check.finite_difference_cost(175e9 + 1, (175e9 + 1) / (365.25 * 24 * 3600), 3)
     assert not one_sided and "forward passes: it is 2 times too small" in one_sided.message
-    in_days = check.finite_difference_cost(passes, passes / (24 * 3600))
+    in_days = check.finite_difference_cost(passes, passes / (24 * 3600), 3)
     assert not in_days and in_days.message.startswith("the number of years: it is too high")
-    for result in (one_sided, in_days):
-        assert "3.5" not in str(result) and "11" not in str(result)
+    backward_only = check.finite_difference_cost(passes, passes / (365.25 * 24 * 3600), 2)
+    assert not backward_only and backward_only.message.startswith("backpropagation's forward-pass equivalents: it "
+                                                                  "is too low")
+    for result in (one_sided, in_days, backward_only):
+        assert "3.5" not in str(result) and "11" not in str(result) and "3 " not in str(result)
     assert "twice" in check.hint("finite_difference_cost").text

@@ -69,7 +69,7 @@ def test_a_wrong_answer_is_never_told_the_expected_values(name, factor):
 
 @pytest.mark.parametrize(
     ("name", "args"),
-    [("parameter_count", (46 * 1.37, [3, 4, 4, 2])), ("finite_difference_cost", (3.5e11 * 1.37, 11090.6 * 0.7)),
+    [("parameter_count", (46 * 1.37, [3, 4, 4, 2])), ("finite_difference_cost", (3.5e11 * 1.37, 11090.6 * 0.7, 2.1)),
      ("uncorrected_adam_ratio", (0.7,)), ("training_days", (20.0,)), ("largest_stable_learning_rate", (0.4, [1.0, 2.0])),
      ("linear_fold", ([3.3, 5.5, 1.1],)), ("transformer_block_parameters", (123_456, 256))],
 )  # fmt: skip

@@ -149,11 +149,12 @@ numerical_gradient = define(CheckSpec(
 
 _PASSES = 2 * 175e9
 finite_difference_cost = define(CheckSpec(
-    "finite_difference_cost", lambda: (_PASSES, _PASSES / (365.25 * 24 * 3600)), answers=2, rtol=1e-3,
-    labels=("the number of forward passes", "the number of years"), passed="both numbers are right.",
+    "finite_difference_cost", lambda: (_PASSES, _PASSES / (365.25 * 24 * 3600), 3.0), answers=3, rtol=1e-3,
+    labels=("the number of forward passes", "the number of years", "backpropagation's forward-pass equivalents"),
+    passed="all three numbers are right.",
     hint="a central difference evaluates the loss twice for every parameter (nudged up and nudged down); a "
-    "year has 365.25 × 24 × 3600 seconds.",
-), "passes", "years", doc="""Check two numbers: the forward passes one central-difference gradient of GPT-3 takes, and
-    how many years that is at one second per pass (to 0.1 %; a year of 365 or 365.25 days both pass).""")
-
-
+    "year has 365.25 × 24 × 3600 seconds. Backpropagation runs the network forward once, then backward, and "
+    "the chapter's summary says what a backward pass costs in forward passes.",
+), "passes", "years", "backprop_passes", doc="""Check three numbers: the forward passes one central-difference gradient
+    of GPT-3 takes, how many years that is at one second per pass (to 0.1 %; a year of 365 or 365.25 days both
+    pass), and about how many forward passes backpropagation's gradient costs, by the chapter's rule of thumb.""")
