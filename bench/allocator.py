@@ -15,12 +15,9 @@ glibc the two ways are the same.
 
 from __future__ import annotations
 
-import argparse
-import asyncio
 import os
 import statistics
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -28,34 +25,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import run_notebooks  # noqa: E402  (bench/run_notebooks.py)
 
 
-def seconds(chapter: Path, profile: str, keep_freed_memory: bool) -> float:
-    """Wall seconds of one run of ``chapter`` in a fresh kernel with one thread."""
-    settings = run_notebooks.Settings(profile, timeout=1800, threads=1, keep_freed_memory=keep_freed_memory)
-    start = time.perf_counter()
-    _, failed = asyncio.run(run_notebooks.run_all([chapter], settings, 1, cache=None))
-    if failed:
-        raise RuntimeError(f"{chapter.stem} failed; run it alone with bench/run_notebooks.py to see why")
-    return time.perf_counter() - start
-
-
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--chapter", default="07-cnn", help="a chapter of book/ (default 07-cnn)")
-    parser.add_argument("--profile", choices=("quick", "full"), default="quick")
-    parser.add_argument("--repeats", type=int, default=3, help="rounds of the two ways, taken in turn")
-    args = parser.parse_args(argv)
-    sources = {source.stem: source for source in run_notebooks.twins.chapters()}
-    if args.chapter not in sources:
-        parser.error(f"no chapter {args.chapter}; the chapters are {', '.join(sources)}")
-    if run_notebooks.SHARED_DATA.is_dir():
-        os.environ.setdefault("COMPANION_DATA", str(run_notebooks.SHARED_DATA))
+    args, chapter = run_notebooks.chapter_benchmark(__doc__.splitlines()[0], "07-cnn", argv)
     for name in run_notebooks.KEEP_FREED_MEMORY:  # the defaults must be the C library's own
         os.environ.pop(name, None)
-    chapter = sources[args.chapter]
     times: dict[bool, list[float]] = {False: [], True: []}
     for _ in range(args.repeats):
         for keep in times:
-            times[keep].append(seconds(chapter, args.profile, keep))
+            settings = run_notebooks.Settings(args.profile, timeout=1800, threads=1, keep_freed_memory=keep)
+            times[keep].append(run_notebooks.wall_seconds([chapter], settings, 1))
     default, kept = (statistics.median(times[keep]) for keep in (False, True))
     print(f"{args.chapter} ({args.profile}), median of {args.repeats} runs with one thread:")
     print(f"  the allocator's defaults   {default:7.1f} s")

@@ -19,12 +19,9 @@ chapters'.
 
 from __future__ import annotations
 
-import argparse
-import asyncio
 import os
 import statistics
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -32,28 +29,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import run_notebooks  # noqa: E402  (bench/run_notebooks.py)
 
 
-def seconds(chapter: Path, runs: int, jobs: int, threads: int, profile: str) -> float:
-    """Wall seconds of ``runs`` runs of ``chapter``, ``jobs`` at a time, each kernel with ``threads`` threads."""
-    settings = run_notebooks.Settings(profile, timeout=1800, threads=threads)
-    start = time.perf_counter()
-    lines, failed = asyncio.run(run_notebooks.run_all([chapter] * runs, settings, jobs, cache=None))
-    if failed:
-        raise RuntimeError(f"{chapter.stem} failed; run it alone with bench/run_notebooks.py to see why")
-    return time.perf_counter() - start
-
-
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--chapter", default="04-mnist", help="a chapter of book/ (default 04-mnist)")
-    parser.add_argument("--profile", choices=("quick", "full"), default="quick")
-    parser.add_argument("--repeats", type=int, default=3, help="rounds of the two ways, taken in turn")
-    args = parser.parse_args(argv)
-    sources = {source.stem: source for source in run_notebooks.twins.chapters()}
-    if args.chapter not in sources:
-        parser.error(f"no chapter {args.chapter}; the chapters are {', '.join(sources)}")
-    if run_notebooks.SHARED_DATA.is_dir():
-        os.environ.setdefault("COMPANION_DATA", str(run_notebooks.SHARED_DATA))
-    chapter, cores = sources[args.chapter], os.cpu_count() or 1
+    args, chapter = run_notebooks.chapter_benchmark(__doc__.splitlines()[0], "04-mnist", argv)
+    cores = os.cpu_count() or 1
     ways = {
         f"one kernel at a time, {cores} threads": (1, cores),
         "one kernel at a time, 1 thread": (1, 1),
@@ -62,7 +40,8 @@ def main(argv: list[str] | None = None) -> int:
     times: dict[str, list[float]] = {way: [] for way in ways}
     for _ in range(args.repeats):
         for way, (jobs, threads) in ways.items():
-            times[way].append(seconds(chapter, cores, jobs, threads, args.profile))
+            settings = run_notebooks.Settings(args.profile, timeout=1800, threads=threads)
+            times[way].append(run_notebooks.wall_seconds([chapter] * cores, settings, jobs))
     print(f"{args.chapter} ({args.profile} profile) run {cores} times on {cores} CPU cores, "
           f"median of {args.repeats} rounds taken in turn:")
     medians = {way: statistics.median(values) for way, values in times.items()}

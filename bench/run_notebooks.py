@@ -369,6 +369,33 @@ def merge(path: Path, lines: Sequence[dict[str, object]]) -> None:
     path.write_text("".join(json.dumps(kept[name]) + "\n" for name in sorted(kept)), encoding="utf-8")
 
 
+def wall_seconds(chapters: Sequence[Path], settings: Settings, jobs: int) -> float:
+    """Wall seconds of running ``chapters``, ``jobs`` at a time, recording nothing: the clock of the benchmarks
+    that run a chapter several ways. Raises when one fails."""
+    start = time.perf_counter()
+    _, failed = asyncio.run(run_all(list(chapters), settings, jobs, cache=None))
+    if failed:
+        names = ", ".join(sorted(set(failed)))
+        raise RuntimeError(f"{names} failed; run it alone with bench/run_notebooks.py to see why")
+    return time.perf_counter() - start
+
+
+def chapter_benchmark(description: str, default: str, argv: list[str] | None) -> tuple[argparse.Namespace, Path]:
+    """The options of a benchmark that runs one chapter several ways (``--chapter``, ``--profile``, ``--repeats``)
+    and that chapter's source; ``COMPANION_DATA`` points at the course's data folder where it exists."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--chapter", default=default, help=f"a chapter of book/ (default {default})")
+    parser.add_argument("--profile", choices=("quick", "full"), default="quick")
+    parser.add_argument("--repeats", type=int, default=3, help="rounds of the ways, taken in turn")
+    args = parser.parse_args(argv)
+    sources = {source.stem: source for source in twins.chapters()}
+    if args.chapter not in sources:
+        parser.error(f"no chapter {args.chapter}; the chapters are {', '.join(sources)}")
+    if SHARED_DATA.is_dir():
+        os.environ.setdefault("COMPANION_DATA", str(SHARED_DATA))
+    return args, sources[args.chapter]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("chapters", nargs="*", help="chapter names such as 04-mnist (default: every chapter)")

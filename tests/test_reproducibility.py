@@ -287,3 +287,22 @@ def test_a_base_model_job_runs_the_package_script(capsys):
     settings = run_notebooks.Settings("quick", timeout=600, threads=1)
     assert asyncio.run(run_notebooks.build_base_model("shakespeare", settings))
     assert "base model shakespeare (quick): cached after" in capsys.readouterr().out
+
+
+def test_wall_seconds_times_a_run_and_names_a_failing_notebook(tmp_path):
+    book = tmp_path / "book"
+    book.mkdir()
+    write_cells(book, "01-sleeps", ["import time\ntime.sleep(0.3)"])
+    write_cells(book, "02-fails", ["1 / 0"])
+    settings = run_notebooks.Settings("quick", timeout=120, threads=1)
+    assert 0.3 <= run_notebooks.wall_seconds([book / "01-sleeps.md"] * 2, settings, 2) < 120
+    with pytest.raises(RuntimeError, match="^02-fails failed"):
+        run_notebooks.wall_seconds([book / "01-sleeps.md", book / "02-fails.md"], settings, 1)
+
+
+def test_a_chapter_benchmark_takes_a_chapter_of_the_book_and_names_the_others(capsys):
+    args, chapter = run_notebooks.chapter_benchmark("a benchmark", "04-mnist", ["--repeats", "2"])
+    assert chapter.stem == "04-mnist" and args.repeats == 2 and args.profile == "quick"
+    with pytest.raises(SystemExit):
+        run_notebooks.chapter_benchmark("a benchmark", "04-mnist", ["--chapter", "99-none"])
+    assert "no chapter 99-none; the chapters are 01-neurons" in capsys.readouterr().err
