@@ -61,25 +61,38 @@ def test_cross_entropy_refuses_pytorchs_own(forbidden):
     assert F.cross_entropy(torch.zeros(1, 2), torch.tensor([0])).item() == pytest.approx(0.6931, abs=1e-4)
 
 
-def cross_entropy_grad_by_hand(z, y):
-    return (z.softmax(dim=1) - F.one_hot(y, z.shape[1])) / len(y)
+def cross_entropy_grad_by_hand(z, y, eps):
+    q = (1 - eps) * F.one_hot(y, z.shape[1]) + eps / z.shape[1]
+    return (z.softmax(dim=1) - q) / len(y)
+
+
+def test_cross_entropy_grad_is_pytorchs_gradient_with_label_smoothing():
+    z, y = torch.randn(6, 5, dtype=torch.float64, requires_grad=True), torch.randint(0, 5, (6,))
+    F.cross_entropy(z, y, label_smoothing=0.2).backward()
+    assert torch.allclose(cross_entropy_grad_by_hand(z.detach(), y, 0.2), z.grad, atol=1e-12)
 
 
 def test_cross_entropy_grad():
     assert check.cross_entropy_grad(cross_entropy_grad_by_hand)
-    not_averaged = check.cross_entropy_grad(lambda z, y: cross_entropy_grad_by_hand(z, y) * len(y))
+    not_averaged = check.cross_entropy_grad(lambda z, y, e: cross_entropy_grad_by_hand(z, y, e) * len(y))
     assert not not_averaged and "case 2" in not_averaged.message and "mean over the batch" in not_averaged.message
-    no_target = check.cross_entropy_grad(lambda z, y: z.softmax(dim=1) / len(y))
+    no_target = check.cross_entropy_grad(lambda z, y, e: z.softmax(dim=1) / len(y))
     assert not no_target and "add up to 0" in no_target.message
-    flipped = check.cross_entropy_grad(lambda z, y: -cross_entropy_grad_by_hand(z, y))
+    flipped = check.cross_entropy_grad(lambda z, y, e: -cross_entropy_grad_by_hand(z, y, e))
     assert not flipped and "the sign is wrong (the size is right)" in flipped.message
-    for result in (not_averaged, no_target, flipped):
+    unsmoothed = check.cross_entropy_grad(lambda z, y, e: cross_entropy_grad_by_hand(z, y, 0.0))
+    assert not unsmoothed and "without label smoothing" in unsmoothed.message
+    unscaled = check.cross_entropy_grad(lambda z, y, e: (z.softmax(dim=1) - F.one_hot(y, z.shape[1]) - e / z.shape[1])
+                                        / len(y))  # fmt: skip
+    assert not unscaled and "sum to 1 + ε" in unscaled.message
+    for result in (not_averaged, no_target, flipped, unsmoothed, unscaled):
         assert "one-hot" not in result.message and "softmax(z)" not in result.message
-    assert "one-hot" in check.hint("cross_entropy_grad").text
+        assert "(1 − ε)" not in result.message and "1 - ε" not in result.message
+    assert "smoothed target" in check.hint("cross_entropy_grad").text
 
-    def by_autograd(z, y):
+    def by_autograd(z, y, e):
         z = z.clone().requires_grad_()
-        F.cross_entropy(z, y).backward()
+        F.cross_entropy(z, y, label_smoothing=e).backward()
         return z.grad
 
     cheat = check.cross_entropy_grad(by_autograd)

@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from torch.nn import functional as F
 
-from companion.check.core import CheckSpec, Raised, aten, define, rows_sum_to, summed
+from companion.check.core import CheckSpec, Raised, aten, define, keyed, rows_sum_to, summed
 from companion.check.learning import AUTOGRAD_FORBIDDEN
 from companion.check.neurons import SOFTMAX_FORBIDDEN
 
@@ -65,21 +65,36 @@ cross_entropy = define(CheckSpec(
     loss, softmax and log-softmax raise while the function runs.""")
 
 
-def _cross_entropy_grad(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+def _cross_entropy_grad(logits: torch.Tensor, targets: torch.Tensor, smoothing: float,
+                        mistake: str = "") -> torch.Tensor:  # fmt: skip
+    if mistake == "unscaled":  # p − (y + ε/C): a target whose entries sum to 1 + ε
+        one_hot = F.one_hot(targets, logits.shape[1]).to(logits.dtype)
+        return (logits.softmax(dim=1) - one_hot - smoothing / logits.shape[1]) / len(targets)
     leaf = logits.clone().requires_grad_()
-    return torch.autograd.grad(F.cross_entropy(leaf, targets), leaf)[0]
+    loss = F.cross_entropy(leaf, targets, label_smoothing=0.0 if mistake == "ignored" else smoothing)
+    return torch.autograd.grad(loss, leaf)[0]
+
+
+def _smoothed_cases(gen: torch.Generator) -> list:
+    return [(f"{text}, ε = {eps:g}", (*case, eps)) for (text, case), eps in zip(_logits(gen), (0.1, 0.2, 0.1, 0.0, 0.3))]
 
 
 cross_entropy_grad = define(CheckSpec(
-    "cross_entropy_grad", _cross_entropy_grad, _logits, rtol=1e-4, atol=1e-7,
+    "cross_entropy_grad", _cross_entropy_grad, _smoothed_cases, rtol=1e-4, atol=1e-7,
     forbidden=AUTOGRAD_FORBIDDEN, diagnose=rows_sum_to(0, "The entries of each row should add up to 0: raising all the "
     "logits of a row by the same amount changes no probability, so it cannot change the loss.", atol=1e-5),
-    mistakes={"the sum over the batch; the loss is the mean over the batch": summed(_cross_entropy_grad)},
-    hint="differentiate one example's loss, −z_y + log Σ_j e^(z_j), with respect to each logit: the log-sum "
-    "gives a function you know, and −z_y touches only the true class, as a one-hot target would "
-    "(torch.softmax and F.one_hot are allowed). The batch loss is a mean, and that shows in its gradient.",
-), doc="""Check ``student(logits, targets)``: the gradient of the mean cross-entropy with respect to the logits
-    ``[B, C]``, without autograd (it raises while the function runs).""")
+    mistakes={"the sum over the batch; the loss is the mean over the batch": summed(_cross_entropy_grad),
+              **keyed(_cross_entropy_grad, {
+                  "ignored": "this is the gradient without label smoothing: ε changes the target",
+                  "unscaled": "the target's entries sum to 1 + ε, and a target is a distribution over the "
+                  "classes"})},
+    hint="write the smoothed target q as a distribution over the classes; then differentiate one example's loss, "
+    "−Σ_k q_k log p_k, with respect to each logit, writing each log p_k in the logits as the chapter does and "
+    "using that the q_k add up to 1 (torch.softmax and F.one_hot are allowed). The batch loss is a mean, and "
+    "that shows in its gradient.",
+), doc="""Check ``student(logits, targets, smoothing) -> grad``: the gradient of the mean cross-entropy with
+    label smoothing ε with respect to the logits ``[B, C]``, for class indices ``[B]``, without autograd (it raises
+    while the function runs).""")
 
 
 def _binary_cases(gen: torch.Generator) -> list:
