@@ -144,9 +144,8 @@ def test_confusion_matrix():
     assert "expected 0" not in transposed.message and "expected 1" not in transposed.message
 
 
-def precision_recall_by_counting(predictions, targets, k):
-    hits = ((predictions == k) & (targets == k)).sum().item()
-    predicted, actual = (predictions == k).sum().item(), (targets == k).sum().item()
+def precision_recall_by_counting(matrix, k):
+    hits, predicted, actual = matrix[k, k].item(), matrix[:, k].sum().item(), matrix[k].sum().item()
     return (hits / predicted if predicted else 0.0, hits / actual if actual else 0.0)
 
 
@@ -154,36 +153,36 @@ def test_precision_recall_matches_companion_metrics():
     gen = torch.Generator().manual_seed(0)
     predictions, targets = torch.randint(0, 5, (300,), generator=gen), torch.randint(0, 5, (300,), generator=gen)
     report = metrics.precision_recall_f1(predictions, targets)
+    matrix = metrics.confusion_matrix(predictions, targets, num_classes=5)
     for k in range(5):
-        assert check.SPECS["precision_recall"].reference(predictions, targets, k) == pytest.approx(
+        assert check.SPECS["precision_recall"].reference(matrix, k) == pytest.approx(
             (report.precision[k].item(), report.recall[k].item())
         )
 
 
 def test_precision_recall():
     assert check.precision_recall(precision_recall_by_counting)
-    swapped = check.precision_recall(lambda p, t, k: precision_recall_by_counting(p, t, k)[::-1])
+    swapped = check.precision_recall(lambda m, k: precision_recall_by_counting(m, k)[::-1])
     assert not swapped and "precision and recall are swapped" in swapped.message
     assert "0.5" not in swapped.message
+    transposed = check.precision_recall(lambda m, k: precision_recall_by_counting(m.T, k))
+    assert not transposed and "rows are the true classes" in transposed.message
 
-    def divides_by_zero(p, t, k):
-        hits = ((p == k) & (t == k)).sum().item()
-        return hits / (p == k).sum().item(), hits / (t == k).sum().item()
+    def divides_by_zero(m, k):
+        return m[k, k].item() / m[:, k].sum().item(), m[k, k].item() / m[k].sum().item()
 
     no_rule = check.precision_recall(divides_by_zero)
     assert not no_rule and "never predicted" in no_rule.message and "ZeroDivisionError" in no_rule.message
 
-    def nan_on_empty(p, t, k):
-        hits = ((p == k) & (t == k)).sum()
-        return (hits / (p == k).sum()).item(), (hits / (t == k).sum()).item()
+    def nan_on_empty(m, k):
+        return (m[k, k] / m[:, k].sum()).item(), (m[k, k] / m[k].sum()).item()
 
     nan = check.precision_recall(nan_on_empty)
     assert not nan and "NaN" in nan.message and "counts as 0.0" in nan.message
 
-    def precision_only_safe(p, t, k):
-        precision, _ = precision_recall_by_counting(p, t, k)
-        hits = ((p == k) & (t == k)).sum()
-        return precision, (hits / (t == k).sum()).item()
+    def precision_only_safe(m, k):
+        precision, _ = precision_recall_by_counting(m, k)
+        return precision, (m[k, k] / m[k].sum()).item()
 
     recall_empty = check.precision_recall(precision_only_safe)
     assert not recall_empty and "never occurs" in recall_empty.message
@@ -226,8 +225,10 @@ def test_confusion_matrix_and_precision_recall_refuse_scikit_learn():
     def by_sklearn(predictions, targets, num_classes):
         return torch.as_tensor(sk.confusion_matrix(targets, predictions, labels=list(range(num_classes))))
 
-    def precision_recall_by_sklearn(predictions, targets, k):
-        args = (targets.numpy(), predictions.numpy())
+    def precision_recall_by_sklearn(matrix, k):  # the samples the matrix counts, handed to scikit-learn
+        classes = torch.arange(len(matrix))
+        pairs = torch.cartesian_prod(classes, classes).repeat_interleave(matrix.flatten(), dim=0)
+        args = (pairs[:, 0].numpy(), pairs[:, 1].numpy())
         return (float(sk.precision_score(*args, labels=[k], average="macro", zero_division=0)),
                 float(sk.recall_score(*args, labels=[k], average="macro", zero_division=0)))
 

@@ -154,37 +154,38 @@ confusion_matrix = define(CheckSpec(
     rows true, columns predicted, of int64 class indices ``[N]``; the last case has classes that never occur.""")
 
 
-def _precision_recall(predictions: torch.Tensor, targets: torch.Tensor, k: int) -> tuple[float, float]:
-    hits = int(((predictions == k) & (targets == k)).sum())
-    predicted, actual = int((predictions == k).sum()), int((targets == k).sum())
+def _precision_recall(matrix: torch.Tensor, k: int) -> tuple[float, float]:
+    hits, predicted, actual = int(matrix[k, k]), int(matrix[:, k].sum()), int(matrix[k].sum())
     return (hits / predicted if predicted else 0.0, hits / actual if actual else 0.0)
 
 
 def _empty_class(case: tuple, expected: Any, got: Any) -> str:
-    predictions, targets, k = case
-    if not (predictions == k).any():
+    matrix, k = case
+    if not matrix[:, k].any():
         return f"Class {k} is never predicted here: precision is 0/0, which the exercise counts as 0.0."
-    if not (targets == k).any():
+    if not matrix[k].any():
         return f"Class {k} never occurs here: recall is 0/0, which the exercise counts as 0.0."
     return ""
 
 
 def _precision_recall_cases(gen: torch.Generator) -> list:
-    cases = [(f"{text}, class {k}", (p, t, k))
-             for text, (p, t, c) in _confusion_cases(gen)[:3] for k in range(min(c, 3))]  # fmt: skip
-    return cases + [
-        ("3 samples, class 2 never predicted", (torch.tensor([0, 0, 1]), torch.tensor([0, 2, 2]), 2)),
-        ("3 samples, class 1 never occurs", (torch.tensor([0, 1, 1]), torch.tensor([0, 2, 2]), 1)),
+    samples = [(text, case) for text, case in _confusion_cases(gen)[:3]] + [
+        ("3 samples, class 2 never predicted", (torch.tensor([0, 0, 1]), torch.tensor([0, 2, 2]), 3)),
+        ("3 samples, class 1 never occurs", (torch.tensor([0, 1, 1]), torch.tensor([0, 2, 2]), 3)),
     ]
+    classes = [range(3), range(2), range(3), (2,), (1,)]
+    return [(f"the matrix of {text}, class {k}", (_confusion(*case), k))
+            for (text, case), ks in zip(samples, classes) for k in ks]  # fmt: skip
 
 
 precision_recall = define(CheckSpec(
     "precision_recall", _precision_recall, _precision_recall_cases, labels=("precision", "recall"), atol=1e-9,
     diagnose=_empty_class, forbidden=("companion.metrics.precision_recall_f1", *SKLEARN_COUNTS),
-    mistakes={"precision and recall are swapped": lambda p, t, k: _precision_recall(p, t, k)[::-1]},
-    hint="precision: of the samples predicted as k, the share that are k; recall: of the samples "
-    "that are k, the share predicted as k. Return 0.0 when nothing is predicted as k (or nothing is k).",
-), doc="""Check ``student(predictions, targets, k) -> (precision, recall)`` of class ``k``, int64 class indices
-    ``[N]``; the last cases have a class that is never predicted and a class that never occurs.""")
-
-
+    mistakes={"precision and recall are swapped: the rows are the true classes, the columns the predictions":
+              lambda m, k: _precision_recall(m, k)[::-1]},
+    hint="precision: of the samples predicted as k, the share that are k; recall: of the samples that are k, "
+    "the share predicted as k. Find each group in the matrix (which samples does a row hold, which a column?). "
+    "Return 0.0 when nothing is predicted as k (or nothing is k).",
+), doc="""Check ``student(matrix, k) -> (precision, recall)`` of class ``k``, read off a confusion matrix ``[C, C]`` of
+    int64 counts, rows true, columns predicted; the last cases have a class that is never predicted and a class
+    that never occurs.""")
