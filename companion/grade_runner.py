@@ -165,16 +165,14 @@ def _statements(source: str, answered: bool) -> ast.Module:
 
 
 def _arguments(call: str, namespace: dict[str, Any]) -> tuple[tuple[Any, ...], dict[str, Any]]:
-    """The positional and keyword arguments of the check call ``call``, evaluated in ``namespace``."""
+    """The positional and keyword arguments of the check call ``call``, evaluated in ``namespace``, unpacked
+    where the call unpacks them (``*answers``, ``**options``)."""
     node = ast.parse(call, mode="eval").body
     if not isinstance(node, ast.Call):
         raise ValueError(f"not a check call: {call!r}")
-
-    def value(expression: ast.expr) -> Any:
-        return eval(compile(ast.Expression(expression), "<answer>", "eval"), namespace)
-
-    args = tuple(value(arg) for arg in node.args)
-    return args, {keyword.arg: value(keyword.value) for keyword in node.keywords if keyword.arg}
+    collect = ast.Call(ast.Name("_arguments_of_the_call", ast.Load()), node.args, node.keywords)
+    code = compile(ast.fix_missing_locations(ast.Expression(collect)), "<answer>", "eval")
+    return eval(code, namespace, {"_arguments_of_the_call": lambda *args, **kwargs: (args, kwargs)})
 
 
 VERDICT = "companion.grade verdict"
