@@ -34,7 +34,10 @@ def test_cross_entropy():
         "cross_entropy", (lambda z, y: cross_entropy_by_logsumexp(z, y) * len(y),), 5
     ))
     assert not summed and "case 2" in summed.message and "average over the batch" in summed.message
-    unstable = check.cross_entropy(lambda z, y: -naive_softmax(z).log()[rows(len(y)), y].mean())
+    # seed 5: with about one seed in a hundred the random logits of case 4 already underflow the naive softmax
+    unstable = check.judge("cross_entropy", 5, check.produce(
+        "cross_entropy", (lambda z, y: -naive_softmax(z).log()[rows(len(y)), y].mean(),), 5
+    ))
     assert not unstable and "case 5" in unstable.message and "NaN or infinity" in unstable.message
     per_example = check.cross_entropy(lambda z, y: -(z - z.logsumexp(dim=1, keepdim=True))[rows(len(y)), y])
     assert not per_example and "expected shape (), got shape (1,)" in per_example.message
