@@ -76,7 +76,8 @@ def _cross_entropy_grad(logits: torch.Tensor, targets: torch.Tensor, smoothing: 
 
 
 def _smoothed_cases(gen: torch.Generator) -> list:
-    return [(f"{text}, ε = {eps:g}", (*case, eps)) for (text, case), eps in zip(_logits(gen), (0.1, 0.2, 0.1, 0.0, 0.3))]
+    smoothing = (0.1, 0.2, 0.1, 0.0, 0.3)
+    return [(f"{text}, ε = {eps:g}", (*case, eps)) for (text, case), eps in zip(_logits(gen), smoothing)]
 
 
 cross_entropy_grad = define(CheckSpec(
@@ -169,7 +170,7 @@ def _empty_class(case: tuple, expected: Any, got: Any) -> str:
 
 
 def _precision_recall_cases(gen: torch.Generator) -> list:
-    samples = [(text, case) for text, case in _confusion_cases(gen)[:3]] + [
+    samples = _confusion_cases(gen)[:3] + [
         ("3 samples, class 2 never predicted", (torch.tensor([0, 0, 1]), torch.tensor([0, 2, 2]), 3)),
         ("3 samples, class 1 never occurs", (torch.tensor([0, 1, 1]), torch.tensor([0, 2, 2]), 3)),
     ]
