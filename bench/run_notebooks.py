@@ -167,11 +167,13 @@ class Settings:
     for_book: bool = False  # figures inline, as the book's build runs the kernels
     keep_freed_memory: bool = True  # KEEP_FREED_MEMORY in the kernels' environment
 
+    def process_environment(self) -> dict[str, str]:
+        """The environment of every process a run starts: this one's, with the profile (and KEEP_FREED_MEMORY)."""
+        return {**(KEEP_FREED_MEMORY if self.keep_freed_memory else {}), **os.environ, "COMPANION_PROFILE": self.profile}
+
     def environment(self, records: Path) -> dict[str, str]:
         env = {
-            **(KEEP_FREED_MEMORY if self.keep_freed_memory else {}),
-            **os.environ,
-            "COMPANION_PROFILE": self.profile,
+            **self.process_environment(),
             "COMPANION_PROGRESS": "text",
             "COMPANION_RECORDS": str(records),
             "MPLBACKEND": "Agg",
@@ -294,8 +296,7 @@ async def build_base_model(corpus: str, settings: Settings) -> bool:
     start = time.perf_counter()
     process = await asyncio.create_subprocess_exec(
         *command, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, cwd=ROOT,
-        env={**(KEEP_FREED_MEMORY if settings.keep_freed_memory else {}), **os.environ,
-             "COMPANION_PROFILE": settings.profile},
+        env=settings.process_environment(),
     )  # fmt: skip
     out, err = await process.communicate()
     if process.returncode:
