@@ -228,9 +228,10 @@ def test_value_check():
     ("answer", "message"),
     [
         (..., "the placeholder `...` is still there"),
-        (-2.5, "the sign is wrong (the size is right)"),
-        (5.0, "it is 2 times too large"),
-        (0.25, "it is 10 times too small"),
+        (-2.5, "the sign is wrong."),  # not "(the size is right)": that would give the answer away
+        (5.0, "it is too high, by more than 50 %"),  # not "2 times too large"
+        (0.25, "it is too low, by more than a factor of 10"),
+        (300.0, "it is too high, by more than a factor of 10"),
         (2.6, "it is too high, by 1–10 %"),
         (1.0, "it is too low, by more than 50 %"),
         (0.0, "it is zero, and should not be"),

@@ -81,6 +81,23 @@ def test_a_wrong_value_is_never_told_the_expected_value(name, args):
     assert_no_expected_value(result.message, expected)
 
 
+ANSWER_QUESTIONS = {"parameter_count": ([3, 4, 4, 2],), "largest_stable_learning_rate": ([1.0, 2.0],),
+                    "transformer_block_parameters": (256, 4), "network_2": (lambda a, b: a,)}
+
+
+@pytest.mark.parametrize("name", [n for n in SPECS if check.SPECS[n].answers and n != "network_2"])
+@pytest.mark.parametrize("factor", [2, 3, 10, -1])
+def test_an_answer_off_by_an_exact_factor_is_not_told_the_factor(name, factor):
+    """A typed-in answer told "2 times too large" or "the size is right" could be corrected by arithmetic."""
+    spec = check.SPECS[name]
+    question = ANSWER_QUESTIONS.get(name, ())
+    expected = spec.reference(*question)
+    answers = [a * factor for a in (expected if spec.answers > 1 else (expected,))]  # exactly, ints too
+    result = getattr(check, name)(*answers, *question)
+    assert not result and result.message, name
+    assert "times too" not in result.message and "size is right" not in result.message, result.message
+
+
 @pytest.mark.parametrize("name", SPECS)
 def test_documentation_holds_no_formula_of_the_answer(name):
     doc = inspect.getdoc(getattr(check, name))
@@ -91,9 +108,7 @@ def test_documentation_holds_no_formula_of_the_answer(name):
 @pytest.mark.parametrize("name", SPECS)
 def test_a_placeholder_fails_and_the_self_check_is_produce_then_judge(name):
     spec = check.SPECS[name]
-    question = {"parameter_count": ([3, 4, 4, 2],), "network_2": (lambda a, b: a,),
-                "transformer_block_parameters": (256, 4), "largest_stable_learning_rate": ([1.0, 2.0],)}
-    args = (...,) * max(spec.answers, 1) + question.get(name, ())
+    args = (...,) * max(spec.answers, 1) + ANSWER_QUESTIONS.get(name, ())
     result = getattr(check, name)(*args)
     assert not result and result.message == check.PLACEHOLDER_MESSAGE
     produced = check.produce(name, args, 5)

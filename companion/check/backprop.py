@@ -148,8 +148,11 @@ numerical_gradient = define(CheckSpec(
 
 
 _PASSES = 2 * 175e9
+_YEAR = 365.25 * 24 * 3600
 finite_difference_cost = define(CheckSpec(
-    "finite_difference_cost", lambda: (_PASSES, _PASSES / (365.25 * 24 * 3600), 3.0), answers=3, rtol=1e-3,
+    "finite_difference_cost", lambda: (_PASSES, _PASSES / _YEAR, 3.0), answers=3, rtol=1e-3,
+    mistakes={"one forward pass per parameter, as a one-sided difference takes; the central difference takes "
+              "two": lambda: (_PASSES / 2, _PASSES / 2 / _YEAR, 3.0)},
     labels=("the number of forward passes", "the number of years", "backpropagation's forward-pass equivalents"),
     passed="all three numbers are right.",
     hint="a central difference evaluates the loss twice for every parameter (nudged up and nudged down); a "

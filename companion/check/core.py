@@ -586,7 +586,7 @@ def _difference(spec: CheckSpec, case: tuple, expected: Any, got: Any) -> str | 
             return str(err)
         except Exception:  # an output the view cannot take apart is compared as it is
             pass
-    return explain_difference(expected, got, spec.rtol, spec.atol, spec.labels)
+    return explain_difference(expected, got, spec.rtol, spec.atol, spec.labels, factors=not spec.answers)
 
 
 def _extra(spec: CheckSpec, case: tuple, expected: Any, got: Any) -> str:
@@ -640,21 +640,26 @@ def _array(x: Any) -> np.ndarray | None:
     return array
 
 
-def _how_far(expected: float, got: float) -> str:
-    """How a number differs from the expected one, without saying what that is."""
+def _how_far(expected: float, got: float, factors: bool = True) -> str:
+    """How a number differs from the expected one, without saying what that is. Without ``factors`` (an
+    answer typed in, where "2 times too small" or "the size is right" would give the number away) only the
+    sign and a band of percent are told."""
     if expected == 0:
         return "it should be zero"
     if got == 0:
         return "it is zero, and should not be"
     ratio = got / expected
     if ratio < 0:
-        return "the sign is wrong" + (" (the size is right)" if math.isclose(-ratio, 1, rel_tol=1e-3) else "")
-    for factor in (2, 3, 4, 10, 100, 1000):
+        size_right = factors and math.isclose(-ratio, 1, rel_tol=1e-3)
+        return "the sign is wrong" + (" (the size is right)" if size_right else "")
+    for factor in (2, 3, 4, 10, 100, 1000) if factors else ():
         for r, word in ((factor, "large"), (1 / factor, "small")):
             if math.isclose(ratio, r, rel_tol=1e-3):
                 return f"it is {factor} times too {word}"
     off = abs(ratio - 1)
     size = "less than 1 %" if off < 0.01 else "1–10 %" if off < 0.1 else "10–50 %" if off < 0.5 else "more than 50 %"
+    if ratio >= 10 or ratio <= 0.1:
+        size = "more than a factor of 10"
     return f"it is too {'high' if ratio > 1 else 'low'}, by {size}"
 
 
@@ -670,13 +675,14 @@ def _dtype_note(expected: Any, got: Any, close_loosely: bool) -> str:
 
 
 def explain_difference(
-    expected: Any, got: Any, rtol: float = 1e-6, atol: float = 1e-8, labels: Sequence[str] = ()
+    expected: Any, got: Any, rtol: float = 1e-6, atol: float = 1e-8, labels: Sequence[str] = (), factors: bool = True
 ) -> str | None:
     """None when ``got`` matches ``expected``, else how it differs, without the expected value.
 
     Numbers, arrays and tensors match when ``|got − expected| ≤ atol + rtol·|expected|`` entry by
     entry with equal shapes; a tuple or list matches entry by entry (``labels`` name its entries).
-    The difference is told as a shape, a dtype, NaN, a sign, a factor or how far off in percent.
+    The difference is told as a shape, a dtype, NaN, a sign, a factor (unless not ``factors``) or how
+    far off in percent.
     """
     if got is None:
         return NONE_MESSAGE
@@ -688,7 +694,7 @@ def explain_difference(
             names = f" ({', '.join(labels)})" if labels else ""
             return f"expected {plural(len(expected), 'result')}{names}, got {what}"
         for number, (want, have) in enumerate(zip(expected, got), start=1):
-            why = explain_difference(want, have, rtol, atol)
+            why = explain_difference(want, have, rtol, atol, factors=factors)
             if why is not None:
                 return f"{labels[number - 1] if labels else f'entry {number}'}: {why}"
         return None
@@ -712,16 +718,16 @@ def explain_difference(
     wrong = ~close
     where = tuple(int(i) for i in np.argwhere(wrong)[0]) if want.ndim else ()
     if want.ndim == 0:
-        return _how_far(float(want), float(have)) + note
+        return _how_far(float(want), float(have), factors) + note
     if want.dtype.kind == "b" or note.startswith(";"):
         return f"{int(wrong.sum())} of {want.size} entries differ, the first at index {where}{note}"
     w, h = want.astype(np.float64), have.astype(np.float64)
     if np.all(w != 0):
         ratios = h / w
         if np.allclose(ratios, ratios.flat[0], rtol=1e-6):
-            return f"every entry is off the same way: {_how_far(1.0, float(ratios.flat[0]))}{note}"
+            return f"every entry is off the same way: {_how_far(1.0, float(ratios.flat[0]), factors)}{note}"
     return (f"{int(wrong.sum())} of {want.size} entries differ; at index {where} "
-            f"{_how_far(float(w[where]), float(h[where]))}{note}")  # fmt: skip
+            f"{_how_far(float(w[where]), float(h[where]), factors)}{note}")  # fmt: skip
 
 
 def _close(want: np.ndarray, have: np.ndarray, rtol: float, atol: float) -> np.ndarray:
@@ -756,8 +762,8 @@ def compare(
 def value(name: str, answer: Any, expected: Any, rtol: float = 1e-6) -> CheckResult:
     """A check of one's own for a single answer (a number, array or tensor) against ``expected``.
 
-    A wrong answer is told its shape, sign, factor or how far off it is (in percent bands),
-    never the expected value; ``...`` counts as not answered yet.
+    A wrong answer is told its shape, its sign or how far off it is (in percent bands), never the
+    expected value nor a factor that would give it away; ``...`` counts as not answered yet.
     """
     want = _array(expected)
     if want is None:
