@@ -137,6 +137,10 @@ def test_network_2_check():
     assert "placeholder" in check.network_2(..., lambda a, b: a).message
     assert "one finite number" in check.network_2(dict(abs_params, b2="0"), lambda a, b: a).message
     assert "max(0, −a)" in check.hint("network_2").text
+    grid = check.neurons._X1, check.neurons._X2
+    target_values = (grid[0] - grid[1]).abs()  # the target's own values, not nine parameters
+    not_parameters = check.network_2(target_values, lambda a, b: (a - b).abs())
+    assert not not_parameters and "expected a dict of exactly the parameters" in not_parameters.message
 
 
 def test_linear_fold_names_mistakes_without_the_answer():
