@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from companion import check, lora
+from companion import check, lora, scale
 from companion.models import base
 
 
@@ -51,9 +51,10 @@ def test_a_forbidden_function_behind_a_decorator_is_blocked_by_its_own_body():
     assert not result and "do without companion.lora.LoRALinear" in result.message
 
 
-def test_a_copy_of_a_forbidden_functions_code_is_blocked():
+@pytest.mark.parametrize("change", [{}, {"co_name": "mine"}, {"co_firstlineno": 1}])
+def test_a_copy_of_a_forbidden_functions_code_is_blocked(change):
     original = base.sampling_probabilities
-    copy = types.FunctionType(original.__code__.replace(), original.__globals__, "copy", original.__defaults__)
+    copy = types.FunctionType(original.__code__.replace(**change), original.__globals__, "copy", original.__defaults__)
 
     def nucleus(probs, p):
         return copy(probs.log(), 1.0, None, p).to(probs.dtype)
@@ -184,8 +185,28 @@ ROUTES_AROUND_THE_PYTHON_API = {
     ],
     "gru_step": [
         lambda x, h, W_ih, W_hh, b_ih, b_hh: torch.gru_cell(x, h, W_ih, W_hh, b_ih, b_hh),
+        lambda x, h, *weights: torch.gru(x[None], h[None], list(weights), True, 1, 0.0, False, False, False)[1][0],
     ],
 }
+ROUTES_AROUND_THE_PYTHON_API["conv2d_forward"] += [
+    lambda x, w, b: torch._convolution_mode(x, w, b, [1, 1], "valid", [1, 1], 1),
+    lambda x, w, b: torch._C._nn.slow_conv_dilated2d(x, w, w.shape[-2:], b, 1, 0, 1),
+]
+ROUTES_AROUND_THE_PYTHON_API["max_pool2d"] += [
+    lambda x, k: torch.max_pool3d(x.unsqueeze(2), (1, k, k)).squeeze(2),
+    lambda x, k: torch._C._nn.max_pool3d_with_indices(x.unsqueeze(2), (1, k, k), (1, k, k))[0].squeeze(2),
+    lambda x, k: F.max_pool1d(F.max_pool1d(x.flatten(0, 2), k).unflatten(0, x.shape[:3]).transpose(-1, -2)
+                              .flatten(0, 2), k).unflatten(0, (*x.shape[:2], x.shape[-1] // k)).transpose(-1, -2),
+]
+ROUTES_AROUND_THE_PYTHON_API["stable_softmax"] += [
+    lambda z: torch._safe_softmax(z, -1),
+    lambda z: torch._masked_softmax(z, torch.zeros_like(z, dtype=torch.bool), -1),
+]
+ROUTES_AROUND_THE_PYTHON_API["attention_weights"] += [lambda q, k: torch._scaled_dot_product_attention_math(q, k, k)[1]]
+ROUTES_AROUND_THE_PYTHON_API["cross_entropy"] = [
+    lambda z, t: torch._C._nn.nll_loss2d((z - z.logsumexp(-1, keepdim=True))[:, :, None, None], t[:, None, None]),
+]
+ROUTES_AROUND_THE_PYTHON_API["binary_cross_entropy"] = [lambda z, y: (F.softplus(z) - y * z).mean()]
 
 
 @pytest.mark.parametrize(
@@ -195,6 +216,87 @@ ROUTES_AROUND_THE_PYTHON_API = {
 def test_pytorchs_internal_operators_cannot_stand_in_for_what_an_exercise_forbids(name, student):
     result = getattr(check, name)(student)
     assert not result and "do without" in result.message, result.message
+
+
+def _functional_adam(theta, grad, m, v, t, lr, beta1, beta2, eps):
+    from torch.optim import adam
+
+    theta, m, v = theta.clone(), m.clone(), v.clone()
+    adam.adam([theta], [grad], [m], [v], [], [torch.tensor(float(t - 1))], foreach=False, amsgrad=False,
+              beta1=beta1, beta2=beta2, lr=lr, weight_decay=0.0, eps=eps, maximize=False)  # fmt: skip
+    return theta, m, v
+
+
+def _clipped_by_torch(grads, max_norm):
+    from torch.nn.utils import clip_grads_with_norm_, get_total_norm
+
+    params = [torch.nn.Parameter(g.clone()) for g in grads]
+    for p, g in zip(params, grads):
+        p.grad = g.clone()
+    total = get_total_norm([p.grad for p in params])
+    clip_grads_with_norm_(params, max_norm, total)
+    return [p.grad for p in params], total
+
+
+def _softplus_by_logsigmoid(v):
+    from companion.autograd import Value
+
+    x = torch.tensor(v.data, dtype=torch.float64)
+    return Value((-F.logsigmoid(-x)).item(), (v,), (F.logsigmoid(x).exp().item(),))
+
+
+@pytest.mark.parametrize(
+    "name, student",
+    [("adam_step", _functional_adam), ("clip_grad_norm", _clipped_by_torch), ("softplus", _softplus_by_logsigmoid),
+     ("gpt_parameter_count",
+      lambda V, T, d, L: V * d + T * d + 2 * d + sum(scale._block_counts(d, L, 4, True).values()))],
+)  # fmt: skip
+def test_pytorchs_and_the_courses_lower_level_functions_are_forbidden_with_the_public_ones(name, student):
+    result = getattr(check, name)(student)
+    assert not result and "do without" in result.message, result.message
+
+
+def _backward_by_calling_the_graphs_nodes(root, grad, leaves):
+    """Reverse-mode differentiation without autograd's engine: each node of the graph (grad_fn) called by hand."""
+    order, seen = [], set()
+
+    def visit(node):
+        if node is not None and node not in seen:
+            seen.add(node)
+            for following, _ in node.next_functions:
+                visit(following)
+            order.append(node)
+
+    visit(root.grad_fn)
+    pending, grads = {root.grad_fn: grad}, {}
+    for node in reversed(order):
+        g = pending.pop(node, None)
+        if g is None:
+            continue
+        if hasattr(node, "variable"):
+            grads[node.variable] = grads.get(node.variable, 0) + g.sum_to_size(node.variable.shape)
+            continue
+        outs = node(g.sum_to_size(node._input_metadata[0].shape))
+        for (following, _), out in zip(node.next_functions, outs if isinstance(outs, tuple) else (outs,)):
+            if following is not None and out is not None:
+                pending[following] = pending[following] + out if following in pending else out
+    return [grads.get(leaf, torch.zeros_like(leaf)) for leaf in leaves]
+
+
+def test_autograds_graph_walked_by_hand_cannot_compute_a_hand_written_gradient():
+    def linear_backward(x, W, b, grad_y):
+        leaves = [t.clone().requires_grad_() for t in (x, W, b)]
+        return tuple(_backward_by_calling_the_graphs_nodes(leaves[0] @ leaves[1].T + leaves[2], grad_y, leaves))
+
+    assert not check.linear_backward(linear_backward)  # with no graph recorded, there is nothing to walk
+
+    def switched_on(x, W, b, grad_y):
+        with torch.enable_grad():
+            return linear_backward(x, W, b, grad_y)
+
+    result = check.linear_backward(switched_on)
+    assert not result and "do without autograd (recording gradients" in result.message, result.message
+    assert torch.is_grad_enabled()
 
 
 def test_a_forbidden_method_reached_inside_an_allowed_torch_function_is_blocked():
@@ -273,3 +375,9 @@ def test_scipys_correlation_cannot_do_the_convolution_exercise():
 
     result = check.conv2d_forward(conv)
     assert not result and "do without scipy.signal" in result.message, result.message
+
+
+def test_each_of_pytorchs_pooling_wrappers_is_named_as_itself():
+    """F.max_pool1d, 2d and 3d share one wrapper's code (``boolean_dispatch``): each is told by its own name."""
+    result = check.max_pool2d(lambda x, k: F.max_pool3d(x.unsqueeze(2), (1, k, k)).squeeze(2))
+    assert not result and "do without torch.nn.functional.max_pool3d," in result.message, result.message

@@ -57,8 +57,10 @@ def test_adam_step_passes_a_solution_and_refuses_the_optimizers_own_step():
 
 
 def with_mistake(reference, mistake):
-    """A student's function that makes ``mistake``: a copy of the check's reference (which the check blocks)."""
-    copy = types.FunctionType(reference.__code__.replace(co_name="student"), reference.__globals__)
+    """A student's function that makes ``mistake``: the check's reference copied into a file of its own (the
+    check blocks the reference and its copies in its own file)."""
+    code = reference.__code__.replace(co_name="student", co_filename="student.py")
+    copy = types.FunctionType(code, reference.__globals__)
     return lambda *args: copy(*args, mistake=mistake)
 
 

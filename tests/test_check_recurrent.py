@@ -25,8 +25,10 @@ def numbers_in(message: str) -> set[str]:
 
 
 def copy_of(reference):
-    """A student's function with the code of a check's reference (which the check itself blocks)."""
-    return types.FunctionType(reference.__code__.replace(co_name="student"), reference.__globals__)
+    """A student's function with the code of a check's reference, in a file of its own (the check blocks the
+    reference and its copies in its own file)."""
+    code = reference.__code__.replace(co_name="student", co_filename="student.py")
+    return types.FunctionType(code, reference.__globals__)
 
 
 def with_mistake(reference, mistake):

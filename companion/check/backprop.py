@@ -17,9 +17,12 @@ __all__ = ["SOFTPLUS_FORBIDDEN", "finite_difference_cost", "linear_backward", "n
 
 SOFTPLUS_INPUTS = (-2.0, -0.5, 0.0, 0.3, 1.7, 30.0, -30.0, 800.0, -800.0)
 SOFTPLUS_FORBIDDEN = ("torch.nn.functional.softplus", "torch.logaddexp", "torch.Tensor.logaddexp", "torch.sigmoid",
-                      "torch.Tensor.sigmoid", "torch.special.expit", "torch.nn.functional.sigmoid",
-                      *aten("softplus", "logaddexp", "sigmoid"))  # fmt: skip
-"""PyTorch's softplus, log-add-exp and sigmoid, which the softplus exercise writes stably itself."""
+                      "torch.Tensor.sigmoid", "torch.Tensor.sigmoid_", "torch.special.expit",
+                      "torch.nn.functional.sigmoid", "torch.nn.functional.logsigmoid", "torch._C._nn.log_sigmoid",
+                      "torch.logaddexp2", "torch.Tensor.logaddexp2", "torch.special.log_expit",
+                      *aten("softplus", "logaddexp", "logaddexp2", "sigmoid", "sigmoid_", "log_sigmoid",
+                            "log_sigmoid_forward"))  # fmt: skip
+"""PyTorch's softplus, log-add-exp, sigmoid and log-sigmoid, which the softplus exercise writes stably itself."""
 
 
 def _apply_operation(student: Callable[[Any], Any], x: float) -> tuple[float, float] | None:

@@ -282,23 +282,40 @@ ESCAPES = ("threading.Thread.start", "_thread.start_new_thread", "_thread.start_
 or process, which neither hook watches; switching a hook off)."""
 
 
-def _code_key(code: CodeType) -> tuple[str, int, str]:
-    """Where a function's code was written: a copy of it (``types.FunctionType(f.__code__, ...)``) has the same."""
-    return code.co_filename, code.co_firstlineno, code.co_name
+_GRAD_ON = "autograd (recording gradients is switched off while an exercise that computes them by hand runs)"
+
+
+def _code_key(code: CodeType) -> tuple:
+    """A function's code by its file and what it does, not by its line or name: a copy of it
+    (``types.FunctionType(f.__code__.replace(co_name=...), ...)``) has the same key, while a student's
+    function never shares a file with the course's, however alike the two are."""
+    return code.co_filename, code.co_code, code.co_consts, code.co_names
+
+
+def _dispatched(function: Any) -> tuple:
+    """The functions that ``function`` runs: the two it chooses between when it is one of PyTorch's
+    ``boolean_dispatch`` wrappers (``F.max_pool2d``, whose code every such wrapper shares), else itself."""
+    table = getattr(sys.modules.get("torch._jit_internal"), "boolean_dispatched", {})
+    try:
+        choice = table.get(function)
+    except TypeError:  # not a function a weak-keyed table can hold
+        choice = None
+    return (choice["if_true"], choice["if_false"]) if choice else (function,)
 
 
 class _Blocker(TorchFunctionMode):
     """Within ``with``, the forbidden operations raise :class:`ForbiddenCallError` and are recorded,
     however the student's code reached them: torch calls through this torch function mode, Python
-    functions (the course's own, captured, decorated or copied) by where their code was written, and
-    built-in functions (``sys.setprofile``) by identity, both through a profile hook."""
+    functions (the course's own, captured, decorated or copied) by their file and bytecode, and built-in
+    functions (``sys.setprofile``) by identity, both through a profile hook. Where autograd is forbidden,
+    recording gradients is off while the student's code runs, and switching it on is blocked."""
 
     def __init__(self, forbidden: Sequence[str], extra: Sequence[Any] = ()) -> None:
         super().__init__()
         named = [(name, _resolve(name)) for name in (*forbidden, *ESCAPES)]
         named += [("the check's own reference", o) for o in extra]
         self.objects: dict[int, tuple[Any, str]] = {}
-        self.codes: dict[tuple[str, int, str], str] = {}
+        self.codes: dict[tuple, str] = {}
         for name, obj in named:  # the first name of an object is the one that is told
             owner = getattr(obj, "__self__", None)
             if isinstance(obj, BuiltinMethodType) and not isinstance(owner, (ModuleType, type, NoneType)):
@@ -306,10 +323,12 @@ class _Blocker(TorchFunctionMode):
             if obj is not None:
                 self.objects.setdefault(id(obj), (obj, name))
             function = inspect.unwrap(getattr(obj, "__func__", obj)) if callable(obj) else obj
-            if (code := getattr(function, "__code__", None)) is not None:  # a decorator's body, not its wrapper
-                self.codes.setdefault(_code_key(code), name)
+            for body in _dispatched(function):
+                if (code := getattr(body, "__code__", None)) is not None:  # a decorator's body, not its wrapper
+                    self.codes.setdefault(_code_key(code), name)
         self.blocked: list[str] = []
         self._watching = False
+        self._grad_off = "torch.autograd.grad" in forbidden  # no graph is recorded, so none can be walked by hand
 
     def _block(self, name: str) -> None:
         if name not in self.blocked:
@@ -319,6 +338,8 @@ class _Blocker(TorchFunctionMode):
     def __torch_function__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
         if id(func) in self.objects:
             self._block(self.objects[id(func)][1])
+        if self._grad_off and torch.is_grad_enabled():
+            self._block(_GRAD_ON)
         return func(*args, **(kwargs or {}))
 
     def _profile(self, frame: Any, event: str, arg: Any) -> None:
@@ -334,7 +355,9 @@ class _Blocker(TorchFunctionMode):
                     self._block(self.objects[id(found)][1])
 
     def __enter__(self) -> _Blocker:
-        self._saved = sys.getprofile()
+        self._saved, self._grad_was = sys.getprofile(), torch.is_grad_enabled()
+        if self._grad_off:
+            torch.set_grad_enabled(False)
         super().__enter__()
         sys.setprofile(self._profile)
         self._watching = True
@@ -345,6 +368,10 @@ class _Blocker(TorchFunctionMode):
         self._watching = False
         sys.setprofile(self._saved)
         super().__exit__(*exc)
+        grad_on = torch.is_grad_enabled()
+        torch.set_grad_enabled(self._grad_was)
+        if self._grad_off and grad_on and exc[0] is None and not self.blocked:
+            self._block(_GRAD_ON)
         # a hook that raised is unset by Python; one that is gone while nothing was blocked was switched
         # off by a route neither hook sees (ctypes, say)
         if not intact and exc[0] is None and not self.blocked:

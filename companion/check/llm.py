@@ -77,7 +77,9 @@ bpe_encode = define(CheckSpec(
                                                                          "encode_ordinary", "encode")),
                *(f"tiktoken.core.Encoding.{name}" for name in ("__init__", "encode", "encode_ordinary",
                                                                "_encode_single_piece", "_encode_bytes")),
-               "tiktoken._educational.bpe_encode", "tiktoken._educational.SimpleBytePairEncoding.encode"),
+               "tiktoken._educational.bpe_encode", "tiktoken._educational.SimpleBytePairEncoding.encode",
+               *(f"tiktoken._tiktoken.CoreBPE.{name}" for name in ("encode", "encode_ordinary", "encode_single_piece",
+                                                                   "_encode_bytes", "encode_with_unstable"))),
     mistakes=keyed(_encode, {
         "leftmost": "the leftmost pair that is a merge is merged first: the pair learned first goes first, "
         "wherever it stands",

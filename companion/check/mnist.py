@@ -15,12 +15,14 @@ from companion.check.neurons import SOFTMAX_FORBIDDEN
 __all__ = ["SKLEARN_COUNTS", "binary_cross_entropy", "confusion_matrix", "cross_entropy", "cross_entropy_grad", "precision_recall"]
 
 CROSS_ENTROPY_FORBIDDEN = ("torch.nn.functional.cross_entropy", "torch.nn.functional.nll_loss", "torch._C._nn.nll_loss",
-                           "torch._C._nn.nll_loss_nd", "torch._C._nn.cross_entropy_loss", *SOFTMAX_FORBIDDEN,
-                           *aten("cross_entropy_loss", "nll_loss", "nll_loss_nd", "nll_loss_forward"))  # fmt: skip
+                           "torch._C._nn.nll_loss_nd", "torch._C._nn.nll_loss2d", "torch._C._nn.cross_entropy_loss",
+                           *SOFTMAX_FORBIDDEN, *aten("cross_entropy_loss", "nll_loss", "nll_loss_nd", "nll_loss2d",
+                                                     "nll_loss_forward", "nll_loss2d_forward"))  # fmt: skip
 BINARY_CROSS_ENTROPY_FORBIDDEN = (
     "torch.nn.functional.binary_cross_entropy", "torch.nn.functional.binary_cross_entropy_with_logits",
     "torch.binary_cross_entropy_with_logits", "torch._C._nn.binary_cross_entropy", "torch._C._nn.log_sigmoid",
     "torch.nn.functional.logsigmoid", "torch.nn.functional.soft_margin_loss", *CROSS_ENTROPY_FORBIDDEN,
+    "torch.nn.functional.softplus", "torch.logaddexp", "torch.Tensor.logaddexp", *aten("softplus", "logaddexp"),
     *aten("binary_cross_entropy_with_logits", "binary_cross_entropy", "log_sigmoid", "log_sigmoid_forward"),
 )  # fmt: skip
 SKLEARN_COUNTS = ("sklearn.metrics.confusion_matrix", "sklearn.metrics.multilabel_confusion_matrix",
@@ -126,7 +128,7 @@ binary_cross_entropy = define(CheckSpec(
     "softplus without overflow as in chapter 3's exercise 1, then average over the examples.",
 ), doc="""Check ``student(logits, targets)``: the mean binary cross-entropy of sigmoid outputs, logits ``[N]``
     and targets ``[N]`` (0.0 or 1.0) → a 0-d tensor; the last cases have logits ±30 and ±1000. PyTorch's
-    ready-made losses, log-sigmoid and (log-)softmax raise while the function runs.""")
+    ready-made losses, log-sigmoid, softplus, log-add-exp and (log-)softmax raise while the function runs.""")
 
 
 def _confusion_cases(gen: torch.Generator) -> list:

@@ -58,7 +58,8 @@ def _as_step(case: tuple, out: Any) -> tuple:
 adam_step = define(CheckSpec(
     "adam_step", _adam_step, _adam_cases, labels=("the step (new θ − θ)", "m", "v"), view=_as_step,
     mistakes=keyed(_adam_step, ADAM_MISTAKES), rtol=1e-9, atol=1e-12,
-    forbidden=("torch.optim.Adam.step", "torch.optim.AdamW.step", "companion.optim.Adam.step",
+    forbidden=("torch.optim.Adam.step", "torch.optim.AdamW.step", *(f"torch.optim.adam.{f}" for f in (
+               "adam", "_single_tensor_adam", "_multi_tensor_adam", "_fused_adam")), "companion.optim.Adam.step",
                "companion.optim.AdamW.step"),
     hint="follow the order of the chapter's equations: update both running averages with this gradient first; "
     "bias-correct copies of them with this step's t, used as given; step with the corrected copies, with ε "
@@ -97,7 +98,8 @@ def _momentum_cases(gen: torch.Generator) -> list:
 momentum_step = define(CheckSpec(
     "momentum_step", _momentum_step, _momentum_cases, labels=("the step (new θ − θ)", "buf"), view=_as_step,
     mistakes=keyed(_momentum_step, MOMENTUM_MISTAKES), rtol=1e-9, atol=1e-12,
-    forbidden=("torch.optim.SGD.step", "companion.optim.SGD.step"),
+    forbidden=("torch.optim.SGD.step", "companion.optim.SGD.step",
+               *(f"torch.optim.sgd.{f}" for f in ("sgd", "_single_tensor_sgd", "_multi_tensor_sgd", "_fused_sgd"))),
     hint="in PyTorch's convention the buffer is a decaying sum of the gradients, with no (1 − momentum) and no "
     "learning rate inside it; the plain step follows the updated buffer, and Nesterov's looks ahead by adding "
     "the gradient to momentum times that buffer (the momentum section).",

@@ -56,7 +56,9 @@ def _clip_cases(gen: torch.Generator) -> list:
 clip_grad_norm = define(CheckSpec(
     "clip_grad_norm", _clip, _clip_cases, labels=("the clipped gradients", "the total norm"),
     mistakes=keyed(_clip, CLIP_MISTAKES), rtol=1e-5, atol=1e-12,
-    forbidden=("torch.nn.utils.clip_grad_norm_", "torch.nn.utils.clip_grad.clip_grad_norm_"),
+    forbidden=(*(f"torch.nn.utils.{f}" for f in ("clip_grad_norm_", "get_total_norm", "clip_grads_with_norm_")),
+               *(f"torch.nn.utils.clip_grad.{f}" for f in ("clip_grad_norm_", "_get_total_norm",
+                                                           "_clip_grads_with_norm_"))),
     hint="one norm for all the gradients together: square every entry of every tensor, add them all up, take "
     "the square root. Only a norm above max_norm is reduced, and then every tensor is scaled by the same "
     "factor, the one that brings the total norm down to max_norm.",
@@ -108,7 +110,7 @@ def _gru_cases(gen: torch.Generator) -> list:
 gru_step = define(CheckSpec(
     "gru_step", _gru_step, _gru_cases, mistakes=keyed(_gru_step, GRU_STEP_MISTAKES),
     rtol=1e-7, atol=1e-10, forbidden=("companion.recurrent.gru_cell", "torch.gru_cell", "torch._VF.gru_cell",
-                                      *aten("gru_cell")),
+                                      "torch.gru", "torch._VF.gru", *aten("gru_cell", "gru")),
     hint="each of the two affine maps, x W_ihᵀ + b_ih and h W_hhᵀ + b_hh, holds three blocks of H columns, in the "
     "order r, z, n; the two gates are sigmoids of their blocks added up; in the candidate the reset gate scales "
     "the whole hidden block, its bias included; and z is the share of the old state that the new one keeps.",

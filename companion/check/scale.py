@@ -34,7 +34,8 @@ _GPT_MISTAKES = {
 }
 gpt_parameter_count = define(CheckSpec(
     "gpt_parameter_count", _gpt2_count, mistakes=keyed(_gpt2_count, _GPT_MISTAKES), rtol=0, atol=0,
-    forbidden=("companion.scale.gpt_parameters", "companion.scale.gpt_parameter_counts"),
+    forbidden=("companion.scale.gpt_parameters", "companion.scale.gpt_parameter_counts",
+               "companion.scale._block_counts"),
     passed="4 of 4 sizes give the exact count.",
     cases=lambda gen: [(f"vocab_size={V}, context={T}, dim={d}, layers={L}", (V, T, d, L)) for V, T, d, L in [
         (65, 64, 32, 2), (50257, 1024, 768, 12), (1000, 128, 64, 1), (10, 8, 8, 4)]],
