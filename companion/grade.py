@@ -59,6 +59,7 @@ import ast
 import contextlib
 import csv
 import functools
+import inspect
 import json
 import math
 import os
@@ -74,7 +75,7 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import nbformat
 import numpy as np
@@ -602,8 +603,41 @@ def _call_source(source: str) -> str | None:
     return ast.unparse(last.value) if isinstance(last, ast.Expr) else None
 
 
+class Answer(NamedTuple):
+    """Where an answered exercise's data come from, and what the grader asks of them."""
+
+    cell: int  # its cell in the runner's job
+    seed: int  # the seed of its cases
+    number: int  # its code cell's number in the notebook
+    question: tuple | None = None  # a value check's question, as the course's own call poses it
+
+
+def course_question(name: str, call: str) -> tuple | None:
+    """The question of the value check ``name`` (its arguments after the answers, defaults filled in) as
+    the course's own ``call`` poses it, evaluated in the grader's process, where a submission cannot
+    change it; None for a check without a question or a call whose question is not self-contained."""
+    import torch
+
+    from companion import check
+
+    spec = check.SPECS.get(name)
+    node = ast.parse(call, mode="eval").body if spec is not None and spec.answers else None
+    if not isinstance(node, ast.Call):
+        return None
+    names = {"torch": torch, "math": math}
+    try:
+        values = [eval(compile(ast.Expression(a), "<course call>", "eval"), names) for a in node.args[spec.answers:]]
+        options = {k.arg: eval(compile(ast.Expression(k.value), "<course call>", "eval"), names)
+                   for k in node.keywords if k.arg is not None}  # fmt: skip
+        bound = inspect.signature(getattr(check, name)).bind(*(...,) * spec.answers, *values, **options)
+    except Exception:  # a question that names the notebook's own variables: the produced one stands
+        return None
+    bound.apply_defaults()
+    return tuple(bound.args[spec.answers:])
+
+
 def job(notebook: nbformat.NotebookNode, chapter: Chapter | None, found: dict[str, int]) -> tuple[dict, dict]:
-    """The runner's job for a submission, and for each answered exercise its (job cell, seed, code cell number).
+    """The runner's job for a submission, and for each answered exercise its :class:`Answer`.
 
     The cells are the submission's code cells without its solution cells,
     magics replaced. An answer's check call is the course chapter's own when
@@ -612,7 +646,7 @@ def job(notebook: nbformat.NotebookNode, chapter: Chapter | None, found: dict[st
     """
     by_index = {index: label for label, index in found.items()}
     cells: list[dict[str, Any]] = []
-    where: dict[str, tuple[int, int, int]] = {}
+    where: dict[str, Answer] = {}
     number = 0
     for index, cell in enumerate(notebook.cells):
         if cell.cell_type != "code":
@@ -628,22 +662,24 @@ def job(notebook: nbformat.NotebookNode, chapter: Chapter | None, found: dict[st
             seed = secrets.randbits(62)
             answer = {"check": label.split(" (")[0], "call": call or "check.missing()", "seed": seed,
                       "file": f"answers/{len(cells)}.npz"}  # fmt: skip
-            where[label] = (len(cells), seed, number)
+            question = course_question(answer["check"], call) if chapter and call in chapter.calls else None
+            where[label] = Answer(len(cells), seed, number, question)
         cells.append({"source": source, "answer": answer, "number": number})
     return {"cells": cells}, where
 
 
-def judged(name: str, seed: int, path: Path) -> Any:
+def judged(name: str, seed: int, path: Path, question: tuple | None = None) -> Any:
     """The grader's :class:`~companion.check.CheckResult` for the data a submission produced at ``path``.
 
-    :func:`companion.check.judge` for a check declared as a spec; for another
+    :func:`companion.check.judge` for a check declared as a spec (asked ``question``, where
+    one is given, instead of the question the data pose); for another
     (``compare``, ``value``), the verdict the student's process recorded.
     ValueError for data that is malformed or was not produced for this check and seed.
     """
     from companion import check
 
     if name in check.SPECS:
-        return check.judge(name, seed, check.load_produced(path))
+        return check.judge(name, seed, check.load_produced(path), question)
     try:
         with np.load(path, allow_pickle=False) as npz:
             produced = json.loads(str(npz["__json__"]))
@@ -657,18 +693,18 @@ def judged(name: str, seed: int, path: Path) -> Any:
     return check.CheckResult(shown, produced.get("passed") is True, message)
 
 
-def outcome(run: Run, work: Path, label: str, where: tuple[int, int, int], limit: float) -> tuple[str, str]:
+def outcome(run: Run, work: Path, label: str, where: Answer, limit: float) -> tuple[str, str]:
     """``(result, message)`` of one answered exercise: the grader's judgement of the data its cell produced.
 
-    ``where``: the answer's (job cell, seed, code cell number); ``limit``: the seconds a cell may run.
+    ``limit``: the seconds a cell may run.
     """
-    cell, seed, number = where
+    cell, seed, number, question = where
     answer = work / "answers" / f"{cell}.npz"
     if (answer.is_file() or answer.is_symlink()) and run.errors.get(cell, "") is None:
         if answer.is_symlink() or not answer.is_file():
             return "failed", "the answer's data cannot be read: it is not a regular file"
         try:
-            verdict = judged(label.split(" (")[0], seed, answer)
+            verdict = judged(label.split(" (")[0], seed, answer, question)
         except Exception as err:  # whatever the data: a submission's answer never stops the grader
             return "failed", f"the answer's data cannot be read: {' '.join(str(err).split())[:300]}"
         return ("passed" if verdict.passed else "failed"), " ".join(f"{verdict.name}: {verdict.message}".split())

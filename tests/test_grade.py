@@ -236,7 +236,7 @@ def test_the_job_drops_solutions_skips_magics_and_asks_the_chapters_own_question
     asked = {cell["answer"]["check"]: cell["answer"]["call"] for cell in task["cells"] if cell["answer"]}
     assert asked["value"] == "check.value('sum of squares', my_sum, 285)"
     assert [cell["number"] for cell in task["cells"]] == [1, 2, 3, 5, 7, 9]  # solution cells count, unrun
-    assert len({seed for _, seed, _ in where.values()}) == len(where) == 4
+    assert len({answer.seed for answer in where.values()}) == len(where) == 4
 
 
 def test_answers_and_chapters_are_matched_by_check_name():
@@ -278,7 +278,7 @@ def test_outcome_is_the_judgement_of_the_produced_data_or_what_stopped_the_cell(
     run.stopped = "the process ended with SIGKILL"
 
     def outcome(cell: int, seed: int = 5) -> tuple[str, str]:
-        return grade.outcome(run, tmp_path, "neuron_forward", (cell, seed, run.numbers[cell]), 3)
+        return grade.outcome(run, tmp_path, "neuron_forward", grade.Answer(cell, seed, run.numbers[cell]), 3)
 
     assert outcome(0)[0] == "passed" and outcome(0)[1].startswith("neuron_forward: ")
     assert outcome(1, seed=6)[0] == "failed" and "cannot be read" in outcome(1, seed=6)[1]
@@ -424,3 +424,24 @@ def test_every_chapters_solutions_pass_and_placeholders_fail_in_the_sandboxed_gr
         placeholders, solutions = grades[: len(chapter.checks)], grades[len(chapter.checks) :]
         assert [g.result for g in solutions] == ["passed"] * len(chapter.checks), [g.message for g in solutions]
         assert [g.result for g in placeholders] == ["failed"] * len(chapter.checks), [g.message for g in placeholders]
+
+
+def test_a_value_checks_question_is_the_courses_not_the_one_its_data_pose(tmp_path):
+    """A submission's process writes its own data: it must not be able to ask itself an easier question."""
+    from companion import check
+    from companion.check import produce, save_produced
+
+    assert grade.course_question("parameter_count", "check.parameter_count(my_count, [3, 4, 4, 2])") == ([3, 4, 4, 2],)
+    assert grade.course_question("parameter_count", "check.parameter_count(my_count, sizes)") is None
+    assert grade.course_question("conv2d_forward", "check.conv2d_forward(my_conv2d)") is None
+    own = tmp_path / "own.npz"
+    save_produced(own, produce("parameter_count", (2, [1, 1]), 5))  # the right count of a question of its own
+    assert grade.judged("parameter_count", 5, own)
+    assert not grade.judged("parameter_count", 5, own, ([3, 4, 4, 2],))
+
+    call = "check.network_2(my_params, target=lambda x1, x2: (x1 - x2).abs())"
+    zeros = dict.fromkeys(check.NETWORK_2_PARAMETERS, 0.0)
+    easy = tmp_path / "easy.npz"
+    save_produced(easy, produce("network_2", (zeros, lambda x1, x2: 0 * x1), 5))  # a target of its own
+    assert grade.judged("network_2", 5, easy)
+    assert not grade.judged("network_2", 5, easy, grade.course_question("network_2", call))

@@ -553,16 +553,21 @@ def _unpack(produced: dict) -> tuple[list, list | None]:
 # --- the grader's half: compare and explain ---------------------------------------------------
 
 
-def judge(name: str, seed: int, produced: dict) -> CheckResult:
+def judge(name: str, seed: int, produced: dict, question: tuple | None = None) -> CheckResult:
     """The verdict of the check ``name`` on ``produced`` (from :func:`produce` with the same ``seed``): the
-    reference recomputed on the cases of ``seed``; nothing of ``produced`` is trusted but its data."""
+    reference recomputed on the cases of ``seed``; nothing of ``produced`` is trusted but its data. A check
+    of typed-in answers is asked ``question`` (its arguments after the answers) where one is given, instead
+    of the question ``produced`` says it was asked."""
     if produced.get("check") != name or produced.get("seed") != seed:
         raise ValueError(f"these outputs were produced for {produced.get('check')!r}, not for {name!r} with this seed")
-    return _judge(_spec(name), seed, produced)
+    return _judge(_spec(name), seed, produced, question)
 
 
-def _judge(spec: CheckSpec, seed: int, produced: dict) -> CheckResult:
+def _judge(spec: CheckSpec, seed: int, produced: dict, question: tuple | None = None) -> CheckResult:
     args, records = _unpack(produced)
+    if spec.answers and question is not None:
+        asked = spec.prepare(*question) if spec.prepare else question
+        args = [*args[: spec.answers], *_fresh(asked)]
 
     def failed(message: str) -> CheckResult:
         return CheckResult(spec.name, False, message)
