@@ -306,3 +306,9 @@ def test_a_chapter_benchmark_takes_a_chapter_of_the_book_and_names_the_others(ca
     with pytest.raises(SystemExit):
         run_notebooks.chapter_benchmark("a benchmark", "04-mnist", ["--chapter", "99-none"])
     assert "no chapter 99-none; the chapters are 01-neurons" in capsys.readouterr().err
+
+
+def test_the_test_sessions_notebook_kernels_keep_freed_memory_as_the_books_do():
+    """conftest.py puts KEEP_FREED_MEMORY in the environment that nbval's kernels inherit (unless set)."""
+    for name in run_notebooks.KEEP_FREED_MEMORY:
+        assert os.environ.get(name), name
