@@ -91,7 +91,7 @@ def test_an_answer_that_is_a_link_is_not_followed(tmp_path):
     (tmp_path / "answers").mkdir()
     (tmp_path / "answers" / "0.npz").symlink_to(secret)
     run = grade.Run({0}, {0: None}, set())
-    result, message = grade.outcome(run, tmp_path, "conv_output_size", (0, 7, 1), 60)
+    result, message = grade.outcome(run, tmp_path, "conv_output_size", grade.Answer(0, 7, 1), 60)
     assert result == "failed" and "not a regular file" in message, message
 
 
