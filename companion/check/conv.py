@@ -73,13 +73,10 @@ def _conv_cases(gen: torch.Generator) -> list:
 conv2d_forward = define(CheckSpec(
     "conv2d_forward", _conv2d, _conv_cases, rtol=1e-9, atol=1e-9,
     forbidden=(*(f"torch.nn.functional.conv{kind}{n}d" for kind in ("", "_transpose") for n in "123"),
-               "torch.convolution", "torch._convolution", "torch._convolution_mode", "torch.mkldnn_convolution",
-               *(f"torch._C._nn.{f}" for f in ("thnn_conv2d", "slow_conv_dilated2d", "slow_conv_dilated3d",
-                                               "slow_conv3d", "slow_conv_transpose2d", "slow_conv_transpose3d")),
                "companion.conv.conv2d", "scipy.signal._sigtools._convolve2d",
                *aten("convolution", "_convolution", "_convolution_mode", "conv2d", "thnn_conv2d",
-                     "_slow_conv2d_forward", "mkldnn_convolution", "slow_conv_dilated2d", "slow_conv3d",
-                     "slow_conv_transpose2d"),
+                     "_slow_conv2d_forward", "mkldnn_convolution", "slow_conv_dilated2d", "slow_conv_dilated3d",
+                     "slow_conv3d", "slow_conv_transpose2d", "slow_conv_transpose3d"),
                *(f"scipy.signal.{f}" for f in ("correlate", "correlate2d", "convolve", "convolve2d", "fftconvolve",
                                                "oaconvolve")),
                "scipy.ndimage.correlate", "scipy.ndimage.convolve", "numpy.correlate", "numpy.convolve"),
@@ -114,10 +111,7 @@ def _overlap(case: tuple, expected: Any, got: Any) -> str:
 max_pool2d = define(CheckSpec(
     "max_pool2d", _max_pool2d, rtol=1e-5, atol=1e-8, diagnose=_overlap,
     forbidden=(*(f"torch.nn.functional.{a}max_pool{n}d{i}" for a in ("", "adaptive_") for n in "123"
-                 for i in ("", "_with_indices")), "torch.max_pool1d", "torch.max_pool2d", "torch.max_pool3d",
-               "companion.conv.max_pool2d", "torch.mkldnn_max_pool2d", "scipy.ndimage.maximum_filter",
-               *(f"torch._C._nn.{f}" for f in ("max_pool2d_with_indices", "max_pool3d_with_indices",
-                                               "adaptive_max_pool2d", "adaptive_max_pool3d")),
+                 for i in ("", "_with_indices")), "companion.conv.max_pool2d", "scipy.ndimage.maximum_filter",
                *aten("max_pool1d", "max_pool2d", "max_pool3d", "max_pool2d_with_indices", "max_pool3d_with_indices",
                      "mkldnn_max_pool2d", "adaptive_max_pool2d", "adaptive_max_pool3d")),
     cases=lambda gen: [

@@ -260,17 +260,23 @@ def _resolve(dotted: str) -> Any:
     return obj
 
 
+_PUBLIC_ATEN = ("torch", "torch._C._nn", "torch._C._VariableFunctions", "torch.Tensor")
+
+
 def aten(*ops: str) -> tuple[str, ...]:
-    """The dotted names of PyTorch's internal operators ``ops`` (``torch.ops.aten.<op>``) and of every
-    overload of each (``torch.ops.aten.<op>.<overload>``): a torch function mode sees a call of one by the
-    object called, and a student's function may call either. An operator this PyTorch lacks is left out."""
+    """The dotted names of PyTorch's internal operators ``ops``: ``torch.ops.aten.<op>``, every overload of
+    each (``torch.ops.aten.<op>.<overload>``) and every public spelling of it (``torch.<op>``,
+    ``torch._C._nn.<op>``, ``torch._C._VariableFunctions.<op>``, ``torch.Tensor.<op>``, where they exist):
+    a torch function mode sees a call by the object called, and a student's function may call any of them.
+    An operator this PyTorch lacks is left out."""
     names = []
     for op in ops:
         try:
             packet = getattr(torch.ops.aten, op)
         except (AttributeError, RuntimeError):
             continue
-        names += [f"torch.ops.aten.{op}", *(f"torch.ops.aten.{op}.{overload}" for overload in packet.overloads())]
+        names += [f"torch.ops.aten.{op}", *(f"torch.ops.aten.{op}.{overload}" for overload in packet.overloads()),
+                  *(f"{where}.{op}" for where in _PUBLIC_ATEN)]
     return tuple(names)
 
 

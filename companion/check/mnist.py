@@ -14,16 +14,14 @@ from companion.check.neurons import SOFTMAX_FORBIDDEN
 
 __all__ = ["SKLEARN_COUNTS", "binary_cross_entropy", "confusion_matrix", "cross_entropy", "cross_entropy_grad", "precision_recall"]
 
-CROSS_ENTROPY_FORBIDDEN = ("torch.nn.functional.cross_entropy", "torch.nn.functional.nll_loss", "torch._C._nn.nll_loss",
-                           "torch._C._nn.nll_loss_nd", "torch._C._nn.nll_loss2d", "torch._C._nn.cross_entropy_loss",
-                           *SOFTMAX_FORBIDDEN, *aten("cross_entropy_loss", "nll_loss", "nll_loss_nd", "nll_loss2d",
-                                                     "nll_loss_forward", "nll_loss2d_forward"))  # fmt: skip
+CROSS_ENTROPY_FORBIDDEN = ("torch.nn.functional.cross_entropy", "torch.nn.functional.nll_loss", *SOFTMAX_FORBIDDEN,
+                           *aten("cross_entropy_loss", "nll_loss", "nll_loss_nd", "nll_loss2d", "nll_loss_forward",
+                                 "nll_loss2d_forward"))  # fmt: skip
 BINARY_CROSS_ENTROPY_FORBIDDEN = (
     "torch.nn.functional.binary_cross_entropy", "torch.nn.functional.binary_cross_entropy_with_logits",
-    "torch.binary_cross_entropy_with_logits", "torch._C._nn.binary_cross_entropy", "torch._C._nn.log_sigmoid",
-    "torch.nn.functional.logsigmoid", "torch.nn.functional.soft_margin_loss", *CROSS_ENTROPY_FORBIDDEN,
-    "torch.nn.functional.softplus", "torch.logaddexp", "torch.Tensor.logaddexp", *aten("softplus", "logaddexp"),
-    *aten("binary_cross_entropy_with_logits", "binary_cross_entropy", "log_sigmoid", "log_sigmoid_forward"),
+    "torch.nn.functional.logsigmoid", "torch.nn.functional.soft_margin_loss", "torch.nn.functional.softplus",
+    *CROSS_ENTROPY_FORBIDDEN, *aten("binary_cross_entropy_with_logits", "binary_cross_entropy", "log_sigmoid",
+                                    "log_sigmoid_forward", "softplus", "logaddexp"),
 )  # fmt: skip
 SKLEARN_COUNTS = ("sklearn.metrics.confusion_matrix", "sklearn.metrics.multilabel_confusion_matrix",
                   "sklearn.metrics.precision_recall_fscore_support")

@@ -13,15 +13,14 @@ from companion.check.core import CheckSpec, Wrong, aten, define, sampler
 __all__ = ["NETWORK_2_PARAMETERS", "linear_fold", "network_2", "neuron_forward", "parameter_count", "stable_softmax"]
 
 FUSED_ATTENTION = ("torch.nn.functional.scaled_dot_product_attention",
-                   "torch.nn.functional.multi_head_attention_forward", "torch._scaled_dot_product_attention_math",
-                   "torch._scaled_dot_product_flash_attention_for_cpu",
+                   "torch.nn.functional.multi_head_attention_forward",
                    *aten("scaled_dot_product_attention", "_scaled_dot_product_attention_math",
                          "_scaled_dot_product_flash_attention_for_cpu", "_fused_sdp_choice"))  # fmt: skip
 """PyTorch's fused attention, under its Python names and its internal operators."""
 
 SOFTMAX_FORBIDDEN = (*(f"torch.{m}{f}" for m in ("", "_", "nn.functional.", "Tensor.", "special.", "sparse.")
-                       for f in ("softmax", "log_softmax")), *FUSED_ATTENTION, "torch._safe_softmax",
-                     "torch._masked_softmax", "scipy.special.softmax", "scipy.special.log_softmax",
+                       for f in ("softmax", "log_softmax")), *FUSED_ATTENTION,
+                     "scipy.special.softmax", "scipy.special.log_softmax",
                      *aten("softmax", "_softmax", "log_softmax", "_log_softmax", "_safe_softmax", "_sparse_softmax",
                            "_sparse_log_softmax", "_masked_softmax"))  # fmt: skip
 """PyTorch's softmax and log-softmax under all their names, its internal operators and sparse tensors' included, and

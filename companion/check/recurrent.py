@@ -109,8 +109,7 @@ def _gru_cases(gen: torch.Generator) -> list:
 
 gru_step = define(CheckSpec(
     "gru_step", _gru_step, _gru_cases, mistakes=keyed(_gru_step, GRU_STEP_MISTAKES),
-    rtol=1e-7, atol=1e-10, forbidden=("companion.recurrent.gru_cell", "torch.gru_cell", "torch._VF.gru_cell",
-                                      "torch.gru", "torch._VF.gru", *aten("gru_cell", "gru")),
+    rtol=1e-7, atol=1e-10, forbidden=("companion.recurrent.gru_cell", *aten("gru_cell", "gru")),
     hint="each of the two affine maps, x W_ihᵀ + b_ih and h W_hhᵀ + b_hh, holds three blocks of H columns, in the "
     "order r, z, n; the two gates are sigmoids of their blocks added up; in the candidate the reset gate scales "
     "the whole hidden block, its bias included; and z is the share of the old state that the new one keeps.",
