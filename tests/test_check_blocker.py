@@ -299,6 +299,55 @@ def test_autograds_graph_walked_by_hand_cannot_compute_a_hand_written_gradient()
     assert torch.is_grad_enabled()
 
 
+def _linear_backward_by_hand(x, W, b, grad_y):
+    return grad_y @ W, grad_y.T @ x, grad_y.sum(0)
+
+
+def test_printing_a_tensor_inside_a_hand_written_gradient_is_no_forbidden_call(capsys):
+    def printing(x, W, b, grad_y):
+        print(grad_y.sum(0), f"{x}")  # PyTorch's printing unpacks forward-mode duals
+        return _linear_backward_by_hand(x, W, b, grad_y)
+
+    result = check.linear_backward(printing)
+    assert result, result.message
+
+
+def test_forward_mode_autograd_cannot_compute_a_hand_written_gradient():
+    import torch.autograd.forward_ad as fwAD
+
+    def by_forward_mode(x, W, b, grad_y):
+        def tangents(t):  # one directional derivative of the loss (grad_y · y) per entry of t
+            out = []
+            for e in torch.eye(t.numel(), dtype=t.dtype):
+                with fwAD.dual_level():
+                    dual = torch._make_dual(t, e.reshape(t.shape), level=0)
+                    inputs = {id(x): (dual, W, b), id(W): (x, dual, b), id(b): (x, W, dual)}[id(t)]
+                    y = inputs[0] @ inputs[1].T + inputs[2]
+                    tangent = torch._unpack_dual((grad_y * y).sum(), level=0)[1]
+                out.append(torch.zeros((), dtype=t.dtype) if tangent is None else tangent)
+            return torch.stack(out).reshape(t.shape)
+
+        return tangents(x), tangents(W), tangents(b)
+
+    assert not check.linear_backward(by_forward_mode)
+
+
+def test_recording_switched_on_inside_a_torch_function_override_is_blocked():
+    class Recording(torch.Tensor):
+        @classmethod
+        def __torch_function__(cls, func, types, args=(), kwargs=None):
+            with torch.enable_grad():
+                return super().__torch_function__(func, types, args, kwargs or {})
+
+    def by_the_graph(x, W, b, grad_y):
+        leaves = [t.clone().as_subclass(Recording).requires_grad_() for t in (x, W, b)]
+        grads = _backward_by_calling_the_graphs_nodes(leaves[0] @ leaves[1].T + leaves[2], grad_y, leaves)
+        return tuple(g.as_subclass(torch.Tensor) for g in grads)
+
+    result = check.linear_backward(by_the_graph)
+    assert not result and "do without autograd (recording gradients" in result.message, result.message
+
+
 def test_a_forbidden_method_reached_inside_an_allowed_torch_function_is_blocked():
     result = check.stable_softmax(lambda z: F.softmin(-z, dim=-1))  # softmin calls Tensor.softmax
     assert not result and "do without torch.Tensor.softmax" in result.message, result.message

@@ -288,7 +288,8 @@ ESCAPES = ("threading.Thread.start", "_thread.start_new_thread", "_thread.start_
 or process, which neither hook watches; switching a hook off)."""
 
 
-_GRAD_ON = "autograd (recording gradients is switched off while an exercise that computes them by hand runs)"
+_GRAD_ON = ("autograd (recording gradients, backward or forward, is off while an exercise that computes them "
+            "by hand runs)")
 
 
 def _code_key(code: CodeType) -> tuple:
@@ -344,13 +345,19 @@ class _Blocker(TorchFunctionMode):
     def __torch_function__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
         if id(func) in self.objects:
             self._block(self.objects[id(func)][1])
-        if self._grad_off and torch.is_grad_enabled():
+        self._refuse_recording()
+        out = func(*args, **(kwargs or {}))
+        self._refuse_recording()  # switched on and off again inside an override of the student's
+        return out
+
+    def _refuse_recording(self) -> None:
+        if self._grad_off and (torch.is_grad_enabled() or torch._C._is_fwd_grad_enabled()):
             self._block(_GRAD_ON)
-        return func(*args, **(kwargs or {}))
 
     def _profile(self, frame: Any, event: str, arg: Any) -> None:
         if not self._watching:
             return
+        self._refuse_recording()
         if event == "call" and (name := self.codes.get(_code_key(frame.f_code))):
             self._block(name)
         elif event == "c_call":
@@ -361,9 +368,11 @@ class _Blocker(TorchFunctionMode):
                     self._block(self.objects[id(found)][1])
 
     def __enter__(self) -> _Blocker:
-        self._saved, self._grad_was = sys.getprofile(), torch.is_grad_enabled()
+        self._saved = sys.getprofile()
+        self._grad_was = torch.is_grad_enabled(), torch._C._is_fwd_grad_enabled()
         if self._grad_off:
             torch.set_grad_enabled(False)
+            torch._C._set_fwd_grad_enabled(False)
         super().__enter__()
         sys.setprofile(self._profile)
         self._watching = True
@@ -374,9 +383,10 @@ class _Blocker(TorchFunctionMode):
         self._watching = False
         sys.setprofile(self._saved)
         super().__exit__(*exc)
-        grad_on = torch.is_grad_enabled()
-        torch.set_grad_enabled(self._grad_was)
-        if self._grad_off and grad_on and exc[0] is None and not self.blocked:
+        recording = torch.is_grad_enabled() or torch._C._is_fwd_grad_enabled()
+        torch.set_grad_enabled(self._grad_was[0])
+        torch._C._set_fwd_grad_enabled(self._grad_was[1])
+        if self._grad_off and recording and exc[0] is None and not self.blocked:
             self._block(_GRAD_ON)
         # a hook that raised is unset by Python; one that is gone while nothing was blocked was switched
         # off by a route neither hook sees (ctypes, say)

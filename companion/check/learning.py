@@ -17,7 +17,7 @@ AUTOGRAD_FORBIDDEN = ("torch.autograd.grad", "torch.autograd.backward", "torch.T
                       "torch.autograd.functional.jvp", "torch.func.jvp", "torch.func.jacrev", "torch.func.jacfwd",
                       "torch.autograd.graph._engine_run_backward",
                       "torch.autograd.variable.Variable._execution_engine.run_backward",
-                      "torch.autograd.forward_ad.make_dual", "torch.autograd.forward_ad.unpack_dual",
+                      "torch.autograd.forward_ad.make_dual",
                       "companion.autograd.Value.backward")  # fmt: skip
 """Autograd's entry points, its engine and forward mode included, which an exercise that computes its gradients by
 hand does without."""
