@@ -80,7 +80,7 @@ from typing import Any, NamedTuple
 import nbformat
 import numpy as np
 
-from companion.grade_runner import VERDICT
+from companion.grade_runner import VERDICT, arguments
 
 SOLUTION_TITLE = "# @title Solution"
 """The first line of a solution cell, which folds it in Colab; :func:`without_title` removes it."""
@@ -622,14 +622,12 @@ def course_question(name: str, call: str) -> tuple | None:
 
     spec = check.SPECS.get(name)
     node = ast.parse(call, mode="eval").body if spec is not None and spec.answers else None
-    if not isinstance(node, ast.Call):
+    if not isinstance(node, ast.Call) or len(node.args) < spec.answers:
         return None
-    names = {"torch": torch, "math": math}
+    node.args[: spec.answers] = [ast.Constant(...)] * spec.answers  # the student's answers are not asked for
     try:
-        values = [eval(compile(ast.Expression(a), "<course call>", "eval"), names) for a in node.args[spec.answers:]]
-        options = {k.arg: eval(compile(ast.Expression(k.value), "<course call>", "eval"), names)
-                   for k in node.keywords if k.arg is not None}  # fmt: skip
-        bound = inspect.signature(getattr(check, name)).bind(*(...,) * spec.answers, *values, **options)
+        args, kwargs = arguments(ast.unparse(node), {"torch": torch, "math": math})
+        bound = inspect.signature(getattr(check, name)).bind(*args, **kwargs)
     except Exception:  # a question that names the notebook's own variables: the produced one stands
         return None
     bound.apply_defaults()

@@ -164,7 +164,7 @@ def _statements(source: str, answered: bool) -> ast.Module:
     return tree
 
 
-def _arguments(call: str, namespace: dict[str, Any]) -> tuple[tuple[Any, ...], dict[str, Any]]:
+def arguments(call: str, namespace: dict[str, Any]) -> tuple[tuple[Any, ...], dict[str, Any]]:
     """The positional and keyword arguments of the check call ``call``, evaluated in ``namespace``, unpacked
     where the call unpacks them (``*answers``, ``**options``)."""
     node = ast.parse(call, mode="eval").body
@@ -240,7 +240,7 @@ def run(job: dict[str, Any], report: Any, produce: Callable[..., dict], save: Ca
             tree = _statements(cell["source"], answer is not None)
             exec(compile(tree, f"<cell {index}>", "exec"), namespace)
             if answer is not None:
-                args, kwargs = _arguments(answer["call"], namespace)
+                args, kwargs = arguments(answer["call"], namespace)
                 produced = produce(answer["check"], args, kwargs, answer["seed"])
                 signal.setitimer(signal.ITIMER_REAL, 0)
                 save(answer["file"], produced)

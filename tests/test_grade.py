@@ -327,13 +327,13 @@ def test_magics_become_plain_python():
 
 
 def test_a_students_own_check_call_may_unpack_its_arguments():
-    from companion.grade_runner import _arguments
+    from companion.grade_runner import arguments
 
     namespace = {"answers": (1, 2), "options": {"c": 3}, "b": 4}
-    assert _arguments("check.cost(*answers, b=b, **options)", namespace) == ((1, 2), {"b": 4, "c": 3})
-    assert _arguments("check.cost(0, *answers)", namespace) == ((0, 1, 2), {})
+    assert arguments("check.cost(*answers, b=b, **options)", namespace) == ((1, 2), {"b": 4, "c": 3})
+    assert arguments("check.cost(0, *answers)", namespace) == ((0, 1, 2), {})
     with pytest.raises(ValueError, match="not a check call"):
-        _arguments("answers", namespace)
+        arguments("answers", namespace)
 
 
 def test_the_runner_may_start_threads_but_no_process(tmp_path):
