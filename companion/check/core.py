@@ -292,6 +292,11 @@ _GRAD_ON = ("autograd (recording gradients, backward or forward, is off while an
             "by hand runs)")
 
 
+def _recording() -> bool:
+    """Whether autograd records: a graph for the backward pass, or dual numbers of the forward mode."""
+    return torch.is_grad_enabled() or torch._C._is_fwd_grad_enabled()
+
+
 def _code_key(code: CodeType) -> tuple:
     """A function's code by its file and what it does, not by its line or name: a copy of it
     (``types.FunctionType(f.__code__.replace(co_name=...), ...)``) has the same key, while a student's
@@ -351,7 +356,7 @@ class _Blocker(TorchFunctionMode):
         return out
 
     def _refuse_recording(self) -> None:
-        if self._grad_off and (torch.is_grad_enabled() or torch._C._is_fwd_grad_enabled()):
+        if self._grad_off and _recording():
             self._block(_GRAD_ON)
 
     def _profile(self, frame: Any, event: str, arg: Any) -> None:
@@ -383,7 +388,7 @@ class _Blocker(TorchFunctionMode):
         self._watching = False
         sys.setprofile(self._saved)
         super().__exit__(*exc)
-        recording = torch.is_grad_enabled() or torch._C._is_fwd_grad_enabled()
+        recording = _recording()
         torch.set_grad_enabled(self._grad_was[0])
         torch._C._set_fwd_grad_enabled(self._grad_was[1])
         if self._grad_off and recording and exc[0] is None and not self.blocked:
