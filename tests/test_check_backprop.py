@@ -87,6 +87,15 @@ def linear_backward_solution(x, W, b, grad_y):
     return grad_y @ W, grad_y.T @ x, grad_y.sum(0)
 
 
+def test_linear_backward_lets_a_solution_print_its_tensors(capsys) -> None:
+    def printing(x, W, b, grad_y):
+        print(grad_y.sum(0), f"{x}")  # PyTorch's printing unpacks forward-mode duals
+        return linear_backward_solution(x, W, b, grad_y)
+
+    result = check.linear_backward(printing)
+    assert result, result.message
+
+
 def test_linear_backward_accepts_the_matrix_rules() -> None:
     assert check.linear_backward(linear_backward_solution)
 
