@@ -12,10 +12,10 @@
   kernels run with), unless the environment names its own.
 """
 
-import importlib.util
 import os
-import sys
 from pathlib import Path
+
+from tests.book_files import load_script  # pytest puts this folder on the path for its conftest
 
 _SHARED_DATA = Path(__file__).resolve().parent.parent / "shared" / "data"
 
@@ -27,16 +27,5 @@ _workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
 if _workers > 1:
     os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // _workers)))
 
-
-def _run_notebooks():
-    """``bench/run_notebooks.py`` as the module ``run_notebooks``, imported once (the tests use it too)."""
-    if "run_notebooks" not in sys.modules:
-        path = Path(__file__).parent / "bench" / "run_notebooks.py"
-        spec = importlib.util.spec_from_file_location("run_notebooks", path)
-        sys.modules["run_notebooks"] = module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-    return sys.modules["run_notebooks"]
-
-
-for _name, _value in _run_notebooks().KEEP_FREED_MEMORY.items():
+for _name, _value in load_script("bench/run_notebooks.py").KEEP_FREED_MEMORY.items():
     os.environ.setdefault(_name, _value)
