@@ -110,9 +110,10 @@ def test_binary_cross_entropy():
     assert check.binary_cross_entropy(binary_cross_entropy_by_hand)
     by_softplus = check.binary_cross_entropy(lambda z, y: (F.softplus(z) - z * y).mean())
     assert not by_softplus and "do without torch.nn.functional.softplus" in by_softplus.message
-    naive = check.binary_cross_entropy(
-        lambda z, y: -(y * torch.sigmoid(z).log() + (1 - y) * (1 - torch.sigmoid(z)).log()).mean()
-    )
+    # seed 5: with about one seed in a hundred and fifty the random logits of case 2 already cost the naive
+    # formula more than the check's tolerance
+    naive = check.judge("binary_cross_entropy", 5, check.produce("binary_cross_entropy", (
+        lambda z, y: -(y * torch.sigmoid(z).log() + (1 - y) * (1 - torch.sigmoid(z)).log()).mean(),), 5))
     assert not naive and "case 4 (logits ±30)" in naive.message and "NaN or infinity" in naive.message
     summed = check.binary_cross_entropy(lambda z, y: binary_cross_entropy_by_hand(z, y) * len(z))
     assert not summed and "case 1" in summed.message and "3 times too large" in summed.message
