@@ -61,6 +61,7 @@ def _encode_cases(gen: torch.Generator) -> list:
     cases = [
         (list(b"lower"), [(108, 111), (256, 119), (101, 114), (257, 258)]),
         (list(b"abc"), [(98, 99), (97, 98)]),  # the pair on the right was learned first
+        (list(b"bcbbc"), [(99, 98), (98, 99), (98, 98)]),  # leftmost, first and last learned: three pairs
         (list(b"aaaaa"), [(97, 97), (256, 256)]),
         ([1, 2, 3], [(4, 5)]),
         ([120], [(120, 120)]),
