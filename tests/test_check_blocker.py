@@ -30,17 +30,18 @@ def test_a_right_answer_that_calls_a_decorated_helper_of_its_own_passes():
     def scale(alpha, A):
         return alpha / A.shape[0]
 
-    def lora_merge(weight, A, B, alpha, rank_stabilized):
-        return weight + scale(alpha, A) * (A.shape[0] ** 0.5 if rank_stabilized else 1) * B @ A
+    def lora_merge(weight, A, B, alpha, rank_stabilized, transposed):
+        update = scale(alpha, A) * (A.shape[0] ** 0.5 if rank_stabilized else 1) * B @ A
+        return weight + (update.T if transposed else update)
 
     assert check.lora_merge(lora_merge)
 
 
 def test_a_forbidden_function_behind_a_decorator_is_blocked_by_its_own_body():
-    def merged(weight, A, B, alpha, rank_stabilized):
-        layer = torch.nn.Linear(weight.shape[1], weight.shape[0]).double()
+    def merged(weight, A, B, alpha, rank_stabilized, transposed):
+        layer = torch.nn.Linear(A.shape[1], B.shape[0]).double()
         with torch.no_grad():
-            layer.weight.copy_(weight)
+            layer.weight.copy_(weight.T if transposed else weight)
         adapted = lora.LoRALinear(layer, r=A.shape[0], alpha=alpha)
         with torch.no_grad():
             adapted.lora_A.copy_(A), adapted.lora_B.copy_(B)
@@ -135,12 +136,13 @@ def test_another_norms_backward_kernel_on_a_mirrored_input_cannot_stand_in_for_r
 
 
 def test_the_lora_layers_own_update_is_forbidden_in_the_lora_exercise():
-    def through_delta_weight(weight, A, B, alpha, rank_stabilized):
-        layer = torch.nn.Linear(weight.shape[1], weight.shape[0]).double()
+    def through_delta_weight(weight, A, B, alpha, rank_stabilized, transposed):
+        layer = torch.nn.Linear(A.shape[1], B.shape[0]).double()
         adapted = lora.LoRALinear(layer, r=A.shape[0], alpha=alpha)
         with torch.no_grad():
             adapted.lora_A.copy_(A), adapted.lora_B.copy_(B)
-        return weight + adapted.delta_weight()
+        update = adapted.delta_weight()
+        return weight + (update.T if transposed else update)
 
     result = check.lora_merge(through_delta_weight)
     assert not result and "do without companion.lora.LoRALinear.delta_weight" in result.message

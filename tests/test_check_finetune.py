@@ -1,40 +1,77 @@
 """The self-checks of chapter 12: each passes a right answer and explains plausible wrong ones
 without giving the answer away."""
 
+import copy
+
+import pytest
 import torch
 from torch.nn import functional as F
 
 from companion import check, instruct, lora, preference
+from companion.check.finetune import _merge as lora_merge_reference
 
 
-def merged(weight, a, b, alpha, rank_stabilized):
+def merged(weight, a, b, alpha, rank_stabilized, transposed):
     r = a.shape[0]
-    return weight + (alpha / r**0.5 if rank_stabilized else alpha / r) * b @ a
+    update = (alpha / r**0.5 if rank_stabilized else alpha / r) * b @ a
+    return weight + (update.T if transposed else update)
 
 
 def test_lora_merge():
     assert check.lora_merge(merged)
-    assert check.lora_merge(lambda w, a, b, alpha, rs: w + torch.einsum("or,ri->oi", b, a) * alpha / a.shape[0] ** (0.5 if rs else 1))
+    assert check.lora_merge(
+        lambda w, a, b, alpha, rs, t: w
+        + torch.einsum("or,ri->io" if t else "or,ri->oi", b, a) * alpha / a.shape[0] ** (0.5 if rs else 1)
+    )
     assert not check.lora_merge(...)
-    unscaled = check.lora_merge(lambda w, a, b, alpha, rs: w + b @ a)
+    unscaled = check.lora_merge(lambda w, a, b, alpha, rs, t: merged(w, a, b, a.shape[0], False, t))
     assert not unscaled and "not scaled" in unscaled.message
-    plain = check.lora_merge(lambda w, a, b, alpha, rs: w + alpha / a.shape[0] * b @ a)
+    plain = check.lora_merge(lambda w, a, b, alpha, rs, t: merged(w, a, b, alpha, False, t))
     assert not plain and "still the one of plain LoRA" in plain.message
-    always = check.lora_merge(lambda w, a, b, alpha, rs: w + alpha / a.shape[0] ** 0.5 * b @ a)
+    always = check.lora_merge(lambda w, a, b, alpha, rs, t: merged(w, a, b, alpha, True, t))
     assert not always and "rank_stabilized=False" in always.message
-    update_only = check.lora_merge(lambda w, a, b, alpha, rs: merged(w, a, b, alpha, rs) - w)
+    update_only = check.lora_merge(lambda w, a, b, alpha, rs, t: merged(w, a, b, alpha, rs, t) - w)
     assert not update_only and "missing" in update_only.message
-    transposed = check.lora_merge(lambda w, a, b, alpha, rs: w + alpha / a.shape[0] * (a.T @ b.T).T)
-    assert not transposed
+    assert check.lora_merge(lambda w, a, b, alpha, rs, t: merged(w, b.T, a.T, alpha, rs, not t))  # (BA)ᵀ = AᵀBᵀ
+    assert not check.lora_merge(lambda w, a, b, alpha, rs, t: merged(w, a, b, alpha, rs, not t))
+
+
+def test_a_merge_that_ignores_the_layout_is_named_where_the_weight_is_square():
+    untransposed = check.lora_merge(lambda w, a, b, alpha, rs, t: merged(w, a, b, alpha, rs, False))
+    assert not untransposed and "[in, out]" in untransposed.message and "square" in untransposed.message
+
+
+def test_the_transposed_layout_is_gpt2s_as_peft_merges_it():
+    """The reference's [in, out] merge equals peft's merge of a LoRA on GPT-2's Conv1D (fan_in_fan_out)."""
+    transformers = pytest.importorskip("transformers")
+    peft = pytest.importorskip("peft")
+    torch.manual_seed(0)
+    gpt2 = transformers.GPT2LMHeadModel(transformers.GPT2Config(
+        vocab_size=17, n_positions=8, n_embd=12, n_layer=1, n_head=2)).double()
+    conv = gpt2.transformer.h[0].attn.c_attn  # weight [in 12, out 36]
+    weight = conv.weight.detach().clone()
+    for rank_stabilized in (False, True):
+        settings = peft.LoraConfig(r=3, lora_alpha=6, target_modules=["c_attn"], fan_in_fan_out=True,
+                                   use_rslora=rank_stabilized)
+        adapted = peft.get_peft_model(copy.deepcopy(gpt2), settings)
+        layer = adapted.base_model.model.transformer.h[0].attn.c_attn
+        A, B = torch.randn(3, 12, dtype=torch.float64), torch.randn(36, 3, dtype=torch.float64)
+        with torch.no_grad():
+            layer.lora_A["default"].weight.copy_(A), layer.lora_B["default"].weight.copy_(B)
+        theirs = adapted.merge_and_unload().transformer.h[0].attn.c_attn.weight
+        ours = lora_merge_reference(weight, A, B, 6.0, rank_stabilized, True)
+        torch.testing.assert_close(ours, theirs, rtol=1e-12, atol=1e-12)
+        assert check.lora_merge(merged)
 
 
 def test_lora_merge_without_the_course_layer():
-    def borrowed(weight, a, b, alpha, rank_stabilized):
-        layer = torch.nn.Linear(weight.shape[1], weight.shape[0]).double()
+    def borrowed(weight, a, b, alpha, rank_stabilized, transposed):
+        layer = torch.nn.Linear(a.shape[1], b.shape[0]).double()
         wrapped = lora.LoRALinear(layer, r=a.shape[0], alpha=alpha)
         wrapped.lora_A.data, wrapped.lora_B.data = a, b
         scale = a.shape[0] ** 0.5 if rank_stabilized else 1.0
-        return weight + wrapped.delta_weight() * scale
+        update = wrapped.delta_weight() * scale
+        return weight + (update.T if transposed else update)
 
     result = check.lora_merge(borrowed)
     assert not result and "do without" in result.message and "LoRALinear" in result.message

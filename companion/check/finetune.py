@@ -1,5 +1,5 @@
-"""Self-checks of chapter 12, adapting a pretrained model: a merged LoRA weight (plain and rank-stabilized),
-the IPO loss of preference pairs and the answer-only mask of instruction tuning."""
+"""Self-checks of chapter 12, adapting a pretrained model: a merged LoRA weight (plain and rank-stabilized, in
+both layouts), the IPO loss of preference pairs and the answer-only mask of instruction tuning."""
 
 from __future__ import annotations
 
@@ -12,19 +12,28 @@ __all__ = ["answer_only_mask", "ipo_loss", "lora_merge"]
 
 def _merge_cases(gen: torch.Generator) -> list:
     r = sampler(gen)
-    return [(f"W {(d_out, d_in)}, r = {rank}, α = {alpha:g}, rank_stabilized = {stabilized}",
-             (r(d_out, d_in), r(rank, d_in), r(d_out, rank), alpha, stabilized))
-            for d_in, d_out, rank, alpha, stabilized in [(4, 3, 1, 1.0, False), (8, 6, 2, 8.0, False),
-                                                         (16, 12, 4, 8.0, True), (12, 20, 9, 16.0, True),
-                                                         (6, 6, 4, 2.0, False)]]  # fmt: skip
+    cases = []
+    for d_in, d_out, rank, alpha, stabilized, transposed in [
+        (4, 3, 1, 1.0, False, False), (8, 6, 2, 8.0, False, False), (16, 12, 4, 8.0, True, False),
+        (12, 20, 9, 16.0, True, False), (6, 6, 4, 2.0, False, False), (6, 6, 2, 4.0, False, True),
+        (10, 10, 5, 8.0, True, True), (8, 12, 3, 6.0, False, True), (12, 4, 4, 16.0, True, True),
+    ]:  # fmt: skip
+        shape = (d_in, d_out) if transposed else (d_out, d_in)
+        cases.append((f"W {shape} ({'[in, out]' if transposed else '[out, in]'}), r = {rank}, α = {alpha:g}, "
+                      f"rank_stabilized = {stabilized}",
+                      (r(*shape), r(rank, d_in), r(d_out, rank), alpha, stabilized, transposed)))
+    return cases
 
 
 def _merge(weight: torch.Tensor, a: torch.Tensor, b: torch.Tensor, alpha: float, stabilized: bool,
-           mistake: str = "") -> torch.Tensor:  # fmt: skip
+           transposed: bool, mistake: str = "") -> torch.Tensor:  # fmt: skip
     r = a.shape[0]
     stabilized = {"ignores stabilized": False, "always stabilized": True}.get(mistake, stabilized)
     scale = {"unscaled": 1.0, "alpha": alpha}.get(mistake, alpha / r**0.5 if stabilized else alpha / r)
-    return (0 if mistake == "update only" else weight) + scale * b @ a
+    update = scale * b @ a  # [out, in]
+    if transposed and mistake != "layout":
+        update = update.T
+    return (0 if mistake == "update only" else weight) + update
 
 
 lora_merge = define(CheckSpec(
@@ -38,13 +47,17 @@ lora_merge = define(CheckSpec(
         "ignores stabilized": "with rank_stabilized=True the scale is still the one of plain LoRA",
         "always stabilized": "with rank_stabilized=False the scale is the rank-stabilized one",
         "update only": "the frozen weight W is missing: this is the update alone",
+        "layout": "a transposed ([in, out]) weight got the update in the [out, in] layout: a square weight "
+        "takes it without an error, and every entry off the diagonal lands in the wrong place",
     }),
     hint="the merged weight is the frozen weight plus the scaled low-rank product; the product has the "
-    "shape of W (out × in), which fixes the order of A and B; r is the number of rows of A; the scale "
-    "divides alpha by r in plain LoRA and by the square root of r when rank_stabilized (rsLoRA).",
-), doc="""Check ``student(weight, A, B, alpha, rank_stabilized)``: the weight ``[out, in]`` of a linear layer with its
-    LoRA update merged in, plain or rank-stabilized (rsLoRA), for float64 ``weight``, ``A [r, in]`` and ``B [out, r]``,
-    a float ``alpha`` and a bool ``rank_stabilized``. The course's ``LoRALinear`` and ``peft`` raise while it runs.""")
+    "shape [out, in], which fixes the order of A and B; r is the number of rows of A; the scale divides "
+    "alpha by r in plain LoRA and by the square root of r when rank_stabilized (rsLoRA). A transposed weight "
+    "stores W[j, i] at [i, j]: its update must be stored the same way.",
+), doc="""Check ``student(weight, A, B, alpha, rank_stabilized, transposed)``: the weight of a linear layer with its
+    LoRA update merged in, plain or rank-stabilized (rsLoRA), for float64 ``weight`` (``[out, in]``, or ``[in, out]``
+    when ``transposed``, as GPT-2's ``Conv1D`` keeps it), ``A [r, in]`` and ``B [out, r]``, a float ``alpha`` and
+    bools ``rank_stabilized`` and ``transposed``. The course's ``LoRALinear`` and ``peft`` raise while it runs.""")
 
 
 def _ipo_cases(gen: torch.Generator) -> list:
