@@ -34,8 +34,11 @@ runs, the chapters and pages such as the homework page.
 
 The lines go to ``bench/results/<profile>-<device>.jsonl`` (``--output``
 overrides), each as its chapter finishes, replacing earlier lines of the same
-chapters; then the book's reproducibility page is written anew from every
-results file (not when ``--output`` names another file).
+chapters. A run of every notebook that all ran to the end also writes the
+whole run's wall clock, the notebooks it ran and the seconds each base model it
+built took, beside them (``<profile>-<device>.run.json``). Then the book's
+reproducibility page is written anew from every results file (not when
+``--output`` names another file).
 """
 
 from __future__ import annotations
@@ -288,8 +291,11 @@ def reads_base_models(source: Path) -> bool:
     return "base_models.base_model(" in source.read_text(encoding="utf-8")
 
 
-async def build_base_model(corpus: str, settings: Settings) -> bool:
-    """Train and cache the base model of ``corpus`` (``python -m companion.base_models``) in a process of its own."""
+async def build_base_model(
+    corpus: str, settings: Settings, built: Callable[[str, float], None] | None = None
+) -> bool:
+    """Train and cache the base model of ``corpus`` (``python -m companion.base_models``) in a process of its own;
+    ``built(corpus, seconds)``, where given, is called when it succeeds."""
     command = [sys.executable, "-m", "companion.base_models", "--profile", settings.profile, "--corpus", corpus]
     if settings.threads is not None:
         command += ["--threads", str(settings.threads)]
@@ -304,6 +310,8 @@ async def build_base_model(corpus: str, settings: Settings) -> bool:
         print(f"base model {corpus}: failed after {elapsed:.0f} s:\n{err.decode()[-2000:]}", file=sys.stderr, flush=True)
         return False
     print(out.decode().strip(), flush=True)
+    if built is not None:
+        built(corpus, time.perf_counter() - start)
     return True
 
 
@@ -314,12 +322,14 @@ async def run_all(
     cache: Path | None,
     done: Callable[[dict[str, object]], None] | None = None,
     build_base_models: bool = False,
+    built: Callable[[str, float], None] | None = None,
 ) -> tuple[list[dict[str, object]], list[str]]:
     """Run the twins of ``sources``, ``jobs`` at a time, in the order given; return their lines and the failed names.
 
     ``done(line)``, where given, is called as each notebook that ran to the end finishes. With
     ``build_base_models``, the base models of the profile are built first, as jobs of the same queue, and the
-    notebooks that read them wait for them while the others run.
+    notebooks that read them wait for them while the others run; ``built(corpus, seconds)`` is called as each
+    is cached.
     """
     lines: list[dict[str, object]] = []
 
@@ -344,7 +354,7 @@ async def run_all(
         return True
 
     readers = {source for source in sources if build_base_models and reads_base_models(source)}
-    builds = [Job(f"base model {corpus}", functools.partial(build_base_model, corpus, settings))
+    builds = [Job(f"base model {corpus}", functools.partial(build_base_model, corpus, settings, built))
               for corpus in (base_models.CORPORA if readers else ())]  # fmt: skip
     needs = frozenset(job.name for job in builds)
     queue = builds + [
@@ -368,6 +378,12 @@ def merge(path: Path, lines: Sequence[dict[str, object]]) -> None:
     kept |= {line["chapter"]: line for line in lines}
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("".join(json.dumps(kept[name]) + "\n" for name in sorted(kept)), encoding="utf-8")
+
+
+def whole_run_path(output: Path) -> Path:
+    """Where the record of a whole run that wrote the results file ``output`` goes: ``full-cpu.jsonl`` →
+    ``full-cpu.run.json``."""
+    return output.with_suffix(".run.json")
 
 
 def wall_seconds(chapters: Sequence[Path], settings: Settings, jobs: int) -> float:
@@ -432,7 +448,14 @@ def main(argv: list[str] | None = None) -> int:
     def finished(line: dict[str, object]) -> None:
         merge(output, [about | line])
 
-    _, failed = asyncio.run(run_all(order, settings, args.jobs, args.cache, finished, args.base_models))
+    built: dict[str, float] = {}
+    start = time.perf_counter()
+    _, failed = asyncio.run(run_all(order, settings, args.jobs, args.cache, finished, args.base_models,
+                                    built.__setitem__))
+    if not failed and not args.chapters:  # every notebook ran to the end: the run's wall clock is the book's
+        whole = about | {"profile": args.profile, "seconds": round(time.perf_counter() - start, 1),
+                         "notebooks": len(order), "base_models": {k: round(v, 1) for k, v in sorted(built.items())}}
+        whole_run_path(output).write_text(json.dumps(whole) + "\n", encoding="utf-8")
     if args.output is None:
         reproducibility.main([])
     if failed:

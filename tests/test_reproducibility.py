@@ -119,6 +119,24 @@ def test_a_run_whose_chapters_ran_on_two_machines_names_both():
             "(1 chapter) | 2.13.0+cpu | 3.11.7 | 2026-11-24 to 2026-12-06 |") in text
 
 
+def test_page_shows_the_wall_clock_of_a_whole_run_with_its_base_models():
+    runs = {"quick-cpu": [fake_line("01-a", "quick", 12.0, {})], "full-cpu": [fake_line("01-a", "full", 600.0, {})]}
+    whole = fake_line("", "full", 905.04, {}) | {"notebooks": 13, "jobs": 2, "threads": 1,
+                                                "base_models": {"shakespeare": 136.6, "tang": 189.2}}
+    text = reproducibility.page(runs, {"full-cpu": whole})
+    assert "## Whole runs" in text
+    assert "| full, CPU | 15.1 min (905 s) | 13 | shakespeare 137 s, tang 189 s | 2 × 1 thread | 2026-11-24 |" in text
+    assert "| quick, CPU |" not in text.partition("## Whole runs")[2].partition("## Results")[0]  # no record, no row
+    assert "## Whole runs" not in reproducibility.page(runs)
+
+
+def test_the_full_cpu_run_is_recorded_whole_with_both_base_models():
+    record = reproducibility.load_whole_runs()["full-cpu"]
+    assert record["profile"] == "full" and record["device"] == "cpu" and record["seconds"] > 0
+    assert record["notebooks"] >= len(CHAPTERS)
+    assert sorted(record["base_models"]) == ["shakespeare", "tang"]
+
+
 def write_chapter(book: Path, name: str, code: str) -> None:
     notebook = nbformat.v4.new_notebook()
     notebook.cells = [nbformat.v4.new_markdown_cell(f"# {name}"), nbformat.v4.new_code_cell(code)]
@@ -150,6 +168,7 @@ def test_run_notebooks_collects_records_and_skips_a_failing_chapter(tmp_path, ca
     assert lines[1]["results"] == {"answer": 43, "profile": "quick", "mmap_threshold": kept}
     assert lines[1]["profile"] == "quick" and lines[1]["seconds"] > 0 and lines[1]["device"] == "cpu"
     assert sorted(p.name for p in executed.iterdir()) == ["01-works.ipynb", "02-fails.ipynb"]
+    assert not run_notebooks.whole_run_path(output).exists()  # a notebook failed: no whole run to record
 
 
 def write_cells(book: Path, name: str, cells: list[str]) -> None:
@@ -264,11 +283,12 @@ def test_run_notebooks_builds_the_base_models_before_the_notebooks_that_read_the
 
     other_ran = tmp_path / "other-ran"
 
-    async def fake_build(corpus: str, settings: object) -> bool:  # done only once 02-other has run
+    async def fake_build(corpus: str, settings: object, done: object) -> bool:  # done only once 02-other has run
         end = time.monotonic() + 60
         while not other_ran.exists() and time.monotonic() < end:
             await asyncio.sleep(0.05)
         (built / corpus).touch()
+        done(corpus, 1.25)
         return other_ran.exists()
 
     monkeypatch.setattr(run_notebooks, "build_base_model", fake_build)
@@ -281,12 +301,21 @@ def test_run_notebooks_builds_the_base_models_before_the_notebooks_that_read_the
                                "--jobs", "3", "--base-models"])
     assert code == 0, capsys.readouterr().err
     assert [json.loads(line)["chapter"] for line in output.read_text().splitlines()] == ["01-reader", "02-other"]
+    whole = json.loads(run_notebooks.whole_run_path(output).read_text())
+    assert whole["notebooks"] == 2 and whole["base_models"] == {"shakespeare": 1.2, "tang": 1.2}
+    assert whole["profile"] == "quick" and whole["jobs"] == 3 and whole["seconds"] > 0
+    assert run_notebooks.whole_run_path(output).name == "results.run.json"
+    run_notebooks.whole_run_path(output).unlink()
+    assert run_notebooks.main(["--profile", "quick", "--book", str(book), "--output", str(output), "02-other"]) == 0
+    assert not run_notebooks.whole_run_path(output).exists()  # one chapter is not a whole run
 
 
 def test_a_base_model_job_runs_the_package_script(capsys):
     settings = run_notebooks.Settings("quick", timeout=600, threads=1)
-    assert asyncio.run(run_notebooks.build_base_model("shakespeare", settings))
+    built = {}
+    assert asyncio.run(run_notebooks.build_base_model("shakespeare", settings, built.__setitem__))
     assert "base model shakespeare (quick): cached after" in capsys.readouterr().out
+    assert list(built) == ["shakespeare"] and built["shakespeare"] > 0
 
 
 def test_wall_seconds_times_a_run_and_names_a_failing_notebook(tmp_path):

@@ -8,7 +8,9 @@ chapters: a JSON object per chapter with its wall time, its code cells' times,
 the machine and the results the chapter recorded with
 ``companion.config.record``. The page shows each run as a column (a GPU run,
 ``full-cuda.jsonl``, as one more): time per chapter, every recorded result,
-then each run's slowest cells per chapter.
+then each run's slowest cells per chapter. ``<profile>-<device>.run.json``,
+where a run executed every notebook, adds that run's wall clock and the
+seconds of the base models it trained.
 """
 
 from __future__ import annotations
@@ -47,7 +49,10 @@ chapters took a tenth longer in one clean run than in another). Read them as a s
 adds the chapters' times; where a run executed several notebooks at a time, it took less wall-clock time
 than that sum. Chapters 11 and 12 read base models that `python -m companion.base_models` trains and
 caches (`make book` trains them as the first jobs of its queue, and those two chapters wait for them);
-their times here leave that training out, which a chapter run on its own with an empty cache pays.
+their times here leave that training out, which a chapter run on its own with an empty cache pays. The
+table *Whole runs* gives, for a run that executed every notebook of the book, its wall clock from the
+first job to the last (the HTML build that `make book` adds after it is not included) and the seconds
+of each base model's job: its training, or only a read where the cache held it already.
 
 Results are rounded here; the JSON files hold them in full. Runs on other hardware, or with other
 versions of PyTorch, give slightly different numbers; the thresholds the chapters assert must hold.
@@ -90,6 +95,12 @@ def load(folder: Path = RESULTS) -> dict[str, Run]:
     return {path.stem: read_run(path) for path in sorted(folder.glob("*.jsonl"), key=order)}
 
 
+def load_whole_runs(folder: Path = RESULTS) -> dict[str, dict[str, object]]:
+    """The record of each whole run of ``folder`` (``full-cpu.run.json``), ``{"full-cpu": record}``."""
+    return {path.name.removesuffix(".run.json"): json.loads(path.read_text(encoding="utf-8"))
+            for path in sorted(folder.glob("*.run.json"))}  # fmt: skip
+
+
 def label(run: Run) -> str:
     """A run's column heading, e.g. ``full, CPU``."""
     first = run[0]
@@ -125,6 +136,21 @@ def times(runs: Mapping[str, Run]) -> str:
     totals = [f"{sum(float(line['seconds']) for line in run) / 60:,.1f} min" for run in runs.values()]
     rows.append(["**all chapters**"] + totals)
     return table(["chapter"] + [label(run) for run in runs.values()], rows)
+
+
+def whole_runs(runs: Mapping[str, Run], records: Mapping[str, Mapping[str, object]]) -> str:
+    """One row per run with a whole-run record: its wall clock, notebooks, base models and how it shared the cores."""
+    rows = []
+    for name, run in runs.items():
+        record = records.get(name)
+        if record is None:
+            continue
+        built: Mapping[str, float] = record["base_models"]  # type: ignore[assignment]
+        models = ", ".join(f"{corpus} {seconds:,.0f} s" for corpus, seconds in built.items()) or "—"
+        rows.append([label(run), f"{float(record['seconds']) / 60:,.1f} min ({float(record['seconds']):,.0f} s)",
+                     str(record["notebooks"]), models, kernels(record), str(record["date"])])
+    head = ["run", "wall clock", "notebooks", "base models", "notebooks at a time × threads", "date"]
+    return table(head, rows, text_columns=1) if rows else ""
 
 
 def results(runs: Mapping[str, Run]) -> str:
@@ -193,16 +219,19 @@ def machines(runs: Mapping[str, Run]) -> str:
     return table(head, rows, text_columns=len(head))
 
 
-def page(runs: Mapping[str, Run]) -> str:
-    """The whole page for ``runs`` (as :func:`load` returns them)."""
+def page(runs: Mapping[str, Run], records: Mapping[str, Mapping[str, object]] | None = None) -> str:
+    """The whole page for ``runs`` (as :func:`load` returns them) and the whole-run ``records`` of some of them
+    (as :func:`load_whole_runs` returns them)."""
     if not runs:
         return HEAD + "\nNo run has been recorded yet.\n\n" + HOW
     cells = slowest_cells(runs)
+    whole = whole_runs(runs, records or {})
     slowest = [f"## Slowest cells\n\nThe {SLOWEST_CELLS} code cells of each chapter that took longest, "
                "numbered among the chapter's code cells, with the first line of each.\n\n" + cells]
     return "\n\n".join([
         HEAD.rstrip(),
         "## Time per chapter\n\n" + times(runs),
+        *([f"## Whole runs\n\n{whole}"] if whole else []),
         "## Results\n\n" + results(runs),
         *(slowest if cells else []),
         "## Machines and versions\n\n" + machines(runs),
@@ -214,7 +243,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true", help="report whether the page is in step; write nothing")
     args = parser.parse_args(argv)
-    text = page(load())
+    text = page(load(), load_whole_runs())
     if args.check:
         if not PAGE.exists() or PAGE.read_text(encoding="utf-8") != text:
             print(f"{PAGE.relative_to(ROOT)} is out of step with bench/results/: run python tools/reproducibility.py")
