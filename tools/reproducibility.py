@@ -50,9 +50,10 @@ adds the chapters' times; where a run executed several notebooks at a time, it t
 than that sum. Chapters 11 and 12 read base models that `python -m companion.base_models` trains and
 caches (`make book` trains them as the first jobs of its queue, and those two chapters wait for them);
 their times here leave that training out, which a chapter run on its own with an empty cache pays. The
-table *Whole runs* gives, for a run that executed every notebook of the book, its wall clock from the
-first job to the last (the HTML build that `make book` adds after it is not included) and the seconds
-of each base model's job: its training, or only a read where the cache held it already.
+table *Whole runs* gives, for a run of every chapter (`make book` also runs the book's other notebook
+pages), its wall clock from the first job to the last (the HTML build that `make book` adds after it is
+not included) and the seconds of each base model's job: its training, or only a read where the cache
+held it already.
 
 Results are rounded here; the JSON files hold them in full. Runs on other hardware, or with other
 versions of PyTorch, give slightly different numbers; the thresholds the chapters assert must hold.
