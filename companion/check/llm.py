@@ -90,9 +90,9 @@ bpe_encode = define(CheckSpec(
         "right to left": "the occurrences of a pair are found from the right: scan left to right, so five equal "
         "bytes keep their last one on its own",
     }),
-    hint="give each learned pair its token, whose size also tells which pair was learned first; then loop: "
-    "among the adjacent pairs of the current ids, take the one learned first; when none of them is a merge you "
-    "are done, otherwise replace its occurrences from the left, as one step of training does, and look again. "
+    hint="work \"lowly\" through by hand with the example's two merges first. Then two questions shape the code: "
+    "how can you tell, for any pair, whether it is a merge, which token it makes and when it was learned, without "
+    "searching the list each time (the token's number says more than it seems); and what tells the loop to stop? "
     "Pairs are tuples of two ints.",
 ), doc="""Check ``student(ids, merges)``: the tokens of one pre-split piece under GPT-2's encoding. ``ids``: the
     piece's bytes (a list of ints); ``merges``: the learned pairs in training order, merge ``i`` making token
@@ -192,9 +192,9 @@ nucleus = define(CheckSpec(
         "unnormalised": "the kept probabilities are not renormalised to sum to 1",
         "ascending": "the least likely tokens are kept: sort in descending order",
     }),
-    hint="sort each row from the most likely token down; a token is kept when the probability of the tokens "
-    "before it in that order is still below p (so the one that crosses p stays); zero the others, scatter "
-    "back to the original order, and divide by the row's new sum.",
+    hint="think in the order of probability, most likely first: for each token, how much probability lies in "
+    "the tokens ranked above it, and what does comparing that with p say about whether the token is still "
+    "needed? Then bring the answer back to the tokens' own order.",
 ), doc="""Check ``student(probs, p)``: the distribution of top-p (nucleus) sampling. ``probs [B, V]`` (float64,
     rows summing to 1) and ``p`` in (0, 1] → ``[B, V]``: the smallest set of most likely tokens whose
     probabilities add up to at least ``p`` keep theirs, renormalised to sum to 1; the others get 0.""")
