@@ -62,7 +62,9 @@ class LoRALinear(nn.Module):
         dropout: dropout on the input of the low-rank path only (training mode only).
 
     Attributes:
-        lora_A: ``[r, in_features]``, Kaiming-uniform (``a = √5``) at the start.
+        lora_A: ``[r, in_features]``, Kaiming-uniform (``a = √5``) at the start, drawn from the CPU's
+            generator and then moved to the base layer's device, so that a seed gives the same ``A``
+            on every device.
         lora_B: ``[out_features, r]``, zero at the start.
         scaling: ``alpha / r``.
         merged: True while the update is folded into ``base.weight`` (see :meth:`merge`).
@@ -81,10 +83,10 @@ class LoRALinear(nn.Module):
         self.scaling = self.alpha / self.r
         self.base = base.requires_grad_(False)
         floats = [t for t in (*base.parameters(), *base.buffers()) if t.dtype.is_floating_point]
-        kwargs = dict(dtype=floats[0].dtype, device=floats[0].device) if floats else {}
-        self.lora_A = nn.Parameter(torch.empty(self.r, base.in_features, **kwargs))
-        self.lora_B = nn.Parameter(torch.zeros(base.out_features, self.r, **kwargs))
-        nn.init.kaiming_uniform_(self.lora_A, a=math.sqrt(5))
+        dtype, device = (floats[0].dtype, floats[0].device) if floats else (None, None)
+        start = nn.init.kaiming_uniform_(torch.empty(self.r, base.in_features, dtype=dtype), a=math.sqrt(5))
+        self.lora_A = nn.Parameter(start.to(device))
+        self.lora_B = nn.Parameter(torch.zeros(base.out_features, self.r, dtype=dtype, device=device))
         self.lora_dropout = nn.Dropout(_check_dropout(dropout))
         self.merged = False
 

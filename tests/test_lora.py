@@ -136,6 +136,23 @@ def test_a_starts_as_peft_starts_it_and_b_at_zero():
     assert torch.equal(ours.embed.lora_B, torch.zeros(300, 64))
 
 
+def test_a_is_drawn_from_the_cpu_generator_whatever_the_base_layers_device():
+    """A seed gives the same A on every device: here a layer on ``meta`` (no values) consumes the CPU
+    generator exactly as one on the CPU does, and the CPU layer's A is that generator's Kaiming draw."""
+    after = {}
+    for device in ("cpu", "meta"):
+        base = nn.Linear(7, 5, device=device, dtype=F64)
+        torch.manual_seed(3)
+        layer = lora.LoRALinear(base, r=2)
+        assert layer.lora_A.device.type == device and layer.lora_A.dtype == F64
+        after[device] = torch.rand(4)
+        if device == "cpu":
+            torch.manual_seed(3)
+            expected = nn.init.kaiming_uniform_(torch.empty(2, 7, dtype=F64), a=math.sqrt(5))
+            assert torch.equal(layer.lora_A.detach(), expected)
+    assert torch.equal(after["cpu"], after["meta"])
+
+
 @pytest.mark.parametrize("dropout", [0.0, 0.5])
 def test_a_fresh_wrap_gives_exactly_the_base_models_outputs(dropout):
     model = tiny_gpt(2)
