@@ -224,7 +224,9 @@ def unigram_loss(train_ids: torch.Tensor, val_ids: torch.Tensor, vocab_size: int
 
 
 def build(r: Recipe) -> BaseModel:
-    """Train the base model of recipe ``r`` from scratch (no cache); deterministic for a device type."""
+    """Train the base model of recipe ``r`` from scratch (no cache): the same weights, bit for bit, at every
+    build on the CPU; on a GPU, whose attention backward may add in any order, builds can differ in the
+    last bits and, through training, a little more."""
     tokenizer_text, train_text, val_text = texts(r)
     tokenizer = BPETokenizer.train(tokenizer_text, r.vocab_size)
     train_ids = torch.tensor(tokenizer.encode(train_text, allowed_special="all"), dtype=torch.int64)
