@@ -126,3 +126,36 @@ def test_fine_tuning_losses_follow_the_model_s_device_when_the_masks_come_from_t
     loss.backward()
     assert all(p.grad is not None and p.grad.device == META for p in policy.parameters())
     assert preference.sequence_kl(policy, reference, token_ids, mask).device == META
+
+
+def unchecked(model: TinyGPT) -> TinyGPT:
+    """``model`` without its check of the ids' values, which ``meta`` tensors do not have."""
+    model._check_ids = lambda ids: None
+    return model
+
+
+@pytest.mark.parametrize("backend", ["scratch", "torch"])
+@pytest.mark.parametrize("layout", [GPTConfig(1000, context=32, dim=64, heads=4, layers=2), LLAMA_STYLE])
+def test_the_kv_cache_path_stays_on_the_model_s_device(layout, backend):
+    """Prefill, a one-token decode step and a chunk after an offset (chapter 11's generation)."""
+    model = unchecked(TinyGPT(dataclasses.replace(layout, attention=backend)).to(META).eval())
+    cache = model.new_cache(1)
+    with torch.no_grad():
+        outputs = [model(torch.zeros(1, n, dtype=torch.long, device=META), cache=cache) for n in (5, 1, 3)]
+    assert all(out.device == META for out in outputs)
+    assert all(layer.keys.device == META and layer.values.device == META for layer in cache)
+
+
+@pytest.mark.parametrize("settings", [dict(temperature=0), dict(temperature=0, use_cache=False)])
+def test_generate_moves_a_cpu_prompt_to_the_model_s_device(settings):
+    model = unchecked(TinyGPT(GPTConfig(65, context=16, dim=32, heads=4, layers=2)).to(META))
+    assert model.generate(torch.zeros(1, 4, dtype=torch.long), 3, **settings).device == META
+
+
+def test_adapters_and_a_resized_vocabulary_made_after_the_move_follow_the_model():
+    """Chapter 12 wraps and resizes a model that is already on its device."""
+    model = unchecked(TinyGPT(GPTConfig(65, context=16, dim=32, heads=4, layers=2)).to(META))
+    lora.wrap(model, targets=["in_proj", "out_proj"], r=2)
+    instruct.resize_token_embeddings(model, 70)
+    assert {p.device for p in model.parameters()} == {META}
+    forward_backward_on_meta(model, ids(2, 8, 70))
