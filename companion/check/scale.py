@@ -39,9 +39,9 @@ gpt_parameter_count = define(CheckSpec(
     passed="4 of 4 sizes give the exact count.",
     cases=lambda gen: [(f"vocab_size={V}, context={T}, dim={d}, layers={L}", (V, T, d, L)) for V, T, d, L in [
         (65, 64, 32, 2), (50257, 1024, 768, 12), (1000, 128, 64, 1), (10, 8, 8, 4)]],
-    hint="add up the parts: a d-vector per token of the vocabulary and per position; in each of the L blocks, "
-    "attention's four square projections with biases, the feed-forward out to 4d and back with biases, and "
-    "two layer norms (a scale and a shift each); the final layer norm; nothing for the tied head.",
+    hint="follow a token through the model: which tables does it look up, which matrices (what shapes?) and "
+    "biases does one block hold, which vectors does a layer norm keep? Count one block and multiply; then ask "
+    "what the tied head adds.",
 ), doc="""Check ``student(vocab_size, context, dim, layers) -> int``: the parameters of a GPT-2-style model
     (pre-norm blocks with biases and a 4·d feed-forward, learned positions, a final layer norm, a head
     tied to the token embedding), without the course's own count (it raises while the function runs).""")
@@ -101,8 +101,8 @@ all_reduce_mean = define(CheckSpec(
     "all_reduce_mean", _mean, _reduce_cases, rtol=1e-5, atol=1e-6, diagnose=_per_worker,
     view=lambda case, out: [t / (1 + max(float(g.abs().max()) for g in case[0])) for t in out],
     mistakes={"the sum, not the mean, of the workers' gradients": summed(_mean)},
-    hint="add the workers' tensors element by element, divide by the number of workers, and give every "
-    "worker its own copy of the result (a list as long as the input).",
+    hint="after the all-reduce every worker must step as if it had seen the whole batch: whose gradient is "
+    "that, given equal shards and a mean loss? And each worker keeps a tensor of its own.",
 ), doc="""Check ``student(grads)``: the all-reduce of data-parallel training, done by hand. ``grads`` holds one
     gradient tensor per worker, all of one shape; the answer is one tensor per worker, each what
     ``DistributedDataParallel`` leaves in every worker's ``.grad``.""")
@@ -122,9 +122,8 @@ training_days = define(CheckSpec(
         "the work is shared by all 1,024 GPUs": lambda: _days(1024),
         "training costs 6 FLOPs per parameter and token, not 2 (forward only)": lambda: _days(1 / 3),
     },
-    hint="training costs about 6 FLOPs per parameter and token (forward and backward); the cluster delivers "
-    "its GPUs' peak only at the given utilization; divide the work by the rate and turn the seconds into "
-    "days.",
+    hint="how many FLOPs does one training token cost a model of N parameters (forward and backward), and "
+    "how many FLOPs per second does the cluster really deliver? Work in seconds first.",
 ), "answer", doc="""Check the days GPT-3's training takes on 1,024 A100s at 40 % of their 312 TFLOP/s (bf16) peak:
     175 billion parameters, 300 billion training tokens; within 2 %.""")
 
