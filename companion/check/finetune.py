@@ -50,10 +50,9 @@ lora_merge = define(CheckSpec(
         "layout": "a transposed ([in, out]) weight got the update in the [out, in] layout: a square weight "
         "takes it without an error, and every entry off the diagonal lands in the wrong place",
     }),
-    hint="the merged weight is the frozen weight plus the scaled low-rank product; the product has the "
-    "shape [out, in], which fixes the order of A and B; r is the number of rows of A; the scale divides "
-    "alpha by r in plain LoRA and by the square root of r when rank_stabilized (rsLoRA). A transposed weight "
-    "stores W[j, i] at [i, j]: its update must be stored the same way.",
+    hint="write down the shape of every piece: which product of A and B has the shape of an [out, in] weight, "
+    "where does the rank r come from, and what shape is the weight you add it to when transposed is true? "
+    "Try a square weight with transposed=True: what would an error message have told you?",
 ), doc="""Check ``student(weight, A, B, alpha, rank_stabilized, transposed)``: the weight of a linear layer with its
     LoRA update merged in, plain or rank-stabilized (rsLoRA), for float64 ``weight`` (``[out, in]``, or ``[in, out]``
     when ``transposed``, as GPT-2's ``Conv1D`` keeps it), ``A [r, in]`` and ``B [out, r]``, a float ``alpha`` and
@@ -134,8 +133,8 @@ answer_only_mask = define(CheckSpec(
         "padding": "the padding after the end token is marked too",
         "whole": "the prompt is marked too: this trains on every token up to the end",
     }),
-    hint="walk along each row: nothing is marked up to and including the first start_id; from the next "
-    "token on, mark every token up to and including the first end_id, then nothing. Running sums along "
-    "the row (cumsum) tell, at each position, whether a start or an end token came before.",
+    hint="for each position, what must be true of the tokens before it (and of the token itself) for it to be "
+    "part of the answer? A running count along the row can answer 'has a start_id come before?' at every "
+    "position at once.",
 ), doc="""Check ``student(ids, start_id, end_id)``: the answer-only loss mask of a batch of conversations,
     a bool tensor of the shape of ``ids`` (``int64 [B, T]``), without ``companion.instruct.answer_mask``.""")
