@@ -52,7 +52,7 @@ lora_merge = define(CheckSpec(
     }),
     hint="write down the shape of every piece: which product of A and B has the shape of an [out, in] weight, "
     "where does the rank r come from, and what shape is the weight you add it to when transposed is true? "
-    "Try a square weight with transposed=True: what would an error message have told you?",
+    "Try a square weight with transposed=True: would a mistake in the layout raise an error there?",
 ), doc="""Check ``student(weight, A, B, alpha, rank_stabilized, transposed)``: the weight of a linear layer with its
     LoRA update merged in, plain or rank-stabilized (rsLoRA), for float64 ``weight`` (``[out, in]``, or ``[in, out]``
     when ``transposed``, as GPT-2's ``Conv1D`` keeps it), ``A [r, in]`` and ``B [out, r]``, a float ``alpha`` and
