@@ -2,6 +2,7 @@
 without giving the answer away."""
 
 import math
+import re
 
 import torch
 from torch.nn import functional as F
@@ -135,5 +136,5 @@ def test_the_courses_own_attention_is_off_limits():
 def test_messages_never_give_the_expected_mask_or_method_away():
     result = check.causal_mask(lambda n: torch.ones(n, n, dtype=torch.bool).triu())
     assert "tril" not in result.message
-    assert "tril" in check.hint("causal_mask").text
+    assert not {"tril", "triu"} & set(re.findall(r"\w+", check.hint("causal_mask").text))  # the way, not the call
     assert "Stuck?" in str(result)

@@ -42,9 +42,9 @@ attention_weights = define(CheckSpec(
         "over queries": "the softmax runs over the queries (dim=-2), not over the keys (dim=-1)",
         "no softmax": "the softmax is missing: these are the scaled scores",
     }),
-    hint="compare every query with every key by a dot product: transpose only the last two dimensions of k, "
-    "so that any leading batch dimensions pass through, and the scores are [..., L, S]; scale them by the "
-    "square root of d_k, the last size of q, then take the softmax over the keys, the last dimension.",
+    hint="what shape must the scores have, one per query and key, whatever batch dimensions come first, and "
+    "which dimensions of k must move to get it? Which number keeps the scores' size from growing with the "
+    "keys' length, and over which dimension must each row of weights add up to 1?",
 ), doc="""Check ``student(q, k)``: the scaled dot-product attention weights, softmax over the keys; ``q [..., L, d_k]``,
     ``k [..., S, d_k]`` → ``[..., L, S]``, each row summing to 1.""")
 
@@ -61,9 +61,8 @@ causal_mask = define(CheckSpec(
         "the mask is transposed: query i (row) may see keys j ≤ i (columns), not j ≥ i": lambda n: _causal(n).T,
         "the diagonal is missing: every token may see itself": lambda n: _causal(n).tril(-1),
     },
-    hint="row i is query i and column j is key j; a token may attend to itself and to the tokens before it, "
-    "never to those after it, so the True entries fill one triangle of the matrix, diagonal included "
-    "(torch.tril and torch.triu keep one triangle of a matrix).",
+    hint="row i is query i and column j is key j. Draw the 4 × 4 case: which (row, column) pairs may a "
+    "token attend to, and what shape do they make?",
 ), doc="""Check ``student(n)``: the causal mask for ``n`` tokens, a bool ``[n, n]`` tensor, True where query
     ``i`` (the row) may attend to key ``j`` (the column), the convention of the boolean ``attn_mask`` of
     ``F.scaled_dot_product_attention``. The course's own ``attention.causal_mask`` raises while it runs.""")
