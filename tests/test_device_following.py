@@ -41,6 +41,12 @@ def ids(batch: int, length: int, vocab: int) -> torch.Tensor:
     return torch.randint(vocab, (batch, length))
 
 
+def unchecked(model: TinyGPT) -> TinyGPT:
+    """``model`` without its check of the ids' values, which ``meta`` tensors do not have."""
+    model._check_ids = lambda ids: None
+    return model
+
+
 @pytest.mark.parametrize(
     "model, x",
     [
@@ -111,10 +117,8 @@ def test_rotary_angles_and_the_kv_cache_are_made_on_the_device_asked_for():
 
 def test_fine_tuning_losses_follow_the_model_s_device_when_the_masks_come_from_the_cpu():
     """The answer masks may come from the CPU while the model and its ids are on the device (chapter 12)."""
-    policy = TinyGPT(GPTConfig(65, context=16, dim=32, heads=4, layers=2)).to(META)
-    reference = TinyGPT(GPTConfig(65, context=16, dim=32, heads=4, layers=2)).to(META).requires_grad_(False)
-    for model in (policy, reference):
-        model._check_ids = lambda ids: None  # it reads the ids' values: not on meta
+    policy = unchecked(TinyGPT(GPTConfig(65, context=16, dim=32, heads=4, layers=2)).to(META))
+    reference = unchecked(TinyGPT(GPTConfig(65, context=16, dim=32, heads=4, layers=2)).to(META)).requires_grad_(False)
     token_ids = ids(6, 12, 65).to(META)
     mask = torch.zeros(6, 12, dtype=torch.bool)
     mask[:, 5:] = True
@@ -126,12 +130,6 @@ def test_fine_tuning_losses_follow_the_model_s_device_when_the_masks_come_from_t
     loss.backward()
     assert all(p.grad is not None and p.grad.device == META for p in policy.parameters())
     assert preference.sequence_kl(policy, reference, token_ids, mask).device == META
-
-
-def unchecked(model: TinyGPT) -> TinyGPT:
-    """``model`` without its check of the ids' values, which ``meta`` tensors do not have."""
-    model._check_ids = lambda ids: None
-    return model
 
 
 @pytest.mark.parametrize("backend", ["scratch", "torch"])
