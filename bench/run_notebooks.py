@@ -101,7 +101,7 @@ def cpu_name() -> str:
 
 
 def machine() -> dict[str, object]:
-    """What ran the chapters: device, its name, torch and Python versions, CPU cores."""
+    """What ran the chapters: device, its name, the long runs' precision, torch and Python versions, CPU cores."""
     device = config.device()
     if device.type == "cuda":
         name = torch.cuda.get_device_name(device)
@@ -110,6 +110,7 @@ def machine() -> dict[str, object]:
     return {
         "device": device.type,
         "device_name": name,
+        "precision": config.precision(device),
         "torch": torch.__version__,
         "python": platform.python_version(),
         "cpu_cores": os.cpu_count(),

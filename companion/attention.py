@@ -425,10 +425,9 @@ class MultiHeadAttention(nn.Module):
                 raise ValueError("return_weights needs backend='scratch' (torch's fused attention returns no weights)")
             if mask is not None:
                 _check_mask(mask, torch.Size((B, h, L, S)))
-                mask = mask if mask.dtype == torch.bool else mask.to(q.dtype)
                 if causal:
                     mask, causal = _with_causal(mask, causal_mask(L, S, x.device)), False
-            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal)
+            out = _fused_attention(q, k, v, mask, causal)
         else:
             out, weights = scaled_dot_product_attention(q, k, v, mask, causal, return_weights=True)
         out = self.dropout(self.out_proj(out.transpose(1, 2).reshape(B, L, self.dim)))
@@ -437,6 +436,22 @@ class MultiHeadAttention(nn.Module):
     def extra_repr(self) -> str:
         kv = f", kv_heads={self.kv_heads}" if self.kv_heads != self.heads else ""
         return f"dim={self.dim}, heads={self.heads}{kv}, backend={self.backend!r}"
+
+
+def _fused_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None, causal: bool
+) -> torch.Tensor:
+    """``F.scaled_dot_product_attention``; on a CPU under ``torch.autocast``, in fp32.
+
+    The CPU's bf16 attention kernel is several times slower than its fp32 one
+    backwards (``bench/gpt_precision.py``), while the projections around it gain
+    from bf16: so the products of the projections stay in bf16 and attention not.
+    """
+    if q.device.type == "cpu" and torch.is_autocast_enabled("cpu"):
+        with torch.autocast("cpu", enabled=False):
+            return _fused_attention(q.float(), k.float(), v.float(), mask, causal)
+    mask = mask if mask is None or mask.dtype == torch.bool else mask.to(q.dtype)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal)
 
 
 def sinusoidal_positional_encoding(

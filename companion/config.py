@@ -7,6 +7,10 @@ This is the only module of ``companion`` that reads the environment:
 ``COMPANION_REQUIRE_GPU``
     ``1`` makes :func:`device` raise instead of falling back to the CPU
     (the GPU CI sets it, so a GPU job that silently ran on the CPU fails).
+``COMPANION_PRECISION``
+    ``auto`` (the default: bf16 mixed precision for the long training runs
+    where the device multiplies bf16 natively, see :func:`mixed_precision`),
+    ``fp32`` (never) or ``bf16`` (always, even where bf16 is emulated and slow).
 ``COMPANION_PROFILE``
     ``quick`` (small subsets, one or two epochs: CI on two CPU cores) or
     ``full`` (the default: the real results of the published book).
@@ -118,6 +122,62 @@ def seed_everything(seed: int) -> torch.Generator:
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)  # also seeds every CUDA device
     return torch.Generator().manual_seed(seed)
+
+
+def _device_or_default(where: torch.device | str | None) -> torch.device:
+    return device() if where is None else torch.device(where)
+
+
+Precision = Literal["fp32", "bf16"]
+PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16")
+
+
+def native_bf16(device: torch.device | str | None = None) -> bool:
+    """True when ``device`` (default: :func:`device`) multiplies bf16 matrices in hardware.
+
+    CUDA GPUs from Ampere on (not, for instance, Colab's T4, which emulates bf16)
+    and CPUs with Intel's AMX tiles (Xeons from Sapphire Rapids on), where a bf16
+    matrix product runs several times faster than an fp32 one (``bench/gpt_precision.py``).
+    Elsewhere bf16 products are emulated and slower than fp32.
+    """
+    chosen = _device_or_default(device)
+    if chosen.type == "cuda":
+        return torch.cuda.is_bf16_supported(including_emulation=False)
+    if chosen.type == "cpu":
+        return torch.cpu._is_amx_tile_supported()
+    return False
+
+
+def precision(device: torch.device | str | None = None) -> Precision:
+    """The precision of the long training runs on ``device``, as ``COMPANION_PRECISION`` says.
+
+    ``"bf16"`` (mixed: bf16 products, fp32 weights) when the setting is ``bf16``,
+    or ``auto`` (the default) and :func:`native_bf16`; otherwise ``"fp32"``.
+    """
+    value = os.environ.get("COMPANION_PRECISION", "auto").strip().lower() or "auto"
+    if value not in PRECISIONS:
+        raise ValueError(f"COMPANION_PRECISION must be 'auto', 'fp32' or 'bf16'; got {value!r}")
+    if value == "auto":
+        return "bf16" if native_bf16(device) else "fp32"
+    return value  # type: ignore[return-value]
+
+
+def mixed_precision(device: torch.device | str | None = None, chosen: Precision | None = None) -> torch.autocast:
+    """A ``torch.autocast`` context for a training step's forward pass and loss on ``device``.
+
+    With ``chosen`` (default: :func:`precision`) ``"bf16"``, matrix products run in
+    bf16 while the weights, their gradients, the optimizer's state, softmax, norms
+    and losses stay in fp32 (chapter 10); with ``"fp32"`` the context changes nothing.
+
+    >>> with mixed_precision():  # doctest: +SKIP
+    ...     loss = loss_fn(model(x), y)
+    >>> loss.backward()  # doctest: +SKIP
+    """
+    chosen_device = _device_or_default(device)
+    chosen = precision(chosen_device) if chosen is None else chosen
+    if chosen not in ("fp32", "bf16"):
+        raise ValueError(f"precision must be 'fp32' or 'bf16'; got {chosen!r}")
+    return torch.autocast(chosen_device.type, dtype=torch.bfloat16, enabled=chosen == "bf16")
 
 
 def profile() -> Profile:

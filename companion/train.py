@@ -481,6 +481,7 @@ def _train_epoch(
     metrics: dict[str, Metric],
     generator: torch.Generator | None,
     progress: _EpochProgress,
+    precision: config.Precision,
 ) -> dict[str, float]:
     """One pass over ``train`` in shuffled mini-batches; the batch-size-weighted mean loss and metrics.
 
@@ -497,8 +498,9 @@ def _train_epoch(
 
     for step, (xb, yb) in enumerate(batches(*train, batch_size, shuffle=True, generator=generator), start=1):
         optimizer.zero_grad(set_to_none=True)
-        outputs = model(xb)
-        loss = loss_fn(outputs, yb)
+        with config.mixed_precision(device, precision):
+            outputs = model(xb)
+            loss = loss_fn(outputs, yb)
         if not isinstance(loss, torch.Tensor) or loss.ndim != 0:
             raise ValueError(f"loss_fn must return one number (the batch mean) as a tensor; got {loss!r:.80}")
         if _reads_are_free(device) and not torch.isfinite(loss):  # stop before the step spoils the weights
@@ -546,6 +548,7 @@ def fit(
     device: torch.device | str | None = None,
     generator: torch.Generator | int | None = None,
     progress: bool = True,
+    precision: config.Precision = "fp32",
 ) -> History:
     """Train ``model`` with mini-batch gradient descent and record the loss and metrics of every epoch.
 
@@ -571,6 +574,9 @@ def fit(
         progress: show each epoch's progress with the running loss and metrics, as
             :func:`companion.config.progress_style` says: a live tqdm bar (a widget
             in Jupyter and Colab) or one line of text when the epoch ends.
+        precision: ``"fp32"`` or ``"bf16"``: the forward pass and the loss of each
+            step run under :func:`companion.config.mixed_precision` (bf16 matrix
+            products, fp32 weights); ``config.precision()`` picks the fast one here.
 
     Returns:
         the :class:`History` of the run (``history.plot()`` draws it).
@@ -588,6 +594,8 @@ def fit(
             sums are read).
     """
     _check_setup(model, optimizer, loss_fn)
+    if precision not in ("fp32", "bf16"):
+        raise ValueError(f"precision must be 'fp32' or 'bf16'; got {precision!r}")
     epochs = _positive_int("epochs", epochs)
     batch_size = _positive_int("batch_size", batch_size)
     pairs = {"train": _check_pair("train", train, loss_fn)}
@@ -613,7 +621,7 @@ def fit(
     for epoch in range(1, epochs + 1):
         total = math.ceil(len(train[0]) / batch_size)
         shown = _EpochProgress(style, epoch, epochs, total)
-        values = _train_epoch(model, optimizer, loss_fn, train, batch_size, named, generator, shown)
+        values = _train_epoch(model, optimizer, loss_fn, train, batch_size, named, generator, shown, precision)
         if val is not None:
             scores = evaluate(model, val, named, loss_fn, batch_size=max(batch_size, 1024))
             values |= {f"val_{key}": value for key, value in scores.items()}

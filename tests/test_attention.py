@@ -256,6 +256,31 @@ def test_torch_backend_gives_the_same_numbers(heads, batch, length, additive, se
         assert_close_with_grads(scratch(x, **kwargs), fused(x, **kwargs), [x], seed)
 
 
+@pytest.mark.parametrize("additive", [False, True])
+def test_torch_backend_under_cpu_autocast_attends_in_fp32(monkeypatch, additive):
+    torch.manual_seed(0)
+    layer = attention.MultiHeadAttention(16, 4, backend="torch")
+    x = torch.randn(2, 5, 16, requires_grad=True)
+    keep = torch.tensor([[True] * 5, [True] * 3 + [False] * 2])[:, None, None, :]
+    mask = torch.zeros(keep.shape).masked_fill(~keep, -math.inf) if additive else keep
+    seen = []
+    fused = F.scaled_dot_product_attention
+
+    def recording(q, k, v, **kwargs):
+        seen.append((q.dtype, k.dtype, v.dtype, torch.is_autocast_enabled("cpu")))
+        return fused(q, k, v, **kwargs)
+
+    monkeypatch.setattr(F, "scaled_dot_product_attention", recording)
+    reference = layer(x, mask=mask, causal=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        low = layer(x, mask=mask, causal=True)
+    assert seen[-1] == (torch.float32, torch.float32, torch.float32, False)
+    assert low.dtype == torch.bfloat16  # the output projection is a bf16 product
+    torch.testing.assert_close(low.float(), reference, atol=0.05, rtol=0.05)
+    low.float().sum().backward()
+    assert x.grad is not None and torch.isfinite(x.grad).all()
+
+
 def test_multihead_attention_rejects_bad_input():
     with pytest.raises(ValueError, match="divisible by heads"):
         attention.MultiHeadAttention(10, 4)

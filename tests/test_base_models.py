@@ -43,6 +43,20 @@ def test_same_recipe_gives_bit_identical_weights():
     assert not same_weights(first.model, other.model)
 
 
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_the_recipe_records_the_precision_and_the_cache_tells_them_apart(monkeypatch, precision):
+    monkeypatch.setenv("COMPANION_PRECISION", precision)
+    r = bm.recipe("tang", "quick")
+    assert r.precision == precision
+    other = dataclasses.replace(r, precision="bf16" if precision == "fp32" else "fp32")
+    assert r.key() != other.key()
+
+
+def test_the_precision_of_the_recipe_is_the_precision_of_the_training():
+    other = dataclasses.replace(TINY, precision="bf16" if TINY.precision == "fp32" else "fp32")
+    assert not same_weights(bm.build(TINY).model, bm.build(other).model)
+
+
 def test_cache_round_trip_equals_the_fresh_model(monkeypatch):
     fresh = bm.cached(TINY)
     folder = bm.entry_dir(TINY)

@@ -12,7 +12,8 @@ from companion import config
 
 @pytest.fixture(autouse=True)
 def clean_env(monkeypatch):
-    for name in ("COMPANION_DEVICE", "COMPANION_REQUIRE_GPU", "COMPANION_PROFILE", "COMPANION_PROGRESS"):
+    for name in ("COMPANION_DEVICE", "COMPANION_REQUIRE_GPU", "COMPANION_PROFILE", "COMPANION_PROGRESS",
+                 "COMPANION_PRECISION"):
         monkeypatch.delenv(name, raising=False)
 
 
@@ -94,6 +95,59 @@ def test_profile_rejects_unknown(monkeypatch):
     monkeypatch.setenv("COMPANION_PROFILE", "fast")
     with pytest.raises(ValueError, match="'quick' or 'full'; got 'fast'"):
         config.profile()
+
+
+@pytest.mark.parametrize("amx", [True, False])
+def test_precision_auto_follows_the_hardware(monkeypatch, amx):
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx)
+    assert config.native_bf16("cpu") is amx
+    assert config.precision("cpu") == ("bf16" if amx else "fp32")
+    monkeypatch.setenv("COMPANION_PRECISION", " AUTO ")
+    assert config.precision("cpu") == ("bf16" if amx else "fp32")
+
+
+def test_precision_cuda_asks_for_bf16_in_hardware_not_emulated(monkeypatch):
+    asked = []
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: asked.append(
+        including_emulation) or False)  # fmt: skip
+    assert config.native_bf16("cuda") is False
+    assert asked == [False]
+    assert config.native_bf16("mps") is False
+
+
+@pytest.mark.parametrize("amx", [True, False])
+@pytest.mark.parametrize("forced", ["fp32", "bf16"])
+def test_precision_can_be_forced(monkeypatch, amx, forced):
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx)
+    monkeypatch.setenv("COMPANION_PRECISION", forced)
+    assert config.precision("cpu") == forced
+
+
+def test_precision_rejects_unknown(monkeypatch):
+    monkeypatch.setenv("COMPANION_PRECISION", "fp16")
+    with pytest.raises(ValueError, match="COMPANION_PRECISION must be 'auto', 'fp32' or 'bf16'; got 'fp16'"):
+        config.precision("cpu")
+    with pytest.raises(ValueError, match="precision must be 'fp32' or 'bf16'; got 'half'"):
+        config.mixed_precision("cpu", "half")
+
+
+def test_mixed_precision_runs_products_in_bf16_only_when_chosen():
+    x, w = torch.randn(4, 8), torch.randn(8, 3)
+    with config.mixed_precision("cpu", "bf16"):
+        assert torch.is_autocast_enabled("cpu")
+        assert (x @ w).dtype == torch.bfloat16
+    with config.mixed_precision("cpu", "fp32"):
+        assert not torch.is_autocast_enabled("cpu")
+        assert (x @ w).dtype == torch.float32
+
+
+def test_mixed_precision_follows_the_setting(monkeypatch):
+    monkeypatch.setenv("COMPANION_PRECISION", "bf16")
+    with config.mixed_precision("cpu"):
+        assert torch.is_autocast_enabled("cpu")
+    monkeypatch.setenv("COMPANION_PRECISION", "fp32")
+    with config.mixed_precision("cpu"):
+        assert not torch.is_autocast_enabled("cpu")
 
 
 def test_budget_needs_both_sizes_by_name():

@@ -65,7 +65,8 @@ def test_the_page_is_in_step_with_the_committed_results():
 def fake_line(chapter: str, profile: str, seconds: float, results: dict) -> dict:
     return {
         "chapter": chapter, "profile": profile, "seconds": seconds, "results": results, "device": "cpu",
-        "device_name": "Test CPU", "cpu_cores": 2, "torch": "2.13.0+cpu", "python": "3.11.7", "date": "2026-11-24",
+        "device_name": "Test CPU", "cpu_cores": 2, "precision": "fp32", "torch": "2.13.0+cpu", "python": "3.11.7",
+        "date": "2026-11-24",
     }
 
 
@@ -85,7 +86,7 @@ def test_page_shows_each_run_as_a_column():
     assert "| 01-a | `count` | 669,706 | 669,706 |" in text
     assert "| 01-a | `best` | — | adam |" in text
     assert "| 02-b | `loss` | — | 1.5e-09 |" in text
-    assert "| full, CPU | Test CPU | 2 | — | 2.13.0+cpu | 3.11.7 | 2026-11-24 |" in text
+    assert "| full, CPU | Test CPU | 2 | — | fp32 | 2.13.0+cpu | 3.11.7 | 2026-11-24 |" in text
     assert "Slowest cells" not in text  # no run timed its cells
 
 
@@ -94,7 +95,8 @@ def test_page_shows_a_gpu_run_and_the_slowest_cells_of_each_chapter():
              {"cell": 3, "seconds": 50.0, "line": "history = train.fit(model, (X, y))"},
              {"cell": 4, "seconds": 7.5, "line": "a | b"}, {"cell": 5, "seconds": 1.0, "line": "plot(`x`)"}]
     gpu = fake_line("01-a", "full", 100.0, {"accuracy": 0.99}) | {
-        "device": "cuda", "device_name": "NVIDIA H200", "cpu_cores": 16, "jobs": 6, "threads": 2, "cells": cells}
+        "device": "cuda", "device_name": "NVIDIA H200", "cpu_cores": 16, "jobs": 6, "threads": 2, "cells": cells,
+        "precision": "bf16"}
     runs = {"full-cpu": [fake_line("01-a", "full", 600.0, {"accuracy": 0.98})], "full-cuda": [gpu]}
     text = reproducibility.page(runs)
     assert "| chapter | full, CPU | full, GPU (CUDA) |" in text
@@ -107,16 +109,16 @@ def test_page_shows_a_gpu_run_and_the_slowest_cells_of_each_chapter():
         "| 01-a | 4 | `a \\| b` | 7.5 s | 8% |",
         "| 01-a | 1 | `import torch` | 2.0 s | 2% |",
     ]
-    assert "| full, GPU (CUDA) | NVIDIA H200 | 16 | 6 × 2 threads | 2.13.0+cpu | 3.11.7 | 2026-11-24 |" in text
+    assert "| full, GPU (CUDA) | NVIDIA H200 | 16 | 6 × 2 threads | bf16 | 2.13.0+cpu | 3.11.7 | 2026-11-24 |" in text
 
 
 def test_a_run_whose_chapters_ran_on_two_machines_names_both():
-    other = {"device_name": "Other CPU", "jobs": 1, "threads": 1, "date": "2026-12-06"}
+    other = {"device_name": "Other CPU", "jobs": 1, "threads": 1, "precision": "bf16", "date": "2026-12-06"}
     run = [fake_line("01-a", "full", 60.0, {}), fake_line("02-b", "full", 60.0, {}),
            fake_line("03-c", "full", 60.0, {}) | other]
     text = reproducibility.page({"full-cpu": run})
     assert ("| full, CPU | Test CPU (2 chapters), Other CPU (1 chapter) | 2 | — (2 chapters), 1 × 1 thread "
-            "(1 chapter) | 2.13.0+cpu | 3.11.7 | 2026-11-24 to 2026-12-06 |") in text
+            "(1 chapter) | fp32 (2 chapters), bf16 (1 chapter) | 2.13.0+cpu | 3.11.7 | 2026-11-24 to 2026-12-06 |") in text
 
 
 def test_page_shows_the_wall_clock_of_a_whole_run_with_its_base_models():

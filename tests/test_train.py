@@ -1,5 +1,6 @@
 """companion.train: fit, evaluate, predict, History and EarlyStopping on small synthetic problems."""
 
+import math
 import re
 from collections.abc import Callable
 
@@ -42,6 +43,31 @@ def test_fit_learns_and_records_every_epoch():
     assert len(history) == 8 and all(len(history[k]) == 8 for k in history.keys())
     assert history["loss"][-1] < 0.5 * history["loss"][0]
     assert history["val_acc"][-1] > 0.95
+
+
+class RecordsAutocast(nn.Module):
+    """An MLP that notes, at each call, whether autocast was on and the dtype of its output."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.mlp, self.seen = new_model(), []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.mlp(x)
+        self.seen.append((torch.is_autocast_enabled("cpu"), out.dtype))
+        return out
+
+
+def test_fit_in_bf16_runs_each_step_under_autocast_and_still_learns():
+    model = RecordsAutocast()
+    history = run(model, blobs(600, 0), blobs(300, 1), epochs=8, metrics={"acc": accuracy}, precision="bf16")
+    steps = [seen for seen in model.seen if seen[0]]
+    assert len(steps) == 8 * math.ceil(600 / 32) and all(dtype == torch.bfloat16 for _, dtype in steps)
+    assert all(param.dtype == torch.float32 for param in model.parameters())  # the master weights stay fp32
+    assert history["val_acc"][-1] > 0.95
+    fp32 = RecordsAutocast()
+    run(fp32, blobs(600, 0), epochs=1)
+    assert not any(on for on, _ in fp32.seen)
 
 
 def test_train_values_are_exact_means_when_the_model_does_not_change():
@@ -299,6 +325,7 @@ def bad_fit(**changes):
         ({"metrics": {"loss": accuracy}}, ValueError, "reserved"),
         ({"metrics": {"acc": 0.5}}, TypeError, "must be a function"),
         ({"generator": "seven"}, TypeError, "generator must be"),
+        ({"precision": "fp16"}, ValueError, "precision must be 'fp32' or 'bf16'; got 'fp16'"),
         ({"loss_fn": nn.CrossEntropyLoss(reduction="none")}, ValueError, "must return one number"),
         ({"loss_fn": F.nll_loss, "train": (torch.zeros(20, 2), torch.zeros(20))}, TypeError, "nll_loss takes class"),
         ({"loss_fn": nn.BCEWithLogitsLoss(), "train": (torch.zeros(20, 3), torch.zeros(20, 3, dtype=torch.long))}, TypeError, "float targets"),

@@ -215,8 +215,10 @@ def machines(runs: Mapping[str, Run]) -> str:
         dates = sorted({str(line["date"]) for line in run})
         when = dates[0] if len(dates) == 1 else f"{dates[0]} to {dates[-1]}"
         rows.append([label(run), *(per_chapter(run, describe) for describe in (
-            field("device_name"), field("cpu_cores"), kernels, field("torch"), field("python"))), when])
-    head = ["run", "device", "CPU cores", "notebooks at a time × threads", "torch", "Python", "date"]
+            field("device_name"), field("cpu_cores"), kernels, field("precision"), field("torch"), field("python"))),
+            when])  # fmt: skip
+    head = ["run", "device", "CPU cores", "notebooks at a time × threads", "long runs' precision", "torch", "Python",
+            "date"]  # fmt: skip
     return table(head, rows, text_columns=len(head))
 
 
