@@ -121,6 +121,12 @@ def test_a_run_whose_chapters_ran_on_two_machines_names_both():
             "(1 chapter) | fp32 (2 chapters), bf16 (1 chapter) | 2.13.0+cpu | 3.11.7 | 2026-11-24 to 2026-12-06 |") in text
 
 
+def test_a_run_recorded_before_runs_named_their_precision_ran_in_fp32():
+    line = fake_line("01-a", "full", 60.0, {})
+    del line["precision"]
+    assert "| full, CPU | Test CPU | 2 | — | fp32 | 2.13.0+cpu |" in reproducibility.page({"full-cpu": [line]})
+
+
 def test_page_shows_the_wall_clock_of_a_whole_run_with_its_base_models():
     runs = {"quick-cpu": [fake_line("01-a", "quick", 12.0, {})], "full-cpu": [fake_line("01-a", "full", 600.0, {})]}
     whole = fake_line("", "full", 905.04, {}) | {"notebooks": 13, "jobs": 2, "threads": 1,

@@ -64,7 +64,7 @@ HOW = """## How to reproduce
 ```bash
 make test                                        # creates .venv; every chapter in the quick profile
 .venv/bin/python bench/run_notebooks.py --profile quick --jobs 2  # two notebooks at a time
-.venv/bin/python bench/run_notebooks.py --profile full --jobs 2   # tens of minutes on a 2-core CPU
+.venv/bin/python bench/run_notebooks.py --profile full --jobs 2   # a quarter of an hour on a 2-core CPU
 .venv/bin/python bench/run_notebooks.py --profile full 07-cnn     # one chapter
 make book                                        # base models, every chapter in the full profile, the HTML
 ```
@@ -196,9 +196,17 @@ def kernels(line: Mapping[str, object]) -> str:
     return f"{line['jobs']} × {line['threads']} {threads}"
 
 
-def field(key: str) -> Callable[[Mapping[str, object]], str]:
-    """A ``describe`` for :func:`per_chapter`: the line's ``key``, as text."""
-    return lambda line: str(line[key])
+PRECISION = (
+    "*Long runs' precision*: the precision of the training runs that dominate chapters 8 and 9 and of the base "
+    "models, `config.precision()` — bf16 mixed precision where the device multiplies bf16 in hardware, fp32 "
+    "elsewhere (chapter 10; `bench/gpt_precision.py` measures the difference in speed)."
+)
+
+
+def field(key: str, before: str | None = None) -> Callable[[Mapping[str, object]], str]:
+    """A ``describe`` for :func:`per_chapter`: the line's ``key``, as text; ``before`` for a line recorded before
+    the key existed."""
+    return lambda line: str(line[key] if before is None else line.get(key, before))
 
 
 def per_chapter(run: Run, describe: Callable[[Mapping[str, object]], str]) -> str:
@@ -215,8 +223,9 @@ def machines(runs: Mapping[str, Run]) -> str:
         dates = sorted({str(line["date"]) for line in run})
         when = dates[0] if len(dates) == 1 else f"{dates[0]} to {dates[-1]}"
         rows.append([label(run), *(per_chapter(run, describe) for describe in (
-            field("device_name"), field("cpu_cores"), kernels, field("precision"), field("torch"), field("python"))),
-            when])  # fmt: skip
+            field("device_name"), field("cpu_cores"), kernels,
+            field("precision", before="fp32"),  # every training ran in fp32 before runs recorded their precision
+            field("torch"), field("python"))), when])  # fmt: skip
     head = ["run", "device", "CPU cores", "notebooks at a time × threads", "long runs' precision", "torch", "Python",
             "date"]  # fmt: skip
     return table(head, rows, text_columns=len(head))
@@ -237,7 +246,7 @@ def page(runs: Mapping[str, Run], records: Mapping[str, Mapping[str, object]] | 
         *([f"## Whole runs\n\n{whole}"] if whole else []),
         "## Results\n\n" + results(runs),
         *(slowest if cells else []),
-        "## Machines and versions\n\n" + machines(runs),
+        "## Machines and versions\n\n" + machines(runs) + "\n\n" + PRECISION,
         HOW.rstrip(),
     ]) + "\n"
 
