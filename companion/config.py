@@ -30,6 +30,7 @@ This is the only module of ``companion`` that reads the environment:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -162,12 +163,15 @@ def precision(device: torch.device | str | None = None) -> Precision:
     return value  # type: ignore[return-value]
 
 
-def mixed_precision(device: torch.device | str | None = None, chosen: Precision | None = None) -> torch.autocast:
-    """A ``torch.autocast`` context for a training step's forward pass and loss on ``device``.
+def mixed_precision(
+    device: torch.device | str | None = None, chosen: Precision | None = None
+) -> contextlib.AbstractContextManager:
+    """A context for a training step's forward pass and loss on ``device``.
 
-    With ``chosen`` (default: :func:`precision`) ``"bf16"``, matrix products run in
-    bf16 while the weights, their gradients, the optimizer's state, softmax, norms
-    and losses stay in fp32 (chapter 10); with ``"fp32"`` the context changes nothing.
+    With ``chosen`` (default: :func:`precision`) ``"bf16"``, a ``torch.autocast``:
+    matrix products run in bf16 while the weights, their gradients, the optimizer's
+    state, softmax, norms and losses stay in fp32 (chapter 10); with ``"fp32"`` a
+    context that changes nothing (on any device, even one autocast does not know).
 
     >>> with mixed_precision():  # doctest: +SKIP
     ...     loss = loss_fn(model(x), y)
@@ -177,7 +181,9 @@ def mixed_precision(device: torch.device | str | None = None, chosen: Precision 
     chosen = precision(chosen_device) if chosen is None else chosen
     if chosen not in ("fp32", "bf16"):
         raise ValueError(f"precision must be 'fp32' or 'bf16'; got {chosen!r}")
-    return torch.autocast(chosen_device.type, dtype=torch.bfloat16, enabled=chosen == "bf16")
+    if chosen == "fp32":
+        return contextlib.nullcontext()
+    return torch.autocast(chosen_device.type, dtype=torch.bfloat16)
 
 
 def profile() -> Profile:

@@ -141,6 +141,11 @@ def test_mixed_precision_runs_products_in_bf16_only_when_chosen():
         assert (x @ w).dtype == torch.float32
 
 
+def test_mixed_precision_in_fp32_changes_nothing_on_any_device():
+    with config.mixed_precision("meta", "fp32"):  # a device autocast does not know
+        assert (torch.ones(2, 3, device="meta") @ torch.ones(3, 1, device="meta")).dtype == torch.float32
+
+
 def test_mixed_precision_follows_the_setting(monkeypatch):
     monkeypatch.setenv("COMPANION_PRECISION", "bf16")
     with config.mixed_precision("cpu"):
