@@ -130,7 +130,7 @@ def _device_or_default(where: torch.device | str | None) -> torch.device:
 
 
 Precision = Literal["fp32", "bf16"]
-PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16")
+PRECISION_SETTINGS: tuple[str, ...] = ("auto", "fp32", "bf16")
 
 
 def native_bf16(device: torch.device | str | None = None) -> bool:
@@ -143,10 +143,18 @@ def native_bf16(device: torch.device | str | None = None) -> bool:
     """
     chosen = _device_or_default(device)
     if chosen.type == "cuda":
-        return torch.cuda.is_bf16_supported(including_emulation=False)
+        return torch.cuda.get_device_capability(chosen) >= (8, 0)  # Ampere's tensor cores multiply bf16
     if chosen.type == "cpu":
-        return torch.cpu._is_amx_tile_supported()
+        amx = getattr(torch.cpu, "_is_amx_tile_supported", None)  # private, and absent from older torch
+        return bool(amx and amx())
     return False
+
+
+def checked_precision(chosen: object) -> Precision:
+    """``chosen`` if it names a precision (``"fp32"`` or ``"bf16"``); otherwise a ``ValueError``."""
+    if chosen not in ("fp32", "bf16"):
+        raise ValueError(f"precision must be 'fp32' or 'bf16'; got {chosen!r}")
+    return chosen  # type: ignore[return-value]
 
 
 def precision(device: torch.device | str | None = None) -> Precision:
@@ -156,7 +164,7 @@ def precision(device: torch.device | str | None = None) -> Precision:
     or ``auto`` (the default) and :func:`native_bf16`; otherwise ``"fp32"``.
     """
     value = os.environ.get("COMPANION_PRECISION", "auto").strip().lower() or "auto"
-    if value not in PRECISIONS:
+    if value not in PRECISION_SETTINGS:
         raise ValueError(f"COMPANION_PRECISION must be 'auto', 'fp32' or 'bf16'; got {value!r}")
     if value == "auto":
         return "bf16" if native_bf16(device) else "fp32"
@@ -178,10 +186,7 @@ def mixed_precision(
     >>> loss.backward()  # doctest: +SKIP
     """
     chosen_device = _device_or_default(device)
-    chosen = precision(chosen_device) if chosen is None else chosen
-    if chosen not in ("fp32", "bf16"):
-        raise ValueError(f"precision must be 'fp32' or 'bf16'; got {chosen!r}")
-    if chosen == "fp32":
+    if checked_precision(precision(chosen_device) if chosen is None else chosen) == "fp32":
         return contextlib.nullcontext()
     return torch.autocast(chosen_device.type, dtype=torch.bfloat16)
 

@@ -594,8 +594,7 @@ def fit(
             sums are read).
     """
     _check_setup(model, optimizer, loss_fn)
-    if precision not in ("fp32", "bf16"):
-        raise ValueError(f"precision must be 'fp32' or 'bf16'; got {precision!r}")
+    precision = config.checked_precision(precision)
     epochs = _positive_int("epochs", epochs)
     batch_size = _positive_int("batch_size", batch_size)
     pairs = {"train": _check_pair("train", train, loss_fn)}

@@ -106,13 +106,17 @@ def test_precision_auto_follows_the_hardware(monkeypatch, amx):
     assert config.precision("cpu") == ("bf16" if amx else "fp32")
 
 
-def test_precision_cuda_asks_for_bf16_in_hardware_not_emulated(monkeypatch):
-    asked = []
-    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: asked.append(
-        including_emulation) or False)  # fmt: skip
-    assert config.native_bf16("cuda") is False
-    assert asked == [False]
+@pytest.mark.parametrize("capability, native", [((7, 5), False), ((8, 0), True), ((9, 0), True)])
+def test_precision_cuda_needs_ampere_or_later(monkeypatch, capability, native):
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
+    assert config.native_bf16("cuda") is native  # a T4 (7.5) emulates bf16
     assert config.native_bf16("mps") is False
+
+
+def test_a_torch_without_the_amx_query_counts_as_no_amx(monkeypatch):
+    monkeypatch.delattr(torch.cpu, "_is_amx_tile_supported", raising=False)
+    assert config.native_bf16("cpu") is False
+    assert config.precision("cpu") == "fp32"
 
 
 @pytest.mark.parametrize("amx", [True, False])
