@@ -151,6 +151,35 @@ def test_solutions_are_hidden_in_the_book_in_jupyter_and_in_colab(source):
         assert cell.source.startswith(SOLUTION_TITLE + "\n"), f"{where} must start with {SOLUTION_TITLE!r} (Colab)"
 
 
+ANSWER_TITLE = "# @title The answer, computed"
+
+
+def exercise_section_code(nb: nbformat.NotebookNode) -> list[nbformat.NotebookNode]:
+    """The code cells between a chapter's ``## Exercises`` heading and the next ``## `` heading."""
+    inside, cells = False, []
+    for cell in nb.cells:
+        if cell.cell_type == "markdown" and re.search(r"^## ", cell.source, re.M):
+            inside = bool(re.search(r"^## Exercises", cell.source, re.M))
+        elif inside and cell.cell_type == "code":
+            cells.append(cell)
+    return cells
+
+
+@by_name
+def test_a_written_answers_cell_is_folded_everywhere_and_prints_nothing(source):
+    """A cell that computes a written answer's numbers would spoil it in Colab's "Run all" if it printed them."""
+    for cell in exercise_section_code(notebook(source)):
+        if not {"answer", "hide-cell"} & set(tags(cell)):
+            continue
+        where = f"{source.name}: answer cell {cell.source.splitlines()[1:2]}"
+        assert {"answer", "hide-cell"} <= set(tags(cell)), f"{where} needs the tags answer and hide-cell"
+        assert cell.metadata.get("jupyter", {}).get("source_hidden") is True, f"{where} needs source_hidden"
+        assert cell.metadata.get("cellView") == "form", f"{where} needs metadata cellView: form (Colab)"
+        assert cell.source.startswith(ANSWER_TITLE + "\n"), f"{where} must start with {ANSWER_TITLE!r}"
+        assert not re.search(r"\b(print|display|plt)\b", cell.source), f"{where} must show nothing"
+        assert cell.source.rstrip().splitlines()[-1].startswith("assert "), f"{where} must end with an assert"
+
+
 @by_name
 def test_each_exercise_is_followed_by_its_solution_and_no_other_cell_reads_the_answer(source):
     nb = notebook(source)
