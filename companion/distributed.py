@@ -18,6 +18,9 @@ whole batch at once or by *gradient accumulation* over micro-batches; :func:`lau
 starts the script under ``torchrun`` in a subprocess (a fresh port, a time
 limit, every worker stopped on failure) and returns the trained weights.
 
+:func:`ring_all_reduce` shows how an all-reduce moves the numbers: the ring
+algorithm, simulated in one process, with the entries each worker sends.
+
 The data are a fixed synthetic classification task (:func:`make_data`), so the
 script needs no files. On CPUs the workers talk through the ``gloo`` backend;
 on NVIDIA GPUs one would use ``nccl`` and one process per GPU.
@@ -32,14 +35,16 @@ import signal
 import subprocess
 import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-__all__ = ["build_model", "launch", "make_data", "global_batch", "main", "train_one_device", "train_worker"]
+__all__ = ["build_model", "launch", "make_data", "global_batch", "main", "ring_all_reduce", "ring_chunk",
+           "train_one_device", "train_worker"]
 
 FEATURES, CLASSES, SAMPLES = 20, 4, 2048
 
@@ -66,6 +71,66 @@ def global_batch(step: int, batch_size: int, n: int, seed: int = 0) -> torch.Ten
     """Row indices ``int64 [batch_size]`` of the global batch of ``step``: the same in every process."""
     gen = torch.Generator().manual_seed(seed * 1_000_003 + step)
     return torch.randint(n, (batch_size,), generator=gen)
+
+
+def ring_chunk(worker: int, step: int, workers: int) -> int:
+    """The chunk that ``worker`` sends to its neighbour ``(worker + 1) % workers`` at ``step`` of a ring
+    all-reduce: ``(worker − step) mod workers``, in both phases. A worker sends on the chunk it has just
+    received (and, in the reduce-scatter, added its own part to)."""
+    return (worker - step) % workers
+
+
+def ring_all_reduce(
+    tensors: Sequence[torch.Tensor], schedule: Callable[[int, int, int], int] = ring_chunk
+) -> tuple[list[torch.Tensor], list[int]]:
+    """The all-reduce (sum) of one tensor per worker, as the ring algorithm computes it, in one process.
+
+    The ``W`` workers stand in a ring; each sends only to the next, ``(w + 1) mod W``. Every tensor is cut
+    into ``W`` chunks (flattened, sizes differing by at most one). At each of ``2(W − 1)`` steps every
+    worker ``w`` sends chunk ``schedule(w, step, W)`` at once. In the *reduce-scatter* (steps ``0 … W − 2``)
+    the receiver adds it to its own copy of that chunk; then each worker holds one chunk summed over all
+    workers. In the *all-gather* (steps ``W − 1 … 2W − 3``) the receiver replaces its copy with it. Each
+    worker sends ``2(W − 1)`` chunks: ``2(W − 1)/W`` of its tensor, whatever ``W``.
+
+    Args:
+        tensors: one tensor per worker, all of one shape and dtype.
+        schedule: ``schedule(worker, step, workers)`` → the chunk ``worker`` sends at ``step``, an int in
+            ``0 … W − 1``; by default :func:`ring_chunk`.
+
+    Returns:
+        ``(reduced, sent)``: every worker's result (the sum, up to the order of additions: the same bits on
+        every worker) and the number of entries each worker sent. ``DistributedDataParallel`` divides the
+        sum by ``W`` to get the mean gradient.
+    """
+    if isinstance(tensors, torch.Tensor) or not isinstance(tensors, Sequence) or not tensors:
+        raise TypeError(f"tensors must be a non-empty list of tensors, one per worker; got {type(tensors).__name__}")
+    if not all(isinstance(t, torch.Tensor) for t in tensors):
+        raise TypeError("tensors must be a list of tensors, one per worker")
+    first = tensors[0]
+    if any(t.shape != first.shape or t.dtype != first.dtype for t in tensors):
+        raise ValueError(f"every worker's tensor must have the shape {tuple(first.shape)} and dtype {first.dtype}")
+    workers = len(tensors)
+    chunks = [list(t.detach().reshape(-1).tensor_split(workers)) for t in tensors]
+    sent = [0] * workers
+    for step in range(2 * (workers - 1)):
+        order = [_scheduled(schedule, worker, step, workers) for worker in range(workers)]
+        outgoing = [chunks[worker][c].clone() for worker, c in enumerate(order)]  # all send at once
+        for worker, (c, chunk) in enumerate(zip(order, outgoing)):
+            to = (worker + 1) % workers
+            chunks[to][c] = chunks[to][c] + chunk if step < workers - 1 else chunk
+            sent[worker] += chunk.numel()
+    return [torch.cat(c).reshape(first.shape) for c in chunks], sent
+
+
+def _scheduled(schedule: Callable[[int, int, int], int], worker: int, step: int, workers: int) -> int:
+    chunk = schedule(worker, step, workers)
+    if isinstance(chunk, bool) or not isinstance(chunk, (int, np.integer)):
+        raise TypeError(f"the schedule must give an int chunk; for worker {worker} at step {step} it gave "
+                        f"{type(chunk).__name__} {chunk!r}")  # fmt: skip
+    if not 0 <= chunk < workers:
+        raise ValueError(f"worker {worker} sends chunk {chunk} at step {step}; with {workers} workers the "
+                         f"chunks are 0 to {workers - 1}")  # fmt: skip
+    return int(chunk)
 
 
 def _check_sizes(steps: int, batch_size: int, parts: int, what: str) -> None:

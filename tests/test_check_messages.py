@@ -127,7 +127,7 @@ def shortcuts() -> list[tuple[str, object]]:
     """Answers that reach what their exercise does without: the library, the course's own, the check's own."""
     from torch.nn import functional as F
 
-    from companion import attention, conv, recurrent, scale
+    from companion import attention, conv, distributed, recurrent, scale
 
     def sdpa_head(x, w_q, w_k, w_v, sdpa=F.scaled_dot_product_attention):  # captured as a default argument
         return sdpa(x @ w_q, x @ w_k, x @ w_v, is_causal=True)
@@ -143,6 +143,8 @@ def shortcuts() -> list[tuple[str, object]]:
         ("gpt_parameter_count", lambda V, T, d, L: scale.gpt_parameters(vocab_size=V, context=T, dim=d, layers=L)),
         ("training_bytes", lambda n, o, m: scale.training_memory(n, o, "mixed" if m else "fp32")["total"]),
         ("conv_output_size", conv.output_size),
+        ("ring_chunk", distributed.ring_chunk),
+        ("ring_chunk", lambda w, s, n: (w - s) % n + 0 * distributed.ring_all_reduce([torch.ones(1)] * n)[1][0]),
         ("max_pool2d", F.max_pool2d),
     ]
 

@@ -49,7 +49,6 @@ def test_gpt_parameter_count_reports_errors_and_types():
     assert_fails_without_answers(check.gpt_parameter_count(lambda V, T, d, L: "many"), "expected a number, got a string")
     assert_fails_without_answers(check.gpt_parameter_count(lambda V, T, d, L: None), "returned None")
     assert "returned None" in check.training_bytes(lambda n, o, m: None).message
-    assert "returned None" in check.all_reduce_mean(lambda grads: None).message
     assert not check.gpt_parameter_count(...) and "placeholder" in check.gpt_parameter_count(...).message
 
 
@@ -87,17 +86,33 @@ def test_training_bytes():
     assert not floats and "whole number" in floats.message or "too small" in floats.message
 
 
-def test_all_reduce_mean():
-    assert check.all_reduce_mean(lambda grads: [torch.stack(grads).mean(0) for _ in grads])
-    summed = check.all_reduce_mean(lambda grads: [torch.stack(grads).sum(0) for _ in grads])
-    assert not summed and "case 2" in summed.message and "sum, not the mean" in summed.message
-    one = check.all_reduce_mean(lambda grads: torch.stack(grads).mean(0))
-    assert not one and "one tensor per worker" in one.message
-    wrong_dim = check.all_reduce_mean(lambda grads: [torch.stack(grads).mean(1) for _ in grads])
-    assert not wrong_dim and "shape" in wrong_dim.message
-    only_mine = check.all_reduce_mean(lambda grads: list(grads))
-    assert not only_mine and "case 2" in only_mine.message and "differ from the mean" in only_mine.message
-    assert "2.0" not in only_mine.message and "4.0" not in only_mine.message
+def test_ring_chunk_passes_every_ring_schedule_and_only_those():
+    assert check.ring_chunk(lambda worker, step, workers: (worker - step) % workers)
+    assert check.ring_chunk(lambda worker, step, workers: (worker - step + 3) % workers)  # another start
+    assert check.ring_chunk(lambda w, s, n: int(torch.tensor((w - s) % n)))
+    backwards = check.ring_chunk(lambda w, s, n: (w + s) % n)  # sends on what it sent, not what it got
+    assert not backwards and "case 2 (3 workers)" in backwards.message and "lacks the gradient of worker" in backwards.message
+    own = check.ring_chunk(lambda w, s, n: w)
+    assert not own and "worker 0's chunk 0 lacks the gradient of worker 1" in own.message
+    second_round_wrong = check.ring_chunk(lambda w, s, n: (w - s) % n if s < n - 1 else w)
+    assert not second_round_wrong and "after the all-reduce" in second_round_wrong.message
+
+
+def test_ring_chunk_counts_a_chunk_added_twice():
+    table = {2: [[1, 0], [0, 1]], 3: [[0, 0, 0, 0], [0, 0, 0, 0], [1, 2, 0, 1]]}
+    twice = check.ring_chunk(lambda w, s, n: table[n][w][s] if n in table else (w - s) % n)
+    assert not twice and "case 2 (3 workers)" in twice.message, twice.message
+    assert "worker 0's chunk 0 counts the gradient of worker 1 more than once" in twice.message
+
+
+def test_ring_chunk_says_what_a_schedule_must_return():
+    assert "returned None" in check.ring_chunk(lambda w, s, n: None).message
+    floats = check.ring_chunk(lambda w, s, n: float((w - s) % n))
+    assert not floats and "must return an int chunk" in floats.message and "float" in floats.message
+    beyond = check.ring_chunk(lambda w, s, n: w + s)
+    assert not beyond and "chunks are 0 to 1" in beyond.message
+    raises = check.ring_chunk(lambda w, s, n: [0][s])
+    assert not raises and "IndexError" in raises.message
 
 
 def test_training_days():

@@ -63,3 +63,74 @@ def test_script_refuses_to_run_outside_torchrun(tmp_path):
         capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert result.returncode != 0 and "torchrun" in result.stderr
+
+
+GLOO_ALL_REDUCE = """
+import sys, torch, torch.distributed as dist
+dist.init_process_group("gloo")
+folder, rank = sys.argv[1], dist.get_rank()
+tensor = torch.load(f"{folder}/in{rank}.pt")
+dist.all_reduce(tensor)
+torch.save(tensor, f"{folder}/out{rank}.pt")
+dist.destroy_process_group()
+"""
+
+
+def test_the_ring_gives_what_torch_distributed_all_reduce_gives(tmp_path):
+    workers, gen = 3, torch.Generator().manual_seed(1)
+    tensors = [torch.randn(4, 7, generator=gen, dtype=torch.float64) for _ in range(workers)]
+    for rank, t in enumerate(tensors):
+        torch.save(t, tmp_path / f"in{rank}.pt")
+    (tmp_path / "script.py").write_text(GLOO_ALL_REDUCE)
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={workers}",
+               str(tmp_path / "script.py"), str(tmp_path)]  # fmt: skip
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    reduced, _ = distributed.ring_all_reduce(tensors)
+    for rank, mine in enumerate(reduced):
+        torch.testing.assert_close(mine, torch.load(tmp_path / f"out{rank}.pt"), rtol=1e-14, atol=1e-14)
+
+
+@pytest.mark.parametrize(("workers", "shape"), [(1, (5,)), (2, (3, 4)), (4, (10,)), (5, (2,)), (6, (7, 3, 2))])
+def test_the_ring_sums_every_workers_tensor_and_every_worker_gets_the_same_bits(workers, shape):
+    gen = torch.Generator().manual_seed(workers)
+    tensors = [torch.randn(shape, generator=gen, dtype=torch.float64) for _ in range(workers)]
+    before = [t.clone() for t in tensors]
+    reduced, sent = distributed.ring_all_reduce(tensors)
+    assert len(reduced) == workers and all(torch.equal(r, reduced[0]) for r in reduced)
+    torch.testing.assert_close(reduced[0], torch.stack(tensors).sum(0), rtol=1e-13, atol=1e-13)
+    sizes = [c.numel() for c in torch.zeros(shape).reshape(-1).tensor_split(workers)]
+    assert sum(sent) == 2 * (workers - 1) * sum(sizes)  # every chunk twice round the ring but one hop
+    assert all(torch.equal(t, b) for t, b in zip(tensors, before))  # the inputs are left as they were
+
+
+def test_each_worker_sends_two_w_minus_one_over_w_of_its_tensor_and_integers_sum_exactly():
+    tensors = [torch.arange(12) * (w + 1) for w in range(4)]
+    reduced, sent = distributed.ring_all_reduce(tensors)
+    assert sent == [2 * 3 * 12 // 4] * 4
+    assert all(torch.equal(r, torch.arange(12) * 10) for r in reduced)
+
+
+def test_a_schedule_that_does_not_pass_on_what_it_received_does_not_sum():
+    tensors = [torch.full((4,), float(10**w)) for w in range(4)]
+    reduced, _ = distributed.ring_all_reduce(tensors, schedule=lambda worker, step, workers: worker)
+    assert not torch.equal(reduced[0], torch.full((4,), 1111.0))
+    shifted, _ = distributed.ring_all_reduce(tensors, schedule=lambda w, s, n: (w - s + 2) % n)
+    assert all(torch.equal(r, torch.full((4,), 1111.0)) for r in shifted)  # any fixed offset is a ring too
+
+
+@pytest.mark.parametrize(
+    ("tensors", "schedule", "error", "match"),
+    [([], distributed.ring_chunk, TypeError, "non-empty list"),
+     (torch.ones(3, 2), distributed.ring_chunk, TypeError, "one per worker"),
+     ([torch.ones(2), "x"], distributed.ring_chunk, TypeError, "list of tensors"),
+     ([torch.ones(2), torch.ones(3)], distributed.ring_chunk, ValueError, "shape"),
+     ([torch.ones(2), torch.ones(2, dtype=torch.float64)], distributed.ring_chunk, ValueError, "dtype"),
+     ([torch.ones(2)] * 3, lambda w, s, n: w + s, ValueError, "chunks are 0 to 2"),
+     ([torch.ones(2)] * 3, lambda w, s, n: -1, ValueError, "chunks are 0 to 2"),
+     ([torch.ones(2)] * 3, lambda w, s, n: 1.0, TypeError, "int chunk"),
+     ([torch.ones(2)] * 3, lambda w, s, n: True, TypeError, "int chunk")],
+)  # fmt: skip
+def test_bad_calls_of_the_ring_say_what_was_expected(tensors, schedule, error, match):
+    with pytest.raises(error, match=match):
+        distributed.ring_all_reduce(tensors, schedule)

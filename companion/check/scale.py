@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 import torch
 
-from companion.check.core import CheckSpec, define, keyed, plural, summed
+from companion.check.core import NONE_MESSAGE, CheckSpec, Wrong, define, keyed, plural
+from companion import distributed
 
-__all__ = ["all_reduce_mean", "gpt_parameter_count", "training_bytes", "training_days"]
+__all__ = ["gpt_parameter_count", "ring_chunk", "training_bytes", "training_days"]
 
 
 def _gpt2_count(V: int, T: int, d: int, L: int, mistake: str = "") -> int:
@@ -76,36 +76,55 @@ training_bytes = define(CheckSpec(
     precision. The course's own ``scale.training_memory`` raises while the function runs.""")
 
 
-def _reduce_cases(gen: torch.Generator) -> list:
-    cases = [
-        [torch.tensor([1.0, -2.0, 3.0])],
-        [torch.tensor([1.0, 2.0]), torch.tensor([3.0, 6.0])],
-        [torch.randn(2, 3, generator=gen) for _ in range(4)],
-        [torch.zeros(5), torch.ones(5), torch.full((5,), -1.0)],
-        [1e6 * torch.randn(4, generator=gen) for _ in range(8)],
-    ]
-    return [(f"{plural(len(g), 'worker')}, gradients of shape {tuple(g[0].shape)}", (g,)) for g in cases]
+def _ring_table(workers: int) -> list[list[int]]:
+    return [[distributed.ring_chunk(w, s, workers) for s in range(2 * (workers - 1))] for w in range(workers)]
 
 
-def _mean(grads: Sequence[torch.Tensor]) -> list[torch.Tensor]:
-    return [torch.stack(grads).mean(dim=0)] * len(grads)
+def _ring_counts(case: tuple, table: Any) -> torch.Tensor:
+    """The ring run with the schedule ``table[worker][step]`` on workers whose tensors mark their own part:
+    ``[W, W, W]``, how often worker j's gradient is in worker w's chunk c. Wrong unless every count is one."""
+    (workers,) = case
+    if not isinstance(table, (list, tuple)) or len(table) != workers:
+        raise Wrong("the schedule's answers could not be read")
+    marks = [torch.zeros(workers, workers, dtype=torch.float64).index_fill_(1, torch.tensor([j]), 1.0)
+             for j in range(workers)]  # fmt: skip
+    if any(chunk is None for row in table for chunk in row):
+        raise Wrong(NONE_MESSAGE)
+    try:
+        reduced, _ = distributed.ring_all_reduce(marks, lambda w, s, n: table[w][s])
+    except (TypeError, ValueError) as err:
+        raise Wrong(str(err).replace("the schedule must give", "the function must return")) from None
+    counts = torch.stack(reduced)
+    for w, c in (counts != 1).any(-1).nonzero().tolist()[:1]:
+        twice = [j for j in range(workers) if counts[w, c, j] > 1]
+        lacks = [j for j in range(workers) if counts[w, c, j] == 0]
+        told = [f"counts the gradient of {_workers(twice)} more than once" if twice else "",
+                f"lacks the gradient of {_workers(lacks)}" if lacks else ""]
+        raise Wrong(f"after the all-reduce, worker {w}'s chunk {c} {' and '.join(filter(None, told))}")
+    return counts
 
 
-def _per_worker(case: tuple, expected: Any, got: Any) -> str:
-    if not isinstance(got, (list, tuple)):
-        return "The answer is a list with one tensor per worker."
-    return "Every worker must get the mean of all the workers' gradients; some tensors differ from the mean."
+def _workers(numbers: list[int]) -> str:
+    """``"worker 2"``, ``"workers 0, 1 and 3"``."""
+    listed = ", ".join(map(str, numbers[:-1])) + " and " * (len(numbers) > 1) + str(numbers[-1])
+    return f"worker{'s' * (len(numbers) > 1)} {listed}"
 
 
-all_reduce_mean = define(CheckSpec(
-    "all_reduce_mean", _mean, _reduce_cases, rtol=1e-5, atol=1e-6, diagnose=_per_worker,
-    view=lambda case, out: [t / (1 + max(float(g.abs().max()) for g in case[0])) for t in out],
-    mistakes={"the sum, not the mean, of the workers' gradients": summed(_mean)},
-    hint="after the all-reduce every worker must step as if it had seen the whole batch: whose gradient is "
-    "that, given equal shards and a mean loss? And each worker keeps a tensor of its own.",
-), doc="""Check ``student(grads)``: the all-reduce of data-parallel training, done by hand. ``grads`` holds one
-    gradient tensor per worker, all of one shape; the answer is one tensor per worker, each what
-    ``DistributedDataParallel`` leaves in every worker's ``.grad``.""")
+ring_chunk = define(CheckSpec(
+    "ring_chunk", _ring_table, rtol=0, atol=0, view=_ring_counts,
+    apply=lambda student, workers: [[student(w, s, workers) for s in range(2 * (workers - 1))]
+                                    for w in range(workers)],
+    forbidden=("companion.distributed.ring_chunk", "companion.distributed.ring_all_reduce"),
+    cases=lambda gen: [(f"{plural(n, 'worker')}", (n,)) for n in (2, 3, 4, 5, 8)],
+    passed="5 of 5 rings (2 to 8 workers) leave every worker with every chunk summed over all workers.",
+    hint="follow one chunk round the ring. At step 0 every worker sends a chunk of its own; at the next step, "
+    "which chunk does a worker hold that has more than its own part in it? After how many steps has a chunk "
+    "passed every worker, and where is it then, complete, to start its second round?",
+), "student", doc="""Check ``student(worker, step, workers) -> int``: the chunk (0 to ``workers`` − 1) that ``worker``
+    sends to the next worker of the ring (the last one's next is worker 0) at ``step`` of a ring all-reduce, for steps 0 to
+    2·(``workers`` − 1) − 1: in the first ``workers`` − 1 the receiver adds what arrives to its copy, in the
+    rest it replaces its copy. The check runs the ring with that schedule and counts whose gradients each
+    worker's chunks hold; the course's ``distributed.ring_chunk`` raises while the function runs.""")
 
 
 def _days(factor: float = 1.0) -> float:
