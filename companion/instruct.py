@@ -12,13 +12,19 @@ first_letter  ``what is the first letter of sword?``       ``s``
 repeat        ``say night twice``                          ``night night``
 next_number   ``what comes after seven?``                  ``eight``
 larger        ``which is larger, nine or four?``           ``nine``
+first_char    ``李白的第一個字是什麼？``                   ``李``
+last_char     ``杜甫的最後一個字是什麼？``                 ``甫``
+repeat_zh     ``把王維說兩遍``                             ``王維王維``
+reverse_zh    ``把白居易倒過來``                           ``易居白``
 ============  ===========================================  ==========
 
 :func:`instruction_splits` holds some *items* (words, numbers, pairs) and the
 last template of every task out of training, so that a held-out score can tell
 "learned the instruction" (new templates) from "learned the task" (new items).
-Their text uses only characters of Tiny Shakespeare, so a character model of it
-can read every prompt.
+The English tasks' text uses only characters of Tiny Shakespeare, so a character
+model of it can read every prompt. The Chinese tasks ask about names (the Tang
+poets' of :func:`companion.data.tang_poems`, chosen by :func:`fit_names`) in
+traditional characters, as the poems are written.
 
 A conversation is laid out by a :class:`ChatTemplate` with three special tokens::
 
@@ -35,7 +41,7 @@ import dataclasses
 import random
 import re
 from itertools import combinations
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -131,7 +137,22 @@ TASKS: dict[str, Task] = {
              _larger, _smaller, items="pair"),
     ]
 }  # fmt: skip
-"""The course's instruction tasks by name (see the table above)."""
+"""The course's English instruction tasks by name (see the table above)."""
+
+CHINESE_TASKS: dict[str, Task] = {
+    task.name: task
+    for task in [
+        Task("first_char", ("{x}的第一個字是什麼？", "{x}以哪個字開頭？", "請說{x}的第一個字", "{x}開頭的字是什麼？"),
+             lambda w: w[0][0], lambda w: w[0][-1]),
+        Task("last_char", ("{x}的最後一個字是什麼？", "{x}以哪個字結尾？", "請說{x}的最後一個字", "{x}結尾的字是什麼？"),
+             lambda w: w[0][-1], lambda w: w[0][0]),
+        Task("repeat_zh", ("把{x}說兩遍", "{x}重複兩遍", "請說兩遍{x}", "請把{x}重複兩遍"),
+             lambda w: w[0] * 2, lambda w: w[0]),
+        Task("reverse_zh", ("把{x}倒過來", "{x}倒著寫", "請倒著寫{x}", "請把{x}倒過來"),
+             lambda w: w[0][::-1], lambda w: w[0]),
+    ]
+}  # fmt: skip
+"""The course's Chinese instruction tasks by name, for names such as the Tang poets' (see the table above)."""
 
 
 @dataclass(frozen=True)
@@ -144,6 +165,7 @@ class Example:
         prompt: the instruction, e.g. ``"reverse the word crown"``.
         answer: the right answer, e.g. ``"nworc"``.
         rejected: a wrong answer to the same prompt, e.g. ``"crown"``.
+        item: what the prompt asks about, e.g. ``("crown",)``, or a pair of numbers.
     """
 
     task: str
@@ -151,6 +173,7 @@ class Example:
     prompt: str
     answer: str
     rejected: str
+    item: tuple[str, ...] = ()
 
 
 def fit_words(text: str, shortest: int = 3, longest: int = 8) -> tuple[str, ...]:
@@ -167,6 +190,25 @@ def fit_words(text: str, shortest: int = 3, longest: int = 8) -> tuple[str, ...]
         raise TypeError(f"fit_words takes a str; got {type(text).__name__}")
     found = dict.fromkeys(w for w in re.findall(r"[A-Za-z]+", text) if w.islower() and shortest <= len(w) <= longest)
     return tuple(w for w in found if w != w[::-1] and w[0] != w[-1])
+
+
+NOT_NAMES = ("不詳", "無名氏")
+"""What the Tang collection gives as the author of a poem nobody can name: 'unknown' and 'anonymous'."""
+
+
+def fit_names(names: Iterable[str], shortest: int = 2, longest: int = 3) -> tuple[str, ...]:
+    """The distinct names of ``names`` that suit every Chinese word task, in order of first appearance.
+
+    A name suits when it is ``shortest`` to ``longest`` characters long and no character repeats (so its
+    first character differs from its last, and reversed it is another string); :data:`NOT_NAMES` are left
+    out. For the Tang poets' names of :func:`companion.data.tang_poems`.
+    """
+    if isinstance(names, str):
+        raise TypeError("fit_names takes an iterable of names, not one str")
+    found = dict.fromkeys(names)
+    if not all(isinstance(n, str) for n in found):
+        raise TypeError("every name must be a str")
+    return tuple(n for n in found if shortest <= len(n) <= longest and len(set(n)) == len(n) and n not in NOT_NAMES)
 
 
 def _items(task: Task, words: Sequence[str], rng: random.Random) -> list[tuple[str, ...]]:
@@ -195,10 +237,11 @@ def instruction_splits(
     aside too.
 
     Args:
-        tasks: names from :data:`TASKS`; None means all of them.
+        tasks: names from :data:`TASKS` or :data:`CHINESE_TASKS`; None means all of :data:`TASKS`.
         words: the items of the word tasks: :data:`WORDS`, the words of a text
             chosen by :func:`fit_words`, or any non-empty strings whose right and
-            wrong answers differ (e.g. Tang poets' names for ``reverse`` and ``repeat``).
+            wrong answers differ (e.g. Tang poets' names, chosen by :func:`fit_names`, for
+            the Chinese tasks).
         held_out: the fraction of items held out, in ``(0, 1)``; at least one item is.
         max_items: the most items a task uses (``larger`` has 210 pairs, the word
             tasks one item per word); None means all.
@@ -210,10 +253,11 @@ def instruction_splits(
         templates; the training items in the held-out template. Each a list of
         :class:`Example` in a fixed order.
     """
+    known = {**TASKS, **CHINESE_TASKS}
     names = list(TASKS) if tasks is None else list(tasks)
-    unknown = [name for name in names if name not in TASKS]
+    unknown = [name for name in names if name not in known]
     if unknown or not names:
-        raise ValueError(f"tasks must be names from {list(TASKS)}; got {tasks!r}")
+        raise ValueError(f"tasks must be names from {list(known)}; got {tasks!r}")
     if not isinstance(held_out, float) or not 0 < held_out < 1:
         raise ValueError(f"held_out must be a fraction strictly between 0 and 1; got {held_out!r}")
     if isinstance(words, str) or not words or not all(isinstance(w, str) and w for w in words):
@@ -223,7 +267,7 @@ def instruction_splits(
     rng = random.Random(seed)
     splits: dict[str, list[Example]] = {"train": [], "new_items": [], "new_templates": []}
     for name in names:
-        task = TASKS[name]
+        task = known[name]
         items = _items(task, words, rng)[:max_items]
         cut = max(1, round(held_out * len(items)))
         last = len(task.templates) - 1
@@ -233,7 +277,7 @@ def instruction_splits(
             ("new_templates", items[cut:], [last]),
         ]:
             splits[split] += [
-                Example(name, t, task.prompt(t, item), task.answer(item), task.wrong(item))
+                Example(name, t, task.prompt(t, item), task.answer(item), task.wrong(item), item)
                 for item in chosen
                 for t in templates
             ]

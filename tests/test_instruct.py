@@ -73,6 +73,37 @@ def test_each_task_answers_right_and_its_rejected_answer_is_wrong():
     assert instruct.TASKS["next_number"].wrong(("zero",)) == "two"
 
 
+def test_each_chinese_task_answers_right_and_its_rejected_answer_is_wrong():
+    cases = {"first_char": "李", "last_char": "易", "repeat_zh": "李白易李白易", "reverse_zh": "易白李"}
+    assert set(cases) == set(instruct.CHINESE_TASKS)
+    for name, answer in cases.items():
+        task = instruct.CHINESE_TASKS[name]
+        assert task.answer(("李白易",)) == answer and task.wrong(("李白易",)) != answer
+        assert all(t.count("{x}") == 1 for t in task.templates) and len(task.templates) == 4
+
+
+def test_chinese_splits_carry_their_items_and_hold_out_names_per_task():
+    names = instruct.fit_names(["白居易", "杜甫", "李白", "不詳", "無名氏", "杜甫", "王維", "韋應物", "孟郊", "岑參"])
+    splits = instruct.instruction_splits(list(instruct.CHINESE_TASKS), words=names, held_out=0.25)
+    for e in (e for split in splits.values() for e in split):
+        assert e.item[0] in names and e.item[0] in e.prompt and e.answer != e.rejected
+    for task in instruct.CHINESE_TASKS:
+        trained = {e.item for e in splits["train"] if e.task == task}
+        held = {e.item for e in splits["new_items"] if e.task == task}
+        assert len(held) == 2 and not trained & held
+    assert instruct.instruction_splits(["larger"])["train"][0].item[1] in instruct.NUMBERS
+
+
+def test_fit_names_keeps_names_of_two_or_three_distinct_characters_once_each():
+    names = ["白居易", "杜甫", "不詳", "李白", "杜甫", "無名氏", "上官昭容", "王", "元元", "杜甫"]
+    assert instruct.fit_names(names) == ("白居易", "杜甫", "李白")
+    assert instruct.fit_names(iter(names), shortest=3, longest=4) == ("白居易", "上官昭容")
+    with pytest.raises(TypeError, match="not one str"):
+        instruct.fit_names("李白")
+    with pytest.raises(TypeError, match="must be a str"):
+        instruct.fit_names(["李白", 7])
+
+
 def test_the_words_suit_every_task():
     words = instruct.WORDS
     assert len(set(words)) == len(words) == 70
