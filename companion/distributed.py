@@ -98,9 +98,10 @@ def ring_all_reduce(
             ``0 … W − 1``; by default :func:`ring_chunk`.
 
     Returns:
-        ``(reduced, sent)``: every worker's result (the sum, up to the order of additions: the same bits on
-        every worker) and the number of entries each worker sent. ``DistributedDataParallel`` divides the
-        sum by ``W`` to get the mean gradient.
+        ``(reduced, sent)``: every worker's result and the number of entries each worker sent. With a
+        schedule that makes every chunk meet every worker once, as the default does, the result is the sum
+        (up to the order of additions) and the same bits on every worker. ``DistributedDataParallel``
+        gets the mean gradient by dividing each worker's gradient by ``W`` before it all-reduces them.
     """
     if isinstance(tensors, torch.Tensor) or not isinstance(tensors, Sequence) or not tensors:
         raise TypeError(f"tensors must be a non-empty list of tensors, one per worker; got {type(tensors).__name__}")

@@ -15,7 +15,7 @@ larger        ``which is larger, nine or four?``           ``nine``
 first_char    ``李白的第一個字是什麼？``                   ``李``
 last_char     ``杜甫的最後一個字是什麼？``                 ``甫``
 repeat_zh     ``把王維說兩遍``                             ``王維王維``
-reverse_zh    ``把白居易倒過來``                           ``易居白``
+reverse_zh    ``把白居易倒過來寫``                         ``易居白``
 ============  ===========================================  ==========
 
 :func:`instruction_splits` holds some *items* (words, numbers, pairs) and the
@@ -142,13 +142,13 @@ TASKS: dict[str, Task] = {
 CHINESE_TASKS: dict[str, Task] = {
     task.name: task
     for task in [
-        Task("first_char", ("{x}的第一個字是什麼？", "{x}以哪個字開頭？", "請說{x}的第一個字", "{x}開頭的字是什麼？"),
+        Task("first_char", ("{x}的第一個字是什麼？", "{x}以哪個字開頭？", "請說出{x}的第一個字", "{x}開頭的字是什麼？"),
              lambda w: w[0][0], lambda w: w[0][-1]),
-        Task("last_char", ("{x}的最後一個字是什麼？", "{x}以哪個字結尾？", "請說{x}的最後一個字", "{x}結尾的字是什麼？"),
+        Task("last_char", ("{x}的最後一個字是什麼？", "{x}以哪個字結尾？", "請說出{x}的最後一個字", "{x}結尾的字是什麼？"),
              lambda w: w[0][-1], lambda w: w[0][0]),
         Task("repeat_zh", ("把{x}說兩遍", "{x}重複兩遍", "請說兩遍{x}", "請把{x}重複兩遍"),
              lambda w: w[0] * 2, lambda w: w[0]),
-        Task("reverse_zh", ("把{x}倒過來", "{x}倒著寫", "請倒著寫{x}", "請把{x}倒過來"),
+        Task("reverse_zh", ("把{x}倒過來寫", "{x}倒著寫", "請倒著寫{x}", "請把{x}倒過來寫"),
              lambda w: w[0][::-1], lambda w: w[0]),
     ]
 }  # fmt: skip
@@ -229,12 +229,15 @@ def instruction_splits(
     held_out: float = 0.2,
     max_items: int | None = 70,
     seed: int = 0,
+    same_words: bool = False,
 ) -> dict[str, list[Example]]:
     """The instruction data, split so that held-out scores can tell what was learned.
 
     Each task's items are shuffled (with ``seed``), cut to ``max_items``, and a
     fraction ``held_out`` of them set aside; each task's last template is set
-    aside too.
+    aside too. With ``same_words`` the word tasks share one shuffle, so they train
+    on the same words and hold out the same words: a held-out word is new to the
+    model, not only to the task.
 
     Args:
         tasks: names from :data:`TASKS` or :data:`CHINESE_TASKS`; None means all of :data:`TASKS`.
@@ -246,6 +249,7 @@ def instruction_splits(
         max_items: the most items a task uses (``larger`` has 210 pairs, the word
             tasks one item per word); None means all.
         seed: the shuffle's seed.
+        same_words: one shuffle of ``words`` for every word task (else one each).
 
     Returns:
         ``{"train": ..., "new_items": ..., "new_templates": ...}``: the training
@@ -265,10 +269,11 @@ def instruction_splits(
     if max_items is not None and (isinstance(max_items, bool) or not isinstance(max_items, int) or max_items < 2):
         raise ValueError(f"max_items must be an int >= 2 or None; got {max_items!r}")
     rng = random.Random(seed)
+    shared = random.Random(seed).sample([(w,) for w in words], len(words)) if same_words else None
     splits: dict[str, list[Example]] = {"train": [], "new_items": [], "new_templates": []}
     for name in names:
         task = known[name]
-        items = _items(task, words, rng)[:max_items]
+        items = (shared if shared and task.items == "word" else _items(task, words, rng))[:max_items]
         cut = max(1, round(held_out * len(items)))
         last = len(task.templates) - 1
         for split, chosen, templates in [

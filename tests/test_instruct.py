@@ -94,6 +94,20 @@ def test_chinese_splits_carry_their_items_and_hold_out_names_per_task():
     assert instruct.instruction_splits(["larger"])["train"][0].item[1] in instruct.NUMBERS
 
 
+def test_with_same_words_every_word_task_trains_and_holds_out_the_same_words():
+    names = instruct.fit_names(["白居易", "杜甫", "李白", "王維", "韋應物", "孟郊", "岑參", "賈島", "韓愈", "張籍"])
+    tasks = [*instruct.CHINESE_TASKS, "next_number"]
+    splits = instruct.instruction_splits(tasks, words=names, held_out=0.3, same_words=True, seed=4)
+    for split in ("train", "new_items"):
+        items = [{e.item for e in splits[split] if e.task == task} for task in instruct.CHINESE_TASKS]
+        assert all(i == items[0] for i in items) and len(items[0]) == (7 if split == "train" else 3)
+    held = {e.item for e in splits["new_items"]}
+    assert not held & {e.item for e in splits["train"] if e.task != "next_number"}
+    assert {e.item[0] for e in splits["train"] if e.task == "next_number"} <= set(instruct.NUMBERS)
+    apart = instruct.instruction_splits(list(instruct.CHINESE_TASKS), words=names, held_out=0.3, seed=4)
+    assert len({frozenset(e.item for e in apart["new_items"] if e.task == t) for t in instruct.CHINESE_TASKS}) > 1
+
+
 def test_fit_names_keeps_names_of_two_or_three_distinct_characters_once_each():
     names = ["白居易", "杜甫", "不詳", "李白", "杜甫", "無名氏", "上官昭容", "王", "元元", "杜甫"]
     assert instruct.fit_names(names) == ("白居易", "杜甫", "李白")

@@ -117,7 +117,7 @@ ring_chunk = define(CheckSpec(
     forbidden=("companion.distributed.ring_chunk", "companion.distributed.ring_all_reduce"),
     cases=lambda gen: [(f"{plural(n, 'worker')}", (n,)) for n in (2, 3, 4, 5, 8)],
     passed="5 of 5 rings (2 to 8 workers) leave every worker with every chunk summed over all workers.",
-    hint="follow one chunk round the ring. At step 0 every worker sends a chunk of its own; at the next step, "
+    hint="follow one chunk round the ring. At step 0 every worker sends a different chunk; at the next step, "
     "which chunk does a worker hold that has more than its own part in it? After how many steps has a chunk "
     "passed every worker, and where is it then, complete, to start its second round?",
 ), "student", doc="""Check ``student(worker, step, workers) -> int``: the chunk (0 to ``workers`` − 1) that ``worker``
