@@ -6,8 +6,8 @@ from typing import Any
 
 import torch
 
-from companion.check.core import NONE_MESSAGE, CheckSpec, Wrong, define, keyed, plural
 from companion import distributed
+from companion.check.core import NONE_MESSAGE, CheckSpec, Wrong, define, keyed, plural
 
 __all__ = ["gpt_parameter_count", "ring_chunk", "training_bytes", "training_days"]
 
@@ -120,10 +120,10 @@ ring_chunk = define(CheckSpec(
     hint="follow one chunk round the ring. At step 0 every worker sends a different chunk; at the next step, "
     "which chunk does a worker hold that has more than its own part in it? After how many steps has a chunk "
     "passed every worker, and where is it then, complete, to start its second round?",
-), "student", doc="""Check ``student(worker, step, workers) -> int``: the chunk (0 to ``workers`` − 1) that ``worker``
-    sends to the next worker of the ring (the last one's next is worker 0) at ``step`` of a ring all-reduce, for steps 0 to
-    2·(``workers`` − 1) − 1: in the first ``workers`` − 1 the receiver adds what arrives to its copy, in the
-    rest it replaces its copy. The check runs the ring with that schedule and counts whose gradients each
+), "student", doc="""Check ``student(worker, step, workers) -> int``: the chunk (0 to ``workers`` − 1) that
+    ``worker`` sends to the next worker of the ring (the last one's next is worker 0) at ``step`` of a ring
+    all-reduce, for steps 0 to 2·(``workers`` − 1) − 1: in the first ``workers`` − 1 the receiver adds what
+    arrives to its copy, in the rest it replaces its copy. The check runs the ring with that schedule and counts whose gradients each
     worker's chunks hold; the course's ``distributed.ring_chunk`` raises while the function runs.""")
 
 
