@@ -251,7 +251,7 @@ def _softplus_by_logsigmoid(v):
     "name, student",
     [("adam_step", _functional_adam), ("clip_grad_norm", _clipped_by_torch), ("softplus", _softplus_by_logsigmoid),
      ("gpt_parameter_count",
-      lambda V, T, d, L: V * d + T * d + 2 * d + sum(scale._block_counts(d, L, 4, True).values()))],
+      lambda V, T, d, L, b, t: V * d + T * d + 2 * d + sum(scale._block_counts(d, L, 4, b).values()))],
 )  # fmt: skip
 def test_pytorchs_and_the_courses_lower_level_functions_are_forbidden_with_the_public_ones(name, student):
     result = getattr(check, name)(student)

@@ -140,7 +140,8 @@ def shortcuts() -> list[tuple[str, object]]:
         ("attention_weights", lambda q, k: attention.scaled_dot_product_attention(q, k, k)),
         ("causal_mask", attention.causal_mask),
         ("gru_step", recurrent.gru_cell),
-        ("gpt_parameter_count", lambda V, T, d, L: scale.gpt_parameters(vocab_size=V, context=T, dim=d, layers=L)),
+        ("gpt_parameter_count", lambda V, T, d, L, b, t: scale.gpt_parameters(
+            vocab_size=V, context=T, dim=d, layers=L, bias=b, tied_head=t)),
         ("training_bytes", lambda n, o, m: scale.training_memory(n, o, "mixed" if m else "fp32")["total"]),
         ("conv_output_size", conv.output_size),
         ("ring_chunk", distributed.ring_chunk),

@@ -2,24 +2,47 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
+from torch import nn
 
 from companion import check, scale
 from companion.check import scale as checks
 
 
-def gpt2(vocab_size, context, dim, layers):
+def gpt(vocab_size, context, dim, layers, bias, tied):
     V, T, d, L = vocab_size, context, dim, layers
-    return V * d + T * d + L * (4 * d * d + 4 * d + 8 * d * d + 5 * d + 4 * d) + 2 * d
+    norm = 2 * d if bias else d
+    block = 12 * d * d + (9 * d if bias else 0) + 2 * norm
+    return V * d + T * d + L * block + norm + (0 if tied else V * d)
+
+
+def built(V, T, d, L, bias, tied):
+    """The parameters PyTorch counts in a GPT-2-shaped stack of torch.nn parts."""
+    net = nn.ModuleDict({"tokens": nn.Embedding(V, d), "positions": nn.Embedding(T, d),
+                         "norm": nn.LayerNorm(d, bias=bias), "head": nn.Linear(d, V, bias=False)})  # fmt: skip
+    net["blocks"] = nn.ModuleList(
+        nn.TransformerEncoderLayer(d, 2, 4 * d, norm_first=True, bias=bias) for _ in range(L))
+    if tied:
+        net["head"].weight = net["tokens"].weight
+    return sum(p.numel() for p in net.parameters())
+
+
+@pytest.mark.parametrize(("bias", "tied"), [(True, True), (True, False), (False, True), (False, False)])
+def test_the_checks_count_is_what_pytorch_counts_in_a_built_model(bias, tied):
+    for V, T, d, L in [(65, 64, 32, 2), (1000, 128, 64, 1), (10, 8, 8, 3)]:
+        assert check.SPECS["gpt_parameter_count"].reference(V, T, d, L, bias, tied) == built(V, T, d, L, bias, tied)
+        assert gpt(V, T, d, L, bias, tied) == built(V, T, d, L, bias, tied)
 
 
 def test_gpt_parameter_count_passes_the_reference():
-    assert check.gpt_parameter_count(gpt2)
-    assert check.gpt_parameter_count(lambda V, T, d, L: float(gpt2(V, T, d, L)))  # 1.0e8 as a float is fine
+    assert check.gpt_parameter_count(gpt)
+    assert check.gpt_parameter_count(lambda *sizes: float(gpt(*sizes)))  # 1.0e8 as a float is fine
+    assert gpt(50257, 1024, 768, 12, True, True) == 124_439_808  # GPT-2 small
 
 
 def expected_counts():
-    return [gpt2(*case) for _, case in check.SPECS["gpt_parameter_count"].cases(torch.Generator())]
+    return [gpt(*case) for _, case in check.SPECS["gpt_parameter_count"].cases(torch.Generator())]
 
 
 def assert_fails_without_answers(result, *phrases):
@@ -31,23 +54,36 @@ def assert_fails_without_answers(result, *phrases):
 
 
 def test_gpt_parameter_count_names_usual_mistakes():
-    assert_fails_without_answers(check.gpt_parameter_count(lambda V, T, d, L: 12 * L * d * d + V * d), "case 1")
-    no_positions = check.gpt_parameter_count(lambda V, T, d, L: gpt2(V, T, d, L) - T * d)
+    assert_fails_without_answers(check.gpt_parameter_count(lambda V, T, d, L, b, t: 12 * L * d * d + V * d), "case 1")
+    no_positions = check.gpt_parameter_count(lambda V, T, d, L, b, t: gpt(V, T, d, L, b, t) - T * d)
     assert_fails_without_answers(no_positions, "position embeddings")
-    untied = check.gpt_parameter_count(lambda V, T, d, L: gpt2(V, T, d, L) + V * d)
-    assert_fails_without_answers(untied, "ties")
-    no_final = check.gpt_parameter_count(lambda V, T, d, L: gpt2(V, T, d, L) - 2 * d)
+    always_own_head = check.gpt_parameter_count(lambda V, T, d, L, b, t: gpt(V, T, d, L, b, False))
+    assert_fails_without_answers(always_own_head, "reuses the token embedding")
+    never_own_head = check.gpt_parameter_count(lambda V, T, d, L, b, t: gpt(V, T, d, L, b, True))
+    assert_fails_without_answers(never_own_head, "case 3", "untied head has V·d weights of its own")
+    head_bias = check.gpt_parameter_count(lambda V, T, d, L, b, t: gpt(V, T, d, L, b, t) + V * (not t))
+    assert_fails_without_answers(head_bias, "counted with a bias")
+    no_final = check.gpt_parameter_count(lambda V, T, d, L, b, t: gpt(V, T, d, L, b, t) - (2 * d if b else d))
     assert_fails_without_answers(no_final, "final layer norm")
-    no_bias = check.gpt_parameter_count(lambda V, T, d, L: gpt2(V, T, d, L) - 9 * L * d)
-    assert_fails_without_answers(no_bias, "biases")
-    rule = check.gpt_parameter_count(lambda V, T, d, L: 12 * L * d * d)
+    no_bias = check.gpt_parameter_count(lambda V, T, d, L, b, t: gpt(V, T, d, L, b, t) - 9 * L * d * b)
+    assert_fails_without_answers(no_bias, "biases of the linear layers")
+    bias_ignored = check.gpt_parameter_count(lambda V, T, d, L, b, t: gpt(V, T, d, L, True, t))
+    assert_fails_without_answers(bias_ignored, "case 3", "counted all the same")
+    no_norms = check.gpt_parameter_count(lambda V, T, d, L, b, t: gpt(V, T, d, L, b, t) - (0 if b else (2 * L + 1) * d))
+    assert_fails_without_answers(no_norms, "keep their scale")
+    shifts = check.gpt_parameter_count(lambda V, T, d, L, b, t: gpt(V, T, d, L, b, t) + (0 if b else (2 * L + 1) * d))
+    assert_fails_without_answers(shifts, "keep only their scale")
+    rule = check.gpt_parameter_count(lambda V, T, d, L, b, t: 12 * L * d * d)
     assert_fails_without_answers(rule, "only the 12·L·d²")
 
 
 def test_gpt_parameter_count_reports_errors_and_types():
-    assert_fails_without_answers(check.gpt_parameter_count(lambda V, T, d, L: 1 / 0), "ZeroDivisionError")
-    assert_fails_without_answers(check.gpt_parameter_count(lambda V, T, d, L: "many"), "expected a number, got a string")
-    assert_fails_without_answers(check.gpt_parameter_count(lambda V, T, d, L: None), "returned None")
+    assert_fails_without_answers(check.gpt_parameter_count(lambda V, T, d, L, b, t: 1 / 0), "ZeroDivisionError")
+    many = check.gpt_parameter_count(lambda V, T, d, L, b, t: "many")
+    assert_fails_without_answers(many, "expected a number, got a string")
+    assert_fails_without_answers(check.gpt_parameter_count(lambda V, T, d, L, b, t: None), "returned None")
+    four = check.gpt_parameter_count(lambda V, T, d, L: 1)
+    assert_fails_without_answers(four, "TypeError")
     assert "returned None" in check.training_bytes(lambda n, o, m: None).message
     assert not check.gpt_parameter_count(...) and "placeholder" in check.gpt_parameter_count(...).message
 
@@ -59,8 +95,10 @@ def reference_bytes(n, optimizer, mixed):
 
 def test_the_courses_own_counts_are_off_limits():
     assert reference_bytes(1000, "adam", True) == scale.training_memory(1000, "adam", "mixed")["total"]
-    assert gpt2(65, 64, 32, 2) == scale.gpt_parameters(vocab_size=65, context=64, dim=32, layers=2)
-    count = check.gpt_parameter_count(lambda V, T, d, L: scale.gpt_parameters(vocab_size=V, context=T, dim=d, layers=L))
+    assert gpt(65, 64, 32, 2, False, False) == scale.gpt_parameters(
+        vocab_size=65, context=64, dim=32, layers=2, bias=False, tied_head=False)
+    count = check.gpt_parameter_count(lambda V, T, d, L, b, t: scale.gpt_parameters(
+        vocab_size=V, context=T, dim=d, layers=L, bias=b, tied_head=t))
     assert not count and "do without companion.scale.gpt_parameters" in count.message
     memory = check.training_bytes(lambda n, o, m, f=scale.training_memory: f(n, o, "mixed" if m else "fp32")["total"])
     assert not memory and "do without companion.scale.training_memory" in memory.message

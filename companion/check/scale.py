@@ -12,39 +12,53 @@ from companion.check.core import NONE_MESSAGE, CheckSpec, Wrong, define, keyed, 
 __all__ = ["gpt_parameter_count", "ring_chunk", "training_bytes", "training_days"]
 
 
-def _gpt2_count(V: int, T: int, d: int, L: int, mistake: str = "") -> int:
-    """The parameters of GPT-2 with vocabulary V, context T, width d and L blocks, by part."""
-    terms = {"tokens": V * d, "positions": T * d, "weights": 12 * L * d * d, "biases": 9 * L * d,
-             "block norms": 4 * L * d, "final norm": 2 * d}  # fmt: skip
-    if mistake == "untied head":
-        return sum(terms.values()) + V * d
+def _gpt_count(V: int, T: int, d: int, L: int, bias: bool, tied: bool, mistake: str = "") -> int:
+    """The parameters of a GPT-2-style model with vocabulary V, context T, width d and L blocks, by part:
+    with or without biases (a layer norm without them keeps its scale), its head tied or its own."""
+    bias = bias or mistake == "bias ignored"
+    norm = 2 * d if bias or mistake == "norm shifts kept" else d
+    terms = {"tokens": V * d, "positions": T * d, "weights": 12 * L * d * d, "biases": 9 * L * d if bias else 0,
+             "block norms": 2 * L * norm, "final norm": norm, "head": 0 if tied else V * d}  # fmt: skip
+    if mistake == "norms dropped" and not bias:
+        terms["block norms"] = terms["final norm"] = 0
+    terms["head"] = {"untied head": V * d, "no head": 0, "head bias": terms["head"] + V * (not tied)}.get(
+        mistake, terms["head"])
     return terms["weights"] if mistake == "only 12Ld²" else sum(v for k, v in terms.items() if k != mistake)
 
 
 _GPT_MISTAKES = {
     "positions": "the position embeddings (T·d) seem to be missing",
-    "final norm": "the final layer norm (2d) seems to be missing",
-    "block norms": "the two layer norms of each block (4d per block) seem to be missing",
+    "final norm": "the final layer norm seems to be missing",
+    "block norms": "the two layer norms of each block seem to be missing",
     "biases": "the biases of the linear layers (9d per block: 3d + d in attention, 4d + d in the feed-forward) "
     "seem to be missing",
-    "untied head": "the read-out head seems to be counted with its own V·d weights, but GPT-2 reuses (ties) the "
-    "token embedding",
+    "untied head": "a tied head seems to be counted with V·d weights of its own, but it reuses the token "
+    "embedding",
+    "no head": "an untied head has V·d weights of its own, and they seem to be missing",
+    "head bias": "the untied head seems to be counted with a bias; it has none",
+    "bias ignored": "without biases, the linear layers' biases and the layer norms' shifts seem to be counted "
+    "all the same",
+    "norms dropped": "without biases the layer norms seem to be left out, but they keep their scale (d each)",
+    "norm shifts kept": "without biases the layer norms seem to keep their shifts; they keep only their scale",
     "only 12Ld²": "only the 12·L·d² weight matrices of the blocks seem to be counted",
     "tokens": "the token embeddings (V·d) seem to be missing",
 }
+_GPT_SIZES = [(65, 64, 32, 2, True, True), (50257, 1024, 768, 12, True, True), (1000, 128, 64, 1, False, False),
+              (10, 8, 8, 4, True, False), (500, 32, 16, 3, False, True), (32000, 2048, 512, 6, False, False)]
 gpt_parameter_count = define(CheckSpec(
-    "gpt_parameter_count", _gpt2_count, mistakes=keyed(_gpt2_count, _GPT_MISTAKES), rtol=0, atol=0,
+    "gpt_parameter_count", _gpt_count, mistakes=keyed(_gpt_count, _GPT_MISTAKES), rtol=0, atol=0,
     forbidden=("companion.scale.gpt_parameters", "companion.scale.gpt_parameter_counts",
                "companion.scale._block_counts"),
-    passed="4 of 4 sizes give the exact count.",
-    cases=lambda gen: [(f"vocab_size={V}, context={T}, dim={d}, layers={L}", (V, T, d, L)) for V, T, d, L in [
-        (65, 64, 32, 2), (50257, 1024, 768, 12), (1000, 128, 64, 1), (10, 8, 8, 4)]],
+    passed=f"{len(_GPT_SIZES)} of {len(_GPT_SIZES)} models give the exact count.",
+    cases=lambda gen: [(f"vocab_size={V}, context={T}, dim={d}, layers={L}, bias={b}, tied={t}", (V, T, d, L, b, t))
+                       for V, T, d, L, b, t in _GPT_SIZES],
     hint="follow a token through the model: which tables does it look up, which matrices (what shapes?) and "
-    "biases does one block hold, which vectors does a layer norm keep? Count one block and multiply; then ask "
-    "what the tied head adds.",
-), doc="""Check ``student(vocab_size, context, dim, layers) -> int``: the parameters of a GPT-2-style model
-    (pre-norm blocks with biases and a 4·d feed-forward, learned positions, a final layer norm, a head
-    tied to the token embedding), without the course's own count (it raises while the function runs).""")
+    "biases does one block hold, which vectors does a layer norm keep, and which of them are biases? Count one "
+    "block and multiply; then ask what a tied head adds, and what a head of its own does.",
+), doc="""Check ``student(vocab_size, context, dim, layers, bias, tied) -> int``: the parameters of a GPT-2-style
+    model (pre-norm blocks with a 4·d feed-forward, learned positions, a final layer norm); ``bias`` False
+    takes every bias out (a layer norm then keeps only its scale), ``tied`` False gives the read-out head
+    weights of its own and no bias. The course's own count raises while the function runs.""")
 
 
 def _bytes(n_params: int, optimizer: str, mixed: bool, mistake: str = "") -> int:
