@@ -21,8 +21,12 @@ def _gpt_count(V: int, T: int, d: int, L: int, bias: bool, tied: bool, mistake: 
              "block norms": 2 * L * norm, "final norm": norm, "head": 0 if tied else V * d}  # fmt: skip
     if mistake == "norms dropped" and not bias:
         terms["block norms"] = terms["final norm"] = 0
-    terms["head"] = {"untied head": V * d, "no head": 0, "head bias": terms["head"] + V * (not tied)}.get(
-        mistake, terms["head"])
+    elif mistake == "untied head":
+        terms["head"] = V * d
+    elif mistake == "no head":
+        terms["head"] = 0
+    elif mistake == "head bias" and not tied:
+        terms["head"] += V
     return terms["weights"] if mistake == "only 12Ld²" else sum(v for k, v in terms.items() if k != mistake)
 
 
@@ -109,7 +113,9 @@ def _ring_counts(case: tuple, table: Any) -> torch.Tensor:
     except (TypeError, ValueError) as err:
         raise Wrong(str(err).replace("the schedule must give", "the function must return")) from None
     counts = torch.stack(reduced)
-    for w, c in (counts != 1).any(-1).nonzero().tolist()[:1]:
+    wrong = (counts != 1).any(-1).nonzero().tolist()  # [worker, chunk] pairs
+    if wrong:
+        w, c = wrong[0]
         twice = [j for j in range(workers) if counts[w, c, j] > 1]
         lacks = [j for j in range(workers) if counts[w, c, j] == 0]
         told = [f"counts the gradient of {_workers(twice)} more than once" if twice else "",
